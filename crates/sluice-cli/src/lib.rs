@@ -1,0 +1,1 @@
+//! The sluice client commands: login, init, run, deploy, call, feeds, keys, sources, logs.

@@ -1,0 +1,1 @@
+//! Feed gateway: auth, parameter checks, concurrency limits, encoding rows as JSON/CSV/NDJSON/Arrow.

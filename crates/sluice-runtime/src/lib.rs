@@ -1,0 +1,1 @@
+//! Local runtime: uv environments, warm Python worker pools, the framed worker protocol.

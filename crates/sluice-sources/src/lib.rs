@@ -1,0 +1,1 @@
+//! Data-source connectors: run SQL with bound parameters on SQLite and PostgreSQL and stream Arrow record batches.

@@ -1,0 +1,1 @@
+//! Metadata store on sqlx: SQLite (embedded) and PostgreSQL, with migrations for both.
