@@ -1,0 +1,405 @@
+"""The worker shim: one Python process serving one feed module to the Rust runtime.
+
+    python -s -m sluice._worker --connect SOCK --module FILE [--memory-mb N]
+
+The protocol is ``docs/worker-protocol.md``. This file owns the loop: load the module (or
+explain precisely why it cannot be loaded), say HELLO, then serve CALLs one at a time until
+SHUTDOWN or the socket closes. User code failing is a normal event here: it becomes an ERROR
+frame and the worker goes on serving. Only a broken socket ends the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import os
+import platform
+import socket
+import struct
+import sys
+import time
+import traceback
+import types
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import _encode, _feed, _sql
+from ._encode import ARROW, CALL, END, ERROR, HELLO, LOAD_ERROR, ROWS, SHUTDOWN, SQL
+
+_SDK_DIR = os.path.dirname(os.path.abspath(__file__))
+CAPTURE_BYTES = 64 * 1024
+_TRUNCATED = "[... truncated]\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Framing.
+
+
+class Connection:
+    """Length-prefixed frames over a stream socket (u32 BE length of kind+payload, u8 kind)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def send(self, kind: int, payload: bytes) -> None:
+        if len(payload) + 1 > _encode.MAX_FRAME_BYTES:
+            raise ValueError(f"frame of {len(payload)} bytes exceeds the protocol limit")
+        self.sock.sendall(struct.pack(">IB", len(payload) + 1, kind) + payload)
+
+    def send_json(self, kind: int, obj: Any) -> None:
+        self.send(kind, json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode())
+
+    def recv(self) -> Optional[Tuple[int, bytes]]:
+        """The next frame, or None when the peer closed the socket."""
+        header = self._exact(5)
+        if header is None:
+            return None
+        n, kind = struct.unpack(">IB", header)
+        if n < 1 or n > _encode.MAX_FRAME_BYTES:
+            raise ConnectionError(f"bad frame length {n}")
+        payload = self._exact(n - 1)
+        if payload is None:
+            return None
+        return kind, payload
+
+    def _exact(self, n: int) -> Optional[bytes]:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        return bytes(buf)
+
+
+# ---------------------------------------------------------------------------------------
+# Output capture.
+
+
+class TailBuffer(io.TextIOBase):
+    """A text stream keeping only the last ``limit`` bytes (UTF-8) written to it."""
+
+    def __init__(self, limit: int = CAPTURE_BYTES) -> None:
+        self.limit = limit
+        self.parts: List[str] = []
+        self.size = 0
+        self.truncated = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        self.parts.append(s)
+        self.size += len(s.encode("utf-8", "replace"))
+        # Trim lazily, dropping whole writes while they are not needed for the tail.
+        while self.size > 2 * self.limit and len(self.parts) > 1:
+            dropped = self.parts.pop(0)
+            self.size -= len(dropped.encode("utf-8", "replace"))
+            self.truncated = True
+        return len(s)
+
+    def getvalue(self) -> str:
+        data = "".join(self.parts).encode("utf-8", "replace")
+        if len(data) > self.limit:
+            data = data[-self.limit :]
+            self.truncated = True
+        text = data.decode("utf-8", "ignore")
+        return _TRUNCATED + text if self.truncated else text
+
+
+class Capture:
+    """Redirect sys.stdout/sys.stderr for one call; restore them afterwards."""
+
+    def __enter__(self) -> "Capture":
+        self.out, self.err = TailBuffer(), TailBuffer()
+        self.saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = self.out, self.err
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        sys.stdout, sys.stderr = self.saved
+
+
+# ---------------------------------------------------------------------------------------
+# Tracebacks that show the analyst's code, not ours.
+
+
+def _is_sdk_frame(filename: str) -> bool:
+    return os.path.dirname(os.path.abspath(filename)) == _SDK_DIR
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback with sluice's own frames (and importlib's) removed."""
+    te = traceback.TracebackException.from_exception(exc)
+    _trim(te)
+    return "".join(te.format())
+
+
+def _trim(te: traceback.TracebackException) -> None:
+    te.stack = traceback.StackSummary.from_list(
+        [f for f in te.stack if not _is_sdk_frame(f.filename) and not f.filename.startswith("<frozen importlib")]
+    )
+    for nested in (te.__cause__, te.__context__):
+        if nested is not None:
+            _trim(nested)
+
+
+def _user_location(exc: BaseException, module_file: str) -> Tuple[Optional[str], Optional[int]]:
+    """The deepest frame of the traceback that is in the user's file."""
+    target = os.path.abspath(module_file)
+    found: Tuple[Optional[str], Optional[int]] = (None, None)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if os.path.abspath(frame.filename) == target:
+            found = (module_file, frame.lineno)
+    return found
+
+
+# ---------------------------------------------------------------------------------------
+# Loading the feed module.
+
+
+class LoadError(Exception):
+    def __init__(self, message: str, file: Optional[str], line: Optional[int], tb: str = "") -> None:
+        super().__init__(message)
+        self.message, self.file, self.line, self.tb = message, file, line, tb
+
+    def payload(self) -> Dict[str, Any]:
+        return {
+            "code": "invalid_feed_module",
+            "message": self.message,
+            "file": self.file,
+            "line": self.line,
+            "traceback": self.tb,
+        }
+
+
+def load_module(path: str) -> List[_feed.Feed]:
+    """Import the feed file and return its feeds, or raise LoadError explaining what to fix."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    if not name.isidentifier():
+        name = "feed_module"
+    _feed._clear_registry()
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise LoadError(f"{path} cannot be imported as a Python module; feed files end in .py", path, None)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        # The feed's own folder first, so it can import helper modules sitting next to it.
+        sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+        spec.loader.exec_module(module)
+    except LoadError:
+        raise
+    except FileNotFoundError as e:
+        if getattr(e, "filename", None) and os.path.abspath(e.filename) == os.path.abspath(path):
+            raise LoadError(f"feed module {path} does not exist", path, None) from e
+        raise _load_error(e, path) from e
+    except SyntaxError as e:
+        # e.filename may be another module the feed imports; report where the error is.
+        file = e.filename or path
+        line = e.lineno
+        detail = f"{e.msg} (line {line}" + (f", column {e.offset})" if e.offset else ")")
+        text = (e.text or "").rstrip("\n")
+        msg = f"{file}:{line}: syntax error: {detail}" + (f"\n    {text.strip()}" if text else "")
+        raise LoadError(msg + "\nfix the syntax and deploy again", file, line, user_traceback(e)) from e
+    except _feed.FeedDefinitionError as e:
+        raise LoadError(str(e), e.file or path, e.line, user_traceback(e)) from e
+    except BaseException as e:  # noqa: BLE001 - anything at import time is the module's fault
+        if isinstance(e, (KeyboardInterrupt,)):
+            raise
+        raise _load_error(e, path) from e
+    found = _feed.feeds()
+    if not found:
+        raise LoadError(
+            f"{path} defines no feed: decorate at least one function with @sluice.feed "
+            "(and 'import sluice' at the top)",
+            path,
+            None,
+        )
+    return found
+
+
+def _load_error(e: BaseException, path: str) -> LoadError:
+    file, line = _user_location(e, path)
+    file = file or path
+    where = f"{file}:{line}: " if line else f"{file}: "
+    if isinstance(e, ModuleNotFoundError) and e.name:
+        top = e.name.split(".")[0]
+        msg = (
+            f"{where}cannot import '{e.name}': add '{_pip_name(top)}' to the dependencies in the "
+            "'# /// script' block at the top of the file"
+        )
+    elif isinstance(e, ImportError):
+        msg = f"{where}import failed: {e}; check the name, and that the package is listed in the '# /// script' dependencies"
+    elif isinstance(e, SystemExit):
+        msg = f"{where}the module called exit() while being imported; feed modules must not exit at import time"
+    else:
+        msg = (
+            f"{where}importing the module raised {type(e).__name__}: {e}; code at the top level of a "
+            "feed file runs when the feed starts, so move work that can fail into the feed function"
+        )
+    return LoadError(msg, file, line, user_traceback(e))
+
+
+# Import names whose distribution is named differently; the common surprises.
+_PIP_NAMES = {"yaml": "pyyaml", "sklearn": "scikit-learn", "bs4": "beautifulsoup4", "PIL": "pillow", "psycopg2": "psycopg2-binary", "dateutil": "python-dateutil", "cv2": "opencv-python"}
+
+
+def _pip_name(module: str) -> str:
+    return _PIP_NAMES.get(module, module)
+
+
+# ---------------------------------------------------------------------------------------
+# Serving calls.
+
+
+class Worker:
+    def __init__(self, conn: Connection, feeds: List[_feed.Feed]) -> None:
+        self.conn = conn
+        self.feeds = {f.name: f for f in feeds}
+        self.pa = _encode.load_pyarrow()
+
+    def hello(self) -> Dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "python": platform.python_version(),
+            "pyarrow": self.pa is not None,
+            "feeds": [f.signature() for f in self.feeds.values()],
+        }
+
+    def serve(self) -> int:
+        self.conn.send_json(HELLO, self.hello())
+        while True:
+            frame = self.conn.recv()
+            if frame is None:
+                return 0
+            kind, payload = frame
+            if kind == SHUTDOWN:
+                return 0
+            if kind != CALL:
+                # A protocol bug on the Rust side; say so, but keep serving.
+                self.conn.send_json(ERROR, _error("internal", "ProtocolError", f"expected CALL (3) or SHUTDOWN (9), got frame kind {kind}"))
+                continue
+            try:
+                call = json.loads(payload)
+            except ValueError as e:
+                self.conn.send_json(ERROR, _error("internal", "ProtocolError", f"CALL payload is not JSON: {e}"))
+                continue
+            self.call(call)
+
+    def call(self, call: Dict[str, Any]) -> None:
+        started = time.perf_counter()
+        rows = 0
+        name = call.get("feed")
+        f = self.feeds.get(name) if isinstance(name, str) else None
+        if f is None:
+            self.conn.send_json(
+                ERROR,
+                _error("internal", "UnknownFeed", f"this worker has no feed {name!r}; it serves: {', '.join(self.feeds)}"),
+            )
+            return
+        try:
+            params = f.coerce(call.get("params") or {})
+        except _feed.ParameterError as e:
+            self.conn.send_json(ERROR, _error("invalid_parameter", "ParameterError", str(e)))
+            return
+        capture = Capture()
+        error: Optional[Dict[str, Any]] = None
+        with _sql.call_sources(call.get("sources")), capture:
+            try:
+                result = f.func(**params)
+                if isinstance(result, _sql.SqlQuery) and call.get("passthrough"):
+                    self.conn.send_json(SQL, result.to_frame_json())
+                else:
+                    for frame in _encode.encode(result, columns=f.columns, pa=self.pa):
+                        self.conn.send(frame.kind, frame.payload)
+                        rows += frame.rows
+            except (BrokenPipeError, ConnectionResetError):
+                raise
+            except MemoryError:
+                # Past RLIMIT_AS; continuing risks a half-broken interpreter. Report and let
+                # Rust restart us.
+                error = _error("feed_raised", "MemoryError", "the feed ran out of memory (the worker's memory limit); return fewer rows or stream them with a generator")
+            except Exception as e:  # noqa: BLE001 - user code may raise anything
+                error = self._describe(e)
+        out, err = capture.out.getvalue(), capture.err.getvalue()
+        if error is not None:
+            error.update(stdout=out, stderr=err)
+            self.conn.send_json(ERROR, error)
+            if error["type"] == "MemoryError":
+                raise SystemExit(3)
+            return
+        self.conn.send_json(
+            END,
+            {"rows": rows, "stdout": out, "stderr": err, "duration_ms": (time.perf_counter() - started) * 1000.0},
+        )
+
+    def _describe(self, e: Exception) -> Dict[str, Any]:
+        if isinstance(e, _sql.SourceError):
+            code = "source_query_failed"
+        elif isinstance(e, _encode.ResultError):
+            code = "feed_raised"
+        elif _is_db_error(e):
+            code = "source_query_failed"
+        else:
+            code = "feed_raised"
+        return _error(code, type(e).__name__, str(e) or type(e).__name__, user_traceback(e))
+
+
+def _is_db_error(e: BaseException) -> bool:
+    # DB-API drivers raise their own Error hierarchies; recognise them by module so that
+    # a bad query is reported as a source problem rather than a bug in the feed.
+    mod = type(e).__module__.split(".")[0]
+    return mod in ("sqlite3", "psycopg", "psycopg2")
+
+
+def _error(code: str, typ: str, message: str, tb: str = "") -> Dict[str, Any]:
+    return {"code": code, "type": typ, "message": message, "traceback": tb, "stdout": "", "stderr": ""}
+
+
+# ---------------------------------------------------------------------------------------
+# Entry point.
+
+
+def _set_memory_limit(mb: int) -> None:
+    try:
+        import resource
+    except ImportError:  # not on Unix: the Rust side enforces limits another way
+        return
+    limit = mb * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY and hard < limit:
+        limit = hard
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sluice._worker", description="Serve one feed module to the Sluice runtime.")
+    parser.add_argument("--connect", required=True, metavar="SOCK", help="Unix socket path the runtime listens on")
+    parser.add_argument("--module", required=True, metavar="FILE", help="the feed module (.py)")
+    parser.add_argument("--memory-mb", type=int, metavar="N", help="address-space limit for this process")
+    args = parser.parse_args(argv)
+
+    if args.memory_mb:
+        _set_memory_limit(args.memory_mb)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(args.connect)
+    conn = Connection(sock)
+    try:
+        try:
+            feeds = load_module(args.module)
+        except LoadError as e:
+            conn.send_json(LOAD_ERROR, e.payload())
+            return 1
+        return Worker(conn, feeds).serve()
+    except (BrokenPipeError, ConnectionResetError):
+        return 0
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
