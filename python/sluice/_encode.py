@@ -82,13 +82,15 @@ def encode(result: Any, *, columns: Optional[Sequence[str]] = None, pa: Any = No
     if native is not None:
         yield from _arrow_table_frames(native, pa)
         return
-    if pa is None and _is_arrow(result):
-        result = _arrow_to_chunks(result)
-    elif _module_of(result) == "pandas" and hasattr(result, "to_dict"):
-        result = _pandas_to_chunks(result)
+    # Columnar results without pyarrow (or that pyarrow refused) become typed row chunks.
+    if _is_arrow(result):
+        chunks = _arrow_to_chunks(result)
+    elif _module_of(result) == "pandas" and type(result).__name__ == "DataFrame":
+        chunks = _pandas_to_chunks(result)
     elif _module_of(result) == "polars":
-        result = _polars_to_chunks(result)
-    chunks = _row_chunks(result, columns)
+        chunks = _polars_to_chunks(result)
+    else:
+        chunks = _row_chunks(result, columns)
     builder = _ArrowChunks(pa) if pa is not None else _RowsChunks()
     for cols, rows in chunks:
         yield from builder.frames(cols, rows)

@@ -272,7 +272,8 @@ def _build_feed(
     key: Optional[Sequence[str]],
     columns: Optional[Sequence[str]],
 ) -> Feed:
-    qualname = getattr(fn, "__qualname__", repr(fn))
+    # __name__, not __qualname__: "feed 'sales'" reads better than "'test.<locals>.sales'".
+    qualname = getattr(fn, "__name__", repr(fn))
     file, line = _location(fn)
     if not inspect.isfunction(fn) and not inspect.ismethod(fn):
         raise FeedDefinitionError(
