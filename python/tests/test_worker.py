@@ -1,0 +1,377 @@
+"""The worker shim: in-process against a socketpair, and end to end as the real
+`python -m sluice._worker` subprocess speaking frames over a Unix socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+
+import sluice
+from sluice import _encode, _worker
+
+from framing import (
+    ARROW, CALL, END, ERROR, HELLO, LOAD_ERROR, ROWS, SHUTDOWN, SQL,
+    arrow_rows, read_call, read_frame, rows_rows, write_json,
+)
+
+PYTHON_DIR = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------------------
+# In-process: the Worker class over a socketpair.
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Path:
+    path = tmp_path / "shop.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("create table sales (day text, region text, amount real)")
+        db.executemany("insert into sales values (?, ?, ?)", [("2024-01-01", "EU", 10.0), ("2024-01-02", "US", 7.0)])
+    db.close()
+    return path
+
+
+def serve_in_thread(pa_available: bool, monkeypatch: pytest.MonkeyPatch) -> Tuple[socket.socket, threading.Thread, Dict[str, int]]:
+    if not pa_available:
+        monkeypatch.setattr(_encode, "load_pyarrow", lambda: None)
+    ours, theirs = socket.socketpair()
+    result: Dict[str, int] = {}
+    worker = _worker.Worker(_worker.Connection(theirs), sluice.feeds())
+    t = threading.Thread(target=lambda: result.setdefault("rc", worker.serve()), daemon=True)
+    t.start()
+    return ours, t, result
+
+
+def test_sql_passthrough_sends_a_sql_frame_and_otherwise_materialises(shop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("pyarrow")
+
+    @sluice.feed
+    def by_region(region: str = "EU"):
+        return sluice.sql("shop", "select day, amount from sales where region = :region", region=region)
+
+    sock, thread, result = serve_in_thread(True, monkeypatch)
+    kind, hello = read_frame(sock)  # type: ignore[misc]
+    assert kind == HELLO and json.loads(hello)["pyarrow"] is True
+    sources = {"shop": {"kind": "sqlite", "path": str(shop)}}
+
+    write_json(sock, CALL, {"id": "1", "feed": "by_region", "params": {"region": "US"}, "sources": sources, "passthrough": True})
+    frames = read_call(sock)
+    assert [k for k, _ in frames] == [SQL, END]
+    assert frames[0][1] == {"source": "shop", "query": "select day, amount from sales where region = :region", "params": {"region": "US"}}
+    assert frames[1][1]["rows"] == 0
+
+    write_json(sock, CALL, {"id": "2", "feed": "by_region", "params": {"region": "US"}, "sources": sources, "passthrough": False})
+    frames = read_call(sock)
+    assert [k for k, _ in frames] == [ARROW, END]
+    assert arrow_rows([frames[0][1]]) == [{"day": "2024-01-02", "amount": 7.0}]
+    assert frames[1][1]["rows"] == 1
+
+    # Sources only exist for the duration of a call.
+    with pytest.raises(sluice.SourceError):
+        sluice.connect("shop")
+    write_json(sock, SHUTDOWN, {})
+    thread.join(5)
+    assert result["rc"] == 0
+
+
+def test_without_pyarrow_the_worker_sends_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    @sluice.feed
+    def nums(n: int = 3):
+        return ({"i": i, "half": i / 2} for i in range(n))
+
+    sock, thread, result = serve_in_thread(False, monkeypatch)
+    kind, hello = read_frame(sock)  # type: ignore[misc]
+    assert json.loads(hello)["pyarrow"] is False
+    write_json(sock, CALL, {"id": "1", "feed": "nums", "params": {"n": 2}, "sources": {}, "passthrough": True})
+    frames = read_call(sock)
+    assert [k for k, _ in frames] == [ROWS, END]
+    assert frames[0][1]["types"] == ["int", "float"]
+    assert rows_rows([frames[0][1]]) == [{"i": 0, "half": 0.0}, {"i": 1, "half": 0.5}]
+    sock.close()  # closing the socket ends the worker cleanly
+    thread.join(5)
+    assert result["rc"] == 0
+
+
+def test_bad_params_unknown_feed_and_bad_results_are_errors_not_crashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    @sluice.feed
+    def f(n: int = 1):
+        return {1, 2}
+
+    sock, thread, _ = serve_in_thread(False, monkeypatch)
+    read_frame(sock)
+    write_json(sock, CALL, {"id": "1", "feed": "f", "params": {"n": "x"}, "sources": {}, "passthrough": False})
+    (kind, err), = read_call(sock)
+    assert kind == ERROR and err["code"] == "invalid_parameter" and "'n'" in err["message"]
+    write_json(sock, CALL, {"id": "2", "feed": "nope", "params": {}, "sources": {}, "passthrough": False})
+    (kind, err), = read_call(sock)
+    assert err["code"] == "internal" and "no feed 'nope'" in err["message"] and "serves: f" in err["message"]
+    write_json(sock, CALL, {"id": "3", "feed": "f", "params": {}, "sources": {}, "passthrough": False})
+    (kind, err), = read_call(sock)
+    assert err["code"] == "feed_raised" and err["type"] == "ResultError" and "returned a set" in err["message"]
+    assert "a list of dicts" in err["message"]
+    sock.close()
+    thread.join(5)
+
+
+def test_tail_buffer_keeps_the_last_64k_and_marks_truncation() -> None:
+    b = _worker.TailBuffer(limit=10)
+    b.write("hello ")
+    assert b.getvalue() == "hello "
+    for i in range(100):
+        b.write(f"line {i}\n")
+    v = b.getvalue()
+    assert v.startswith("[... truncated]\n") and v.endswith("line 99\n")
+    assert len(v.encode()) <= 10 + len("[... truncated]\n")
+
+
+# ---------------------------------------------------------------------------------------
+# End to end: the real worker process.
+
+
+FEED_MODULE = '''\
+# /// script
+# dependencies = []
+# ///
+import resource
+import sys
+from datetime import date
+
+import sluice
+
+
+@sluice.feed(cache="1m", key=["i"])
+def hello(name: str = "world", since: date = date(2024, 1, 1), n: int = 2):
+    """Say hello."""
+    print(f"hello {name}")
+    print("careful", file=sys.stderr)
+    return [{"i": i, "name": name, "since": since} for i in range(n)]
+
+
+def helper(x):
+    raise ValueError(f"bad x {x}")
+
+
+@sluice.feed
+def boom(x: int = 1):
+    print("before boom")
+    helper(x)
+
+
+@sluice.feed
+def chatty():
+    for i in range(20000):
+        print("%08d" % i)
+
+
+@sluice.feed
+def limits():
+    return [{"soft": resource.getrlimit(resource.RLIMIT_AS)[0]}]
+'''
+
+
+class WorkerProcess:
+    def __init__(self, module_source: str, extra_path: Optional[str] = None, memory_mb: Optional[int] = None) -> None:
+        # Unix socket paths are limited to ~108 bytes; pytest's tmp_path can be longer.
+        self.dir = tempfile.mkdtemp(prefix="sluice-w-")
+        self.module = os.path.join(self.dir, "my_feeds.py")
+        with open(self.module, "w") as f:
+            f.write(textwrap.dedent(module_source))
+        sock_path = os.path.join(self.dir, "w.sock")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(sock_path)
+        self.listener.listen(1)
+        self.listener.settimeout(20)
+        pythonpath = os.pathsep.join(p for p in (extra_path, str(PYTHON_DIR)) if p)
+        # Like the runtime: a cleared environment with only what the worker needs.
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": self.dir, "LANG": "C.UTF-8", "PYTHONPATH": pythonpath,
+               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
+        args = [sys.executable, "-s", "-m", "sluice._worker", "--connect", sock_path, "--module", self.module]
+        if memory_mb:
+            args += ["--memory-mb", str(memory_mb)]
+        self.proc = subprocess.Popen(args, env=env, cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.sock, _ = self.listener.accept()
+        self.sock.settimeout(20)
+
+    def call(self, feed: str, params: Optional[Dict[str, Any]] = None, passthrough: bool = True) -> List[Tuple[int, Any]]:
+        write_json(self.sock, CALL, {"id": "x", "feed": feed, "params": params or {}, "sources": {}, "passthrough": passthrough})
+        return read_call(self.sock)
+
+    def wait(self) -> int:
+        try:
+            return self.proc.wait(timeout=20)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for s in (self.sock, self.listener):
+            s.close()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Any]:
+    started: List[WorkerProcess] = []
+
+    def start(source: str, **kw: Any) -> WorkerProcess:
+        w = WorkerProcess(source, **kw)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.close()
+
+
+def test_worker_process_serves_calls_survives_errors_and_captures_output(spawn: Any) -> None:
+    pytest.importorskip("pyarrow")
+    w = spawn(FEED_MODULE, memory_mb=4096)
+    kind, payload = read_frame(w.sock)  # type: ignore[misc]
+    assert kind == HELLO
+    hello = json.loads(payload)
+    assert hello["pid"] == w.proc.pid and hello["pyarrow"] is True and hello["python"].count(".") == 2
+    assert [f["name"] for f in hello["feeds"]] == ["hello", "boom", "chatty", "limits"]
+    assert hello["feeds"][0] == {
+        "name": "hello", "doc": "Say hello.", "cache": "1m", "key": ["i"],
+        "params": [
+            {"name": "name", "type": "str", "required": False, "default": "world"},
+            {"name": "since", "type": "date", "required": False, "default": "2024-01-01"},
+            {"name": "n", "type": "int", "required": False, "default": 2},
+        ],
+    }
+
+    frames = w.call("hello", {"name": "Ada", "since": "2024-02-03"})
+    assert [k for k, _ in frames] == [ARROW, END]
+    import datetime as dt
+    assert arrow_rows([frames[0][1]]) == [
+        {"i": 0, "name": "Ada", "since": dt.date(2024, 2, 3)},
+        {"i": 1, "name": "Ada", "since": dt.date(2024, 2, 3)},
+    ]
+    end = frames[1][1]
+    assert end["rows"] == 2 and end["stdout"] == "hello Ada\n" and end["stderr"] == "careful\n"
+    assert end["duration_ms"] >= 0
+
+    frames = w.call("boom", {"x": 7})
+    (kind, err), = frames
+    assert kind == ERROR
+    assert err["code"] == "feed_raised" and err["type"] == "ValueError" and err["message"] == "bad x 7"
+    assert err["stdout"] == "before boom\n"
+    tb = err["traceback"]
+    assert "my_feeds.py\", line 26, in boom" in tb and "my_feeds.py\", line 20, in helper" in tb, tb
+    assert "ValueError: bad x 7" in tb
+    assert "_worker.py" not in tb and "sluice" + os.sep not in tb, tb
+
+    # Output printed by the failed call does not leak into the next one.
+    frames = w.call("hello", {"n": 1})
+    assert frames[-1][0] == END and frames[-1][1]["stdout"] == "hello world\n"
+
+    (kind, end), = w.call("chatty")
+    assert kind == END and end["rows"] == 0
+    assert end["stdout"].startswith("[... truncated]\n") and end["stdout"].endswith("00019999\n")
+    assert 60 * 1024 < len(end["stdout"].encode()) <= 64 * 1024 + 32
+
+    frames = w.call("limits")
+    assert arrow_rows([frames[0][1]]) == [{"soft": 4096 * 1024 * 1024}]
+
+    write_json(w.sock, SHUTDOWN, {})
+    assert w.wait() == 0
+
+
+def test_worker_process_without_pyarrow_sends_rows_and_exits_when_socket_closes(spawn: Any, tmp_path: Path) -> None:
+    # Shadow pyarrow with a package that fails to import, as if it were not installed.
+    fake = tmp_path / "nopyarrow"
+    (fake / "pyarrow").mkdir(parents=True)
+    (fake / "pyarrow" / "__init__.py").write_text("raise ImportError('No module named pyarrow')\n")
+    w = spawn(FEED_MODULE, extra_path=str(fake))
+    kind, payload = read_frame(w.sock)  # type: ignore[misc]
+    assert kind == HELLO and json.loads(payload)["pyarrow"] is False
+    frames = w.call("hello", {"name": "Bo", "since": "2024-05-06", "n": 2})
+    assert [k for k, _ in frames] == [ROWS, END]
+    assert frames[0][1]["types"] == ["int", "str", "date"]
+    assert rows_rows([frames[0][1]]) == [{"i": 0, "name": "Bo", "since": "2024-05-06"}, {"i": 1, "name": "Bo", "since": "2024-05-06"}]
+    w.sock.close()
+    assert w.wait() == 0
+
+
+def load_error(spawn: Any, source: str) -> Dict[str, Any]:
+    w = spawn(source)
+    frame = read_frame(w.sock)
+    assert frame is not None, w.proc.stderr.read().decode()
+    kind, payload = frame
+    assert kind == LOAD_ERROR, payload
+    err = json.loads(payload)
+    assert err["code"] == "invalid_feed_module"
+    assert w.wait() == 1
+    err["_module"] = w.module
+    return err
+
+
+def test_load_error_for_syntax_error_points_at_the_line(spawn: Any) -> None:
+    err = load_error(spawn, """\
+        import sluice
+
+        @sluice.feed
+        def broken():
+            return [{"a": 1}
+        """)
+    assert err["file"] == err["_module"]
+    assert err["line"] == 5
+    assert f"{err['_module']}:5: syntax error" in err["message"] and "fix the syntax" in err["message"]
+
+
+def test_load_error_for_missing_import_says_to_add_the_dependency(spawn: Any) -> None:
+    err = load_error(spawn, """\
+        import sluice
+        import datetime
+        import no_such_package_xyz.sub
+
+        @sluice.feed
+        def f():
+            return []
+        """)
+    assert err["line"] == 3 and err["file"] == err["_module"]
+    assert "cannot import 'no_such_package_xyz'" in err["message"]
+    assert "add 'no_such_package_xyz' to the dependencies in the '# /// script' block" in err["message"]
+    assert "ModuleNotFoundError" in err["traceback"]
+
+
+def test_load_error_for_exception_at_import_and_bad_signature_and_no_feeds(spawn: Any) -> None:
+    err = load_error(spawn, """\
+        import sluice
+
+        LOOKUP = {}
+        VALUE = LOOKUP["missing"]
+        """)
+    assert err["line"] == 4 and "raised KeyError" in err["message"] and "move work that can fail into the feed function" in err["message"]
+
+    err = load_error(spawn, """\
+        import sluice
+
+        @sluice.feed
+        def f(a: int,
+              b: set = None):
+            return []
+        """)
+    assert err["line"] == 5 and err["file"] == err["_module"] and "parameter 'b'" in err["message"]
+
+    err = load_error(spawn, "import sluice\n\ndef not_a_feed():\n    return []\n")
+    assert err["file"] == err["_module"] and err["line"] is None
+    assert "defines no feed" in err["message"] and "@sluice.feed" in err["message"] and err["_module"] in err["message"]
