@@ -1,1 +1,36 @@
-//! Feed gateway: auth, parameter checks, concurrency limits, encoding rows as JSON/CSV/NDJSON/Arrow.
+//! The gateway: everything between a BI tool's HTTP request and a feed's rows.
+//!
+//! It authenticates the caller, finds the live revision, checks parameters against the
+//! feed's signature before any user code runs, enforces the per-feed concurrency limit,
+//! asks the runtime for rows (or runs a `sluice.sql` passthrough natively through
+//! `sluice-sources`), and encodes the Arrow batches for the client while they stream.
+//!
+//! The control API (`sluice-control`) shares this crate's [`Gateway`] state, its auth and
+//! its problem responses, so both surfaces behave alike. This crate never writes feeds,
+//! keys or sources: that is the control API's job.
+
+pub mod auth;
+pub mod cache;
+pub mod encode;
+mod feeds;
+pub mod limiter;
+pub mod metrics;
+pub mod problem;
+mod recorder;
+mod state;
+
+pub use auth::Principal;
+pub use problem::ApiError;
+pub use state::{Execution, Gateway, GatewayConfig, Logs, WorkspaceSources, module_of};
+
+use axum::{Router, routing::get};
+
+/// Routes served by the gateway: feeds, health and metrics.
+pub fn router(gw: Gateway) -> Router {
+    Router::new()
+        .route("/feeds/{ws}/{feed}", get(feeds::get_feed))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(state::readyz))
+        .route("/metrics", get(metrics::scrape))
+        .with_state(gw)
+}

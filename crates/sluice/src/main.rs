@@ -1,1 +1,72 @@
-fn main() {}
+//! `sluice`: one binary for the all-in-one server, the production server, the Kubernetes
+//! operator and the analyst's client. This file only parses the command line and hands
+//! typed values to the crates that do the work.
+
+mod config;
+mod demo;
+mod server;
+
+use clap::{Parser, Subcommand};
+use config::{ServerArgs, ServerConfig};
+use tracing_subscriber::{EnvFilter, fmt};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Publish Python functions as live, governed data feeds for BI tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything on this machine: API, feeds, workers, embedded SQLite, sample data.
+    #[command(after_help = "Example:\n  sluice up --data-dir ./.sluice --listen 127.0.0.1:8080")]
+    Up(ServerArgs),
+    /// Run the production server (PostgreSQL metadata with --database-url or a config file).
+    #[command(after_help = "Example:\n  sluice server --config /etc/sluice/sluice.toml")]
+    Server(ServerArgs),
+    #[command(flatten)]
+    Client(sluice_cli::ClientCommand),
+}
+
+fn init_logs(json: bool) {
+    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    if json {
+        fmt().with_env_filter(filter).json().with_writer(std::io::stderr).init();
+    } else {
+        fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Up(args) => {
+                let cfg = ServerConfig::load(&args)?;
+                init_logs(cfg.log_json);
+                server::run(cfg, server::Mode::AllInOne).await
+            }
+            Command::Server(args) => {
+                let cfg = ServerConfig::load(&args)?;
+                init_logs(cfg.log_json);
+                server::run(cfg, server::Mode::Production).await
+            }
+            Command::Client(cmd) => sluice_cli::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! `GET /feeds/{ws}/{feed}`: the endpoint BI tools and pandas load.
+
+use crate::{
+    auth::query_pairs,
+    cache::{MAX_ENTRY_BYTES, ResultCache, parse_ttl},
+    encode::{Format, encode},
+    problem::ApiError,
+    state::{Gateway, Logs, module_of},
+};
+use axum::{
+    body::Body,
+    extract::{Path, RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
+use sluice_core::{Code, Error, params::params_to_json};
+use sluice_store::NewInvocation;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+/// Query names that belong to the gateway, not to the feed.
+pub const RESERVED: &[&str] = &["format", "api_key"];
+
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string()
+}
+
+/// `?format=` wins over `Accept`; a browser's `*/*` gets JSON.
+pub fn negotiate(pairs: &[(String, String)], headers: &HeaderMap) -> Result<Format, Error> {
+    if let Some((_, f)) = pairs.iter().find(|(k, _)| k == "format") {
+        return Format::from_query(f).ok_or_else(|| {
+            Error::new(Code::UnsupportedFormat, format!("format '{f}' is not supported: use json, csv, ndjson or arrow"))
+                .with("parameter", "format")
+                .with("value", f.as_str())
+        });
+    }
+    Ok(headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Format::from_accept)
+        .unwrap_or(Format::Json))
+}
+
+/// A failure before the call started (metrics only) or one already written to the
+/// invocation log.
+enum Failure {
+    Early(Error),
+    Logged(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Early(e)
+    }
+}
+
+pub async fn get_feed(
+    State(gw): State<Gateway>,
+    Path((ws, feed)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let rid = request_id(&headers);
+    let principal = match gw.authenticate(&headers, query.as_deref()).await {
+        Ok(p) => p,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let editor = principal.is_editor_of(&ws);
+    match serve(&gw, &ws, &feed, query.as_deref(), &headers, &rid, &principal, started).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Only feeds that exist get metric labels: random names must not grow the registry.
+            let e = match e {
+                Failure::Logged(e) => e,
+                Failure::Early(e) => {
+                    if !matches!(e.code, Code::WorkspaceNotFound | Code::FeedNotFound) {
+                        let secs = started.elapsed().as_secs_f64();
+                        gw.inner.metrics.record(&ws, &feed, e.status(), secs, 0, Some(e.code.as_str()));
+                    }
+                    e
+                }
+            };
+            ApiError::for_editor(e, editor).into_response()
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    gw: &Gateway,
+    ws: &str,
+    feed: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    rid: &str,
+    principal: &crate::Principal,
+    started: Instant,
+) -> Result<Response, Failure> {
+    principal.authorize(ws, false)?;
+    let rev = gw.live_revision(ws, feed).await?;
+    let pairs = query_pairs(query);
+    let format = negotiate(&pairs, headers)?;
+    let params = rev.signature.coerce(&pairs, RESERVED)?;
+    let params_json = params_to_json(&params);
+
+    let mut finish = Finish {
+        gw: gw.clone(),
+        ws: ws.to_string(),
+        feed: feed.to_string(),
+        revision: rev.number,
+        request_id: rid.to_string(),
+        params: params_json.clone(),
+        started,
+        rows: Arc::new(AtomicU64::new(0)),
+        logs: None,
+        permit: None,
+    };
+
+    let ttl = rev.signature.cache.as_deref().and_then(parse_ttl).filter(|t| !t.is_zero());
+    let cache_key = ttl.map(|_| ResultCache::key(rev.id, format.extension(), &params_json));
+    if let Some(key) = &cache_key {
+        if let Some((body, rows)) = gw.inner.cache.get(key) {
+            gw.inner.metrics.cache_hits.get_or_create(&crate::metrics::Metrics::feed(ws, feed)).inc();
+            finish.rows.store(rows, Ordering::Relaxed);
+            finish.done(200, None);
+            return Ok(response(format, feed, rev.number, Body::from(body), true));
+        }
+    }
+
+    let permit = gw.limiter(ws, feed).acquire(feed).await;
+    let exec = match permit {
+        Ok(p) => {
+            finish.permit = Some(p);
+            gw.execute(ws, &module_of(&rev), feed, &params, rid).await
+        }
+        Err(e) => Err(e),
+    };
+    let exec = match exec {
+        Ok(exec) => exec,
+        Err(e) => {
+            finish.fail(&e);
+            return Err(Failure::Logged(e));
+        }
+    };
+    finish.logs = Some(exec.logs);
+    let rows = finish.rows.clone();
+    let batches = exec
+        .batches
+        .inspect_ok(move |b| {
+            rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+        })
+        .boxed();
+    let body = encode(format, exec.schema, batches);
+
+    struct St {
+        body: futures::stream::BoxStream<'static, sluice_core::Result<Bytes>>,
+        finish: Option<Finish>,
+        keep: Option<(String, Duration, BytesMut)>,
+    }
+    let st = St { body, finish: Some(finish), keep: cache_key.zip(ttl).map(|(k, t)| (k, t, BytesMut::new())) };
+    let stream = futures::stream::unfold(st, |mut st| async move {
+        let finish = st.finish.as_ref()?;
+        match st.body.next().await {
+            Some(Ok(chunk)) => {
+                if let Some((_, _, buf)) = &mut st.keep {
+                    if buf.len() + chunk.len() <= MAX_ENTRY_BYTES {
+                        buf.extend_from_slice(&chunk);
+                    } else {
+                        st.keep = None;
+                    }
+                }
+                Some((Ok(chunk), st))
+            }
+            Some(Err(e)) => {
+                // Headers are gone already: the client sees the connection cut, the
+                // invocation log and metrics see the real cause.
+                tracing::warn!(feed = %finish.feed, "feed failed mid-stream: {e}");
+                if let Some(f) = st.finish.take() {
+                    f.done(e.status(), Some(e.code.as_str()));
+                }
+                Some((Err(e), st))
+            }
+            None => {
+                let f = st.finish.take()?;
+                if let Some((key, ttl, buf)) = st.keep.take() {
+                    f.gw.inner.cache.put(key, buf.freeze(), f.rows.load(Ordering::Relaxed), ttl);
+                }
+                f.done(200, None);
+                None
+            }
+        }
+    });
+    Ok(response(format, feed, rev.number, Body::from_stream(stream), false))
+}
+
+fn response(format: Format, feed: &str, revision: i64, body: Body, cached: bool) -> Response {
+    let mut res = (StatusCode::OK, body).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{feed}.{}\"", format.extension())) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert("x-sluice-revision", HeaderValue::from(revision));
+    h.insert("x-sluice-cache", HeaderValue::from_static(if cached { "hit" } else { "miss" }));
+    res
+}
+
+/// Everything needed to log one request when it ends, however it ends. If the client goes
+/// away mid-stream the stream is dropped, and so is this: it then logs status 499.
+struct Finish {
+    gw: Gateway,
+    ws: String,
+    feed: String,
+    revision: i64,
+    request_id: String,
+    params: serde_json::Value,
+    started: Instant,
+    rows: Arc<AtomicU64>,
+    logs: Option<Logs>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Finish {
+    fn done(mut self, status: u16, error: Option<&str>) {
+        self.log(status, error);
+    }
+
+    /// The call failed before any row: keep what the feed printed, for `sluice logs`.
+    fn fail(mut self, e: &Error) {
+        let text = |k: &str| e.extra.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let (stdout, mut stderr) = (text("stdout"), text("stderr"));
+        if let Some(tb) = &e.traceback {
+            stderr.push_str(tb);
+        }
+        self.logs = Some(Logs::Ready(sluice_runtime::CallLogs { stdout, stderr, rows: 0, duration_ms: 0.0 }));
+        self.log(e.status(), Some(e.code.as_str()));
+    }
+
+    fn log(&mut self, status: u16, error: Option<&str>) {
+        let secs = self.started.elapsed().as_secs_f64();
+        let rows = self.rows.load(Ordering::Relaxed);
+        self.gw.inner.metrics.record(&self.ws, &self.feed, status, secs, rows, error);
+        self.permit.take();
+        let logs = self.logs.take();
+        let gw = self.gw.clone();
+        let mut inv = NewInvocation {
+            workspace: std::mem::take(&mut self.ws),
+            feed: std::mem::take(&mut self.feed),
+            revision: self.revision,
+            request_id: std::mem::take(&mut self.request_id),
+            status,
+            duration_ms: secs * 1000.0,
+            rows: rows as i64,
+            error_code: error.map(str::to_string),
+            stdout: String::new(),
+            stderr: String::new(),
+            params: std::mem::take(&mut self.params),
+            at: chrono::Utc::now(),
+        };
+        self.revision = -1;
+        match logs {
+            None => gw.record(inv),
+            Some(logs) => {
+                tokio::spawn(async move {
+                    if let Some(l) = logs.wait().await {
+                        inv.stdout = l.stdout;
+                        inv.stderr = l.stderr;
+                    }
+                    gw.record(inv);
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if self.revision >= 0 {
+            self.log(499, Some("client_closed"));
+        }
+    }
+}

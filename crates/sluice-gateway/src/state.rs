@@ -1,0 +1,268 @@
+//! The gateway's shared state and the execution pipeline both surfaces use: the feed
+//! endpoint and the control API's `run` call a feed the same way.
+
+use crate::{auth::KeyCache, cache::ResultCache, limiter::Limiter, metrics::Metrics, recorder};
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use axum::{extract::State, http::StatusCode, response::IntoResponse};
+use futures::stream::BoxStream;
+use sluice_core::{Code, Error, Params, Result, params::params_to_json};
+use sluice_runtime::{CallLogs, CallOutput, CallSpec, ModuleSpec, Runtime};
+use sluice_sources::{SourceConfig, Sources};
+use sluice_store::{NewInvocation, Revision, Store};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Base URL clients use to reach this server (for links in responses).
+    pub public_url: String,
+    /// Concurrent requests per feed, body streaming included.
+    pub feed_concurrency: usize,
+    /// Requests allowed to wait for a slot before 429.
+    pub feed_queue: usize,
+    /// Bytes of encoded results kept for feeds declared with `cache=`.
+    pub cache_bytes: usize,
+    /// How long another server's deploy may take to be seen here (PostgreSQL store with
+    /// several replicas). Deploys through this process are seen at once.
+    pub live_cache_ttl: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            public_url: "http://127.0.0.1:8080".into(),
+            feed_concurrency: 16,
+            feed_queue: 256,
+            cache_bytes: 64 << 20,
+            live_cache_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Data sources granted to one workspace, in the two forms needed: configs for native
+/// passthrough, and the JSON connection map sent to workers for `sluice.connect`.
+pub struct WorkspaceSources {
+    pub configs: HashMap<String, SourceConfig>,
+    pub worker_json: serde_json::Value,
+}
+
+#[derive(Clone)]
+pub struct Gateway {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub store: Store,
+    pub runtime: Runtime,
+    pub sources: Sources,
+    pub cfg: GatewayConfig,
+    pub keys: KeyCache,
+    pub live: RwLock<HashMap<(String, String), (Instant, Arc<Revision>)>>,
+    pub ws_sources: RwLock<HashMap<String, Arc<WorkspaceSources>>>,
+    pub limiters: Mutex<HashMap<(String, String), Arc<Limiter>>>,
+    pub cache: ResultCache,
+    pub metrics: Metrics,
+    pub recorder: mpsc::Sender<NewInvocation>,
+    pub ready: AtomicBool,
+}
+
+/// Where the captured stdout/stderr of a call will come from.
+pub enum Logs {
+    Ready(CallLogs),
+    Pending(oneshot::Receiver<Result<CallLogs>>),
+}
+
+impl Logs {
+    pub async fn wait(self) -> Option<CallLogs> {
+        match self {
+            Logs::Ready(l) => Some(l),
+            Logs::Pending(rx) => match tokio::time::timeout(Duration::from_secs(5), rx).await {
+                Ok(Ok(Ok(l))) => Some(l),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// A feed call in progress: the schema is known, the rows stream.
+pub struct Execution {
+    pub schema: SchemaRef,
+    pub batches: BoxStream<'static, Result<RecordBatch>>,
+    pub logs: Logs,
+    /// True when `sluice.sql` ran natively in Rust.
+    pub passthrough: bool,
+}
+
+pub fn module_of(rev: &Revision) -> ModuleSpec {
+    ModuleSpec {
+        revision_id: rev.id,
+        filename: rev.filename.clone(),
+        source: rev.source.clone(),
+        env_hash: rev.env_hash.clone(),
+        lock: rev.lock.clone(),
+    }
+}
+
+impl Gateway {
+    /// Build the state and start the invocation recorder.
+    pub fn new(store: Store, runtime: Runtime, sources: Sources, cfg: GatewayConfig) -> Gateway {
+        let (recorder, _task) = recorder::spawn(store.clone());
+        Gateway {
+            inner: Arc::new(Inner {
+                cache: ResultCache::new(cfg.cache_bytes),
+                store,
+                runtime,
+                sources,
+                cfg,
+                keys: KeyCache::default(),
+                live: Default::default(),
+                ws_sources: Default::default(),
+                limiters: Default::default(),
+                metrics: Metrics::default(),
+                recorder,
+                ready: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+    pub fn sources(&self) -> &Sources {
+        &self.inner.sources
+    }
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.cfg
+    }
+    pub fn set_ready(&self, ready: bool) {
+        self.inner.ready.store(ready, Ordering::SeqCst);
+    }
+    pub fn feed_url(&self, ws: &str, feed: &str) -> String {
+        format!("{}/feeds/{ws}/{feed}", self.inner.cfg.public_url.trim_end_matches('/'))
+    }
+
+    /// The live revision of a feed, from memory when fresh.
+    pub async fn live_revision(&self, ws: &str, feed: &str) -> Result<Arc<Revision>> {
+        let key = (ws.to_string(), feed.to_string());
+        if let Some((at, rev)) = self.inner.live.read().expect("live lock").get(&key) {
+            if at.elapsed() < self.inner.cfg.live_cache_ttl {
+                return Ok(rev.clone());
+            }
+        }
+        let rev = self
+            .inner
+            .store
+            .live_revision(ws, feed)
+            .await?
+            .ok_or_else(|| Error::not_found(Code::FeedNotFound, "feed", &format!("{ws}/{feed}")))?;
+        let rev = Arc::new(rev);
+        self.inner.live.write().expect("live lock").insert(key, (Instant::now(), rev.clone()));
+        Ok(rev)
+    }
+
+    /// Forget what is cached about a feed after a deploy, rollback or delete.
+    pub fn invalidate_feed(&self, ws: &str, feed: &str) {
+        self.inner.live.write().expect("live lock").remove(&(ws.to_string(), feed.to_string()));
+    }
+
+    pub fn invalidate_keys(&self) {
+        self.inner.keys.clear();
+    }
+
+    pub fn invalidate_sources(&self) {
+        self.inner.ws_sources.write().expect("sources lock").clear();
+    }
+
+    pub async fn workspace_sources(&self, ws: &str) -> Result<Arc<WorkspaceSources>> {
+        if let Some(s) = self.inner.ws_sources.read().expect("sources lock").get(ws) {
+            return Ok(s.clone());
+        }
+        let mut configs = HashMap::new();
+        let mut worker = serde_json::Map::new();
+        for s in self.inner.store.sources_for_workspace(ws).await? {
+            let mut json = match s.config.clone() {
+                serde_json::Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            };
+            json.insert("kind".into(), s.kind.clone().into());
+            let json = serde_json::Value::Object(json);
+            let cfg: SourceConfig = serde_json::from_value(json.clone()).map_err(|e| {
+                Error::internal(format!("data source '{}' has an unreadable config ({e}): re-add it with `sluice sources add`", s.name))
+            })?;
+            configs.insert(s.name.clone(), cfg);
+            worker.insert(s.name.clone(), json);
+        }
+        let ws_sources = Arc::new(WorkspaceSources { configs, worker_json: serde_json::Value::Object(worker) });
+        self.inner.ws_sources.write().expect("sources lock").insert(ws.to_string(), ws_sources.clone());
+        Ok(ws_sources)
+    }
+
+    pub fn limiter(&self, ws: &str, feed: &str) -> Arc<Limiter> {
+        let mut map = self.inner.limiters.lock().expect("limiter lock");
+        map.entry((ws.to_string(), feed.to_string()))
+            .or_insert_with(|| Arc::new(Limiter::new(self.inner.cfg.feed_concurrency, self.inner.cfg.feed_queue)))
+            .clone()
+    }
+
+    /// Call a feed and return its rows as a stream. A `sluice.sql(...)` returned unchanged
+    /// is run here, natively, so its rows never pass through Python.
+    pub async fn execute(&self, ws: &str, module: &ModuleSpec, feed: &str, params: &Params, request_id: &str) -> Result<Execution> {
+        let sources = self.workspace_sources(ws).await?;
+        let out = self
+            .inner
+            .runtime
+            .call(
+                module,
+                CallSpec {
+                    feed: feed.to_string(),
+                    params: params_to_json(params),
+                    sources: sources.worker_json.clone(),
+                    passthrough: true,
+                    request_id: request_id.to_string(),
+                },
+            )
+            .await?;
+        match out {
+            CallOutput::Sql { source, query, params, logs } => {
+                let cfg = sources.configs.get(&source).ok_or_else(|| {
+                    let known: Vec<&String> = sources.configs.keys().collect();
+                    Error::new(
+                        Code::SourceNotFound,
+                        format!("data source '{source}' is not granted to workspace '{ws}' (granted: {known:?}): ask an admin to grant it"),
+                    )
+                    .with("source", source.as_str())
+                })?;
+                let q = self.inner.sources.query(&source, cfg, &query, &params).await?;
+                Ok(Execution { schema: q.schema, batches: q.batches, logs: Logs::Ready(logs), passthrough: true })
+            }
+            CallOutput::Rows { schema, batches, done } => {
+                Ok(Execution { schema, batches, logs: Logs::Pending(done), passthrough: false })
+            }
+        }
+    }
+
+    pub(crate) fn record(&self, inv: NewInvocation) {
+        if self.inner.recorder.try_send(inv).is_err() {
+            tracing::warn!("invocation log queue is full: dropping one record");
+        }
+    }
+}
+
+pub async fn readyz(State(gw): State<Gateway>) -> impl IntoResponse {
+    if gw.inner.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
+}

@@ -1,0 +1,210 @@
+//! Configuration, parsed once: clap flags (each with a `SLUICE_*` environment variable)
+//! over an optional TOML file over defaults, into one typed [`ServerConfig`] that is passed
+//! down. Nothing below `main` reads the environment.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+/// Flags shared by `sluice up` and `sluice server`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServerArgs {
+    /// TOML file with server settings (flags and environment override it)
+    #[arg(long, env = "SLUICE_CONFIG_FILE")]
+    pub config: Option<PathBuf>,
+    /// Where Sluice keeps its database, environments and sample data
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP address for the API, feeds and web UI
+    #[arg(long, env = "SLUICE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// PostgreSQL wire protocol address (served from issue #3 on)
+    #[arg(long, env = "SLUICE_PG_LISTEN")]
+    pub pg_listen: Option<SocketAddr>,
+    /// Metadata database: sqlite:///path or postgres://... (default: SQLite in the data dir)
+    #[arg(long, env = "SLUICE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Admin key to create or accept (32 characters or more)
+    #[arg(long, env = "SLUICE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// 32-byte key (64 hex characters) that encrypts data-source credentials
+    #[arg(long, env = "SLUICE_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// URL clients use to reach this server, for links (default: http://LISTEN)
+    #[arg(long, env = "SLUICE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Python interpreter for feeds without dependencies, and base for uv environments
+    #[arg(long, env = "SLUICE_PYTHON")]
+    pub python: Option<PathBuf>,
+    /// uv binary (default: on PATH, else provisioned into the data dir from PyPI)
+    #[arg(long, env = "SLUICE_UV")]
+    pub uv: Option<PathBuf>,
+    /// Per-call time limit in seconds
+    #[arg(long, env = "SLUICE_CALL_TIMEOUT")]
+    pub call_timeout: Option<u64>,
+    /// Memory limit of one worker process, in MiB
+    #[arg(long, env = "SLUICE_WORKER_MEMORY_MB")]
+    pub worker_memory_mb: Option<u64>,
+    /// Most worker processes per live feed
+    #[arg(long, env = "SLUICE_WORKERS_MAX")]
+    pub workers_max: Option<usize>,
+    /// Concurrent requests per feed before queueing
+    #[arg(long, env = "SLUICE_FEED_CONCURRENCY")]
+    pub feed_concurrency: Option<usize>,
+    /// Requests allowed to wait per feed before 429
+    #[arg(long, env = "SLUICE_FEED_QUEUE")]
+    pub feed_queue: Option<usize>,
+    /// Log as JSON lines instead of text
+    #[arg(long, env = "SLUICE_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// The TOML file's shape. Every field is optional; see `docs/config.md`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    pg_listen: Option<SocketAddr>,
+    database_url: Option<String>,
+    admin_key: Option<String>,
+    master_key: Option<String>,
+    public_url: Option<String>,
+    #[serde(default)]
+    runtime: RuntimeFile,
+    #[serde(default)]
+    gateway: GatewayFile,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RuntimeFile {
+    python: Option<PathBuf>,
+    uv: Option<PathBuf>,
+    workers_min: Option<usize>,
+    workers_max: Option<usize>,
+    queue: Option<usize>,
+    call_timeout: Option<u64>,
+    worker_memory_mb: Option<u64>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct GatewayFile {
+    feed_concurrency: Option<usize>,
+    feed_queue: Option<usize>,
+    cache_mb: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub pg_listen: SocketAddr,
+    pub database_url: Option<String>,
+    pub admin_key: Option<String>,
+    pub master_key: Option<[u8; 32]>,
+    pub public_url: String,
+    pub log_json: bool,
+    pub runtime: sluice_runtime::RuntimeConfig,
+    pub gateway: sluice_gateway::GatewayConfig,
+}
+
+impl ServerConfig {
+    pub fn load(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
+        let file: FileConfig = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(".sluice"));
+        let data_dir = if data_dir.is_absolute() { data_dir } else { std::env::current_dir()?.join(data_dir) };
+        let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal address"));
+        let pg_listen = args.pg_listen.or(file.pg_listen).unwrap_or_else(|| "127.0.0.1:5433".parse().expect("literal address"));
+        let admin_key = args.admin_key.clone().or(file.admin_key);
+        if let Some(k) = &admin_key {
+            if k.len() < 32 {
+                bail!("SLUICE_ADMIN_KEY is {} characters long: use 32 or more (e.g. `openssl rand -hex 24`)", k.len());
+            }
+        }
+        let master_key = match args.master_key.clone().or(file.master_key) {
+            Some(hex_key) => Some(parse_master_key(&hex_key)?),
+            None => None,
+        };
+        let public_url = args.public_url.clone().or(file.public_url).unwrap_or_else(|| format!("http://{listen}"));
+        let rf = file.runtime;
+        let defaults = sluice_runtime::RuntimeConfig::new(data_dir.clone());
+        let runtime = sluice_runtime::RuntimeConfig {
+            python: args.python.clone().or(rf.python).unwrap_or(defaults.python.clone()),
+            uv: args.uv.clone().or(rf.uv),
+            pool_min: rf.workers_min.unwrap_or(defaults.pool_min),
+            pool_max: args.workers_max.or(rf.workers_max).unwrap_or(defaults.pool_max),
+            queue: rf.queue.unwrap_or(defaults.queue),
+            call_timeout: args.call_timeout.or(rf.call_timeout).map(Duration::from_secs).unwrap_or(defaults.call_timeout),
+            memory_limit_mb: args.worker_memory_mb.or(rf.worker_memory_mb).unwrap_or(defaults.memory_limit_mb),
+            ..defaults
+        };
+        let gf = file.gateway;
+        let gd = sluice_gateway::GatewayConfig::default();
+        let gateway = sluice_gateway::GatewayConfig {
+            public_url: public_url.clone(),
+            feed_concurrency: args.feed_concurrency.or(gf.feed_concurrency).unwrap_or(gd.feed_concurrency),
+            feed_queue: args.feed_queue.or(gf.feed_queue).unwrap_or(gd.feed_queue),
+            cache_bytes: gf.cache_mb.map(|m| m << 20).unwrap_or(gd.cache_bytes),
+            ..gd
+        };
+        Ok(ServerConfig {
+            data_dir,
+            listen,
+            pg_listen,
+            database_url: args.database_url.clone().or(file.database_url),
+            admin_key,
+            master_key,
+            public_url,
+            log_json: args.log_json,
+            runtime,
+            gateway,
+        })
+    }
+}
+
+fn parse_master_key(s: &str) -> anyhow::Result<[u8; 32]> {
+    let bytes = hex::decode(s.trim()).context("SLUICE_MASTER_KEY must be 64 hex characters")?;
+    bytes.try_into().map_err(|_| anyhow::anyhow!("SLUICE_MASTER_KEY must be 64 hex characters (32 bytes)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\npublic_url = \"https://data.example\"\n[runtime]\nworkers_max = 7\ncall_timeout = 5\n[gateway]\nfeed_queue = 3\n").unwrap();
+        let args = ServerArgs { config: Some(file), feed_queue: Some(9), ..Default::default() };
+        let c = ServerConfig::load(&args).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.runtime.pool_max, 7);
+        assert_eq!(c.runtime.call_timeout, Duration::from_secs(5));
+        assert_eq!(c.gateway.feed_queue, 9);
+        assert_eq!(c.gateway.public_url, "https://data.example");
+        assert!(c.data_dir.is_absolute());
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let args = ServerArgs { admin_key: Some("short".into()), ..Default::default() };
+        assert!(ServerConfig::load(&args).unwrap_err().to_string().contains("32 or more"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "lisen = 1").unwrap();
+        let args = ServerArgs { config: Some(file), ..Default::default() };
+        let e = format!("{:#}", ServerConfig::load(&args).unwrap_err());
+        assert!(e.contains("lisen"), "{e}");
+        assert!(parse_master_key("abcd").is_err());
+    }
+}

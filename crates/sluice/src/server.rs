@@ -1,0 +1,189 @@
+//! Wiring: open the store, start the runtime, build the gateway and control API, create
+//! the first workspace and key, serve until Ctrl-C/SIGTERM, then drain and stop workers.
+
+use crate::{config::ServerConfig, demo};
+use anyhow::Context;
+use axum::{Router, http::HeaderName};
+use sluice_core::{Role, keys};
+use sluice_gateway::{Gateway, Principal};
+use sluice_store::{NewKey, Store};
+use std::{io::Write, path::Path, time::Duration};
+use tower_http::{
+    compression::CompressionLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `sluice up`: sample data and example feeds on first start, admin key kept in the data dir.
+    AllInOne,
+    /// `sluice server`: nothing but an admin key on first start.
+    Production,
+}
+
+pub fn app(gw: Gateway) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    sluice_control::router(gw.clone())
+        .merge(sluice_gateway::router(gw))
+        .layer(CompressionLayer::new().gzip(true))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+fn master_key(cfg: &ServerConfig) -> anyhow::Result<[u8; 32]> {
+    if let Some(k) = cfg.master_key {
+        return Ok(k);
+    }
+    if cfg.database_url.as_deref().is_some_and(|u| u.starts_with("postgres")) {
+        anyhow::bail!("a PostgreSQL store needs SLUICE_MASTER_KEY (64 hex characters, e.g. `openssl rand -hex 32`): it encrypts data-source credentials");
+    }
+    let path = cfg.data_dir.join("master.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let bytes = hex::decode(text.trim()).with_context(|| format!("{} is damaged: restore it from a backup", path.display()))?;
+        return bytes.try_into().map_err(|_| anyhow::anyhow!("{} is damaged: restore it from a backup", path.display()));
+    }
+    let key: [u8; 32] = rand::random();
+    write_private(&path, &hex::encode(key))?;
+    Ok(key)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Make sure an admin key exists and return it when we know its secret.
+async fn ensure_admin_key(store: &Store, cfg: &ServerConfig, mode: Mode) -> anyhow::Result<Option<String>> {
+    let key_file = cfg.data_dir.join("admin.key");
+    let secret = match &cfg.admin_key {
+        Some(k) => k.clone(),
+        None if mode == Mode::AllInOne && key_file.exists() => std::fs::read_to_string(&key_file)?.trim().to_string(),
+        None if store.setting("initialized").await?.is_some() => return Ok(None),
+        None => keys::generate().secret,
+    };
+    let prefix = keys::prefix_of(&secret);
+    let hash = keys::hash(&secret);
+    match store.key_by_prefix(&prefix).await? {
+        Some(k) if keys::hashes_equal(&k.hash, &hash) => {}
+        _ => {
+            store
+                .create_key(NewKey { name: "admin".into(), prefix, hash, role: Role::Admin, workspace: None })
+                .await?;
+        }
+    }
+    if mode == Mode::AllInOne && cfg.admin_key.is_none() {
+        write_private(&key_file, &secret)?;
+    }
+    Ok(Some(secret))
+}
+
+/// First start: workspace `demo`; with the all-in-one server also the warehouse and the
+/// example feeds. Returns whether the examples still need deploying.
+async fn bootstrap(gw: &Gateway, cfg: &ServerConfig, mode: Mode) -> anyhow::Result<bool> {
+    let store = gw.store();
+    if store.workspace("demo").await?.is_none() {
+        store.create_workspace("demo").await?;
+    }
+    if mode == Mode::AllInOne {
+        let wh = cfg.data_dir.join("warehouse.db");
+        if !wh.exists() {
+            tracing::info!("generating the sample warehouse (one time, a few seconds)");
+        }
+        demo::ensure_warehouse(&wh).await.context("could not create the sample warehouse")?;
+        if store.source("warehouse").await?.is_none() {
+            store.upsert_source("warehouse", "sqlite", &serde_json::json!({"path": wh})).await?;
+            store.grant_source("warehouse", "demo").await?;
+        }
+    }
+    Ok(mode == Mode::AllInOne && store.setting("examples_deployed").await?.is_none())
+}
+
+async fn deploy_examples(gw: Gateway) {
+    let admin = Principal { name: "sluice".into(), prefix: String::new(), role: Role::Admin, workspace: None };
+    let mut ok = true;
+    for (file, source) in demo::EXAMPLE_FEEDS {
+        match sluice_control::deploy_module(&gw, &admin, "demo", file, source).await {
+            Ok(_) => tracing::info!("example {file} is live"),
+            Err(e) => {
+                ok = false;
+                tracing::warn!("example {file} could not be deployed: {e}");
+            }
+        }
+    }
+    if ok {
+        let _ = gw.store().set_setting("examples_deployed", "1").await;
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+pub async fn run(cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    let url = match &cfg.database_url {
+        Some(u) => u.clone(),
+        None => format!("sqlite://{}", cfg.data_dir.join("sluice.db").display()),
+    };
+    let store = Store::open(&url, master_key(&cfg)?).await.with_context(|| "cannot open the metadata store".to_string())?;
+    let admin_secret = ensure_admin_key(&store, &cfg, mode).await?;
+    let runtime = sluice_runtime::Runtime::start(cfg.runtime.clone()).await?;
+    let gw = Gateway::new(store.clone(), runtime.clone(), sluice_sources::Sources::new(), cfg.gateway.clone());
+    let examples = bootstrap(&gw, &cfg, mode).await?;
+    store.set_setting("initialized", "1").await?;
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}: is another server running there? pick one with --listen", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    println!("Sluice is running at http://{addr}");
+    match &admin_secret {
+        Some(k) => println!("Admin key: {k}"),
+        None => println!("Admin key: set at first start (SLUICE_ADMIN_KEY) — create more with `sluice keys create`"),
+    }
+    println!("Try:  curl -u x:<key> 'http://{addr}/feeds/demo/hello?name=you&format=csv'");
+    let _ = std::io::stdout().flush();
+
+    // Warm the pools of live feeds so the first request doesn't pay for a worker start.
+    let warm = gw.clone();
+    let warming = tokio::spawn(async move {
+        if examples {
+            deploy_examples(warm.clone()).await;
+        }
+        if let Ok(revs) = warm.store().all_live_revisions().await {
+            for r in revs {
+                warm.runtime().warm(&sluice_gateway::module_of(&r)).await;
+            }
+        }
+        warm.set_ready(true);
+    });
+
+    axum::serve(listener, app(gw.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+    warming.abort();
+    gw.set_ready(false);
+    tokio::time::timeout(Duration::from_secs(10), runtime.shutdown()).await.ok();
+    tracing::info!("stopped");
+    Ok(())
+}
