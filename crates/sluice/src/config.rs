@@ -40,6 +40,9 @@ pub struct ServerArgs {
     /// uv binary (default: on PATH, else provisioned into the data dir from PyPI)
     #[arg(long, env = "SLUICE_UV")]
     pub uv: Option<PathBuf>,
+    /// uv's package cache (default: in the data dir); may be shared between servers
+    #[arg(long, env = "SLUICE_UV_CACHE_DIR")]
+    pub uv_cache_dir: Option<PathBuf>,
     /// Per-call time limit in seconds
     #[arg(long, env = "SLUICE_CALL_TIMEOUT")]
     pub call_timeout: Option<u64>,
@@ -82,6 +85,7 @@ struct FileConfig {
 struct RuntimeFile {
     python: Option<PathBuf>,
     uv: Option<PathBuf>,
+    uv_cache_dir: Option<PathBuf>,
     workers_min: Option<usize>,
     workers_max: Option<usize>,
     queue: Option<usize>,
@@ -136,10 +140,11 @@ impl ServerConfig {
         };
         let public_url = args.public_url.clone().or(file.public_url).unwrap_or_else(|| format!("http://{listen}"));
         let rf = file.runtime;
-        let defaults = sluice_runtime::RuntimeConfig::new(data_dir.clone());
+        let defaults = sluice_runtime::RuntimeConfig { data_dir: data_dir.clone(), ..Default::default() };
         let runtime = sluice_runtime::RuntimeConfig {
             python: args.python.clone().or(rf.python).unwrap_or(defaults.python.clone()),
             uv: args.uv.clone().or(rf.uv),
+            uv_cache_dir: args.uv_cache_dir.clone().or(rf.uv_cache_dir),
             pool_min: rf.workers_min.unwrap_or(defaults.pool_min),
             pool_max: args.workers_max.or(rf.workers_max).unwrap_or(defaults.pool_max),
             queue: rf.queue.unwrap_or(defaults.queue),

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust (unit, store on SQLite and PostgreSQL, end to end against the
+# real binary) and the Python SDK under pytest. Needs python3 and a PostgreSQL reachable at
+# 127.0.0.1:5432 as user postgres (override with SLUICE_TEST_PG_URL).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+python3 -m pip install --quiet --disable-pip-version-check -r python/requirements-test.txt 2>&1 | grep -v "Running pip as the 'root' user" || true
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace
+(cd python && python3 -m pytest -q)
