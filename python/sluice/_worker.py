@@ -80,6 +80,8 @@ class Connection:
 class TailBuffer(io.TextIOBase):
     """A text stream keeping only the last ``limit`` bytes (UTF-8) written to it."""
 
+    encoding = "utf-8"  # libraries that ask (logging, click) get a sensible answer
+
     def __init__(self, limit: int = CAPTURE_BYTES) -> None:
         self.limit = limit
         self.parts: List[str] = []
@@ -181,6 +183,10 @@ def load_module(path: str) -> List[_feed.Feed]:
     name = os.path.splitext(os.path.basename(path))[0]
     if not name.isidentifier():
         name = "feed_module"
+    # A feed file called json.py or sluice.py must not replace the real module in
+    # sys.modules (its own `import sluice` would then import itself).
+    if name in sys.modules or name in getattr(sys, "stdlib_module_names", ()):
+        name = f"_sluice_feed_{name}"
     _feed._clear_registry()
     try:
         spec = importlib.util.spec_from_file_location(name, path)
@@ -325,6 +331,13 @@ class Worker:
                 error = _error("feed_raised", "MemoryError", "the feed ran out of memory (the worker's memory limit); return fewer rows or stream them with a generator")
             except Exception as e:  # noqa: BLE001 - user code may raise anything
                 error = self._describe(e)
+            except SystemExit as e:
+                # exit() in a feed would take the warm worker down with it; it is a failed call.
+                error = _error(
+                    "feed_raised", "SystemExit",
+                    f"the feed called exit({e.code!r}); return rows (or raise an exception) instead",
+                    user_traceback(e),
+                )
         out, err = capture.out.getvalue(), capture.err.getvalue()
         if error is not None:
             error.update(stdout=out, stderr=err)

@@ -58,6 +58,7 @@ SHAPES = {
     "dict of columns": (lambda: {k: [r[k] for r in EXPECTED] for k in EXPECTED[0]}, None),
     "pandas": (lambda: pd.DataFrame(EXPECTED), None),
     "polars": (lambda: pl.DataFrame(EXPECTED), None),
+    "polars lazy": (lambda: pl.DataFrame(EXPECTED).lazy(), None),
     "arrow table": (lambda: pa.Table.from_pylist(EXPECTED), None),
     "arrow record batch": (lambda: pa.RecordBatch.from_pylist(EXPECTED), None),
     "generator": (gen, None),

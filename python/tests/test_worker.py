@@ -49,7 +49,13 @@ def serve_in_thread(pa_available: bool, monkeypatch: pytest.MonkeyPatch) -> Tupl
     ours, theirs = socket.socketpair()
     result: Dict[str, int] = {}
     worker = _worker.Worker(_worker.Connection(theirs), sluice.feeds())
-    t = threading.Thread(target=lambda: result.setdefault("rc", worker.serve()), daemon=True)
+    def run() -> None:
+        try:
+            result["rc"] = worker.serve()
+        finally:
+            theirs.close()
+
+    t = threading.Thread(target=run, daemon=True)
     t.start()
     return ours, t, result
 
@@ -84,6 +90,7 @@ def test_sql_passthrough_sends_a_sql_frame_and_otherwise_materialises(shop: Path
     write_json(sock, SHUTDOWN, {})
     thread.join(5)
     assert result["rc"] == 0
+    sock.close()
 
 
 def test_without_pyarrow_the_worker_sends_rows(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,10 +111,15 @@ def test_without_pyarrow_the_worker_sends_rows(monkeypatch: pytest.MonkeyPatch) 
     assert result["rc"] == 0
 
 
-def test_bad_params_unknown_feed_and_bad_results_are_errors_not_crashes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_params_unknown_feed_bad_results_and_exit_are_errors_not_crashes(monkeypatch: pytest.MonkeyPatch) -> None:
     @sluice.feed
     def f(n: int = 1):
         return {1, 2}
+
+    @sluice.feed
+    def quits():
+        print("bye")
+        sys.exit(2)
 
     sock, thread, _ = serve_in_thread(False, monkeypatch)
     read_frame(sock)
@@ -121,6 +133,14 @@ def test_bad_params_unknown_feed_and_bad_results_are_errors_not_crashes(monkeypa
     (kind, err), = read_call(sock)
     assert err["code"] == "feed_raised" and err["type"] == "ResultError" and "returned a set" in err["message"]
     assert "a list of dicts" in err["message"]
+    write_json(sock, CALL, {"id": "4", "feed": "quits", "params": {}, "sources": {}, "passthrough": False})
+    (kind, err), = read_call(sock)
+    assert err["code"] == "feed_raised" and err["type"] == "SystemExit" and "exit(2)" in err["message"]
+    assert err["stdout"] == "bye\n" and "in quits" in err["traceback"]
+    assert sys.stdout is not None and not isinstance(sys.stdout, _worker.TailBuffer)
+    # ...and the worker still serves.
+    write_json(sock, CALL, {"id": "5", "feed": "f", "params": {"n": "x"}, "sources": {}, "passthrough": False})
+    assert read_call(sock)[0][1]["code"] == "invalid_parameter"
     sock.close()
     thread.join(5)
 
@@ -182,10 +202,11 @@ def limits():
 
 
 class WorkerProcess:
-    def __init__(self, module_source: str, extra_path: Optional[str] = None, memory_mb: Optional[int] = None) -> None:
+    def __init__(self, module_source: str, no_site: bool = False, memory_mb: Optional[int] = None,
+                 filename: str = "my_feeds.py") -> None:
         # Unix socket paths are limited to ~108 bytes; pytest's tmp_path can be longer.
         self.dir = tempfile.mkdtemp(prefix="sluice-w-")
-        self.module = os.path.join(self.dir, "my_feeds.py")
+        self.module = os.path.join(self.dir, filename)
         with open(self.module, "w") as f:
             f.write(textwrap.dedent(module_source))
         sock_path = os.path.join(self.dir, "w.sock")
@@ -193,11 +214,11 @@ class WorkerProcess:
         self.listener.bind(sock_path)
         self.listener.listen(1)
         self.listener.settimeout(20)
-        pythonpath = os.pathsep.join(p for p in (extra_path, str(PYTHON_DIR)) if p)
         # Like the runtime: a cleared environment with only what the worker needs.
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": self.dir, "LANG": "C.UTF-8", "PYTHONPATH": pythonpath,
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": self.dir, "LANG": "C.UTF-8", "PYTHONPATH": str(PYTHON_DIR),
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
-        args = [sys.executable, "-s", "-m", "sluice._worker", "--connect", sock_path, "--module", self.module]
+        # -S (no site-packages at all) proves the worker runs on the standard library alone.
+        args = [sys.executable, "-S" if no_site else "-s", "-m", "sluice._worker", "--connect", sock_path, "--module", self.module]
         if memory_mb:
             args += ["--memory-mb", str(memory_mb)]
         self.proc = subprocess.Popen(args, env=env, cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -295,12 +316,8 @@ def test_worker_process_serves_calls_survives_errors_and_captures_output(spawn: 
     assert w.wait() == 0
 
 
-def test_worker_process_without_pyarrow_sends_rows_and_exits_when_socket_closes(spawn: Any, tmp_path: Path) -> None:
-    # Shadow pyarrow with a package that fails to import, as if it were not installed.
-    fake = tmp_path / "nopyarrow"
-    (fake / "pyarrow").mkdir(parents=True)
-    (fake / "pyarrow" / "__init__.py").write_text("raise ImportError('No module named pyarrow')\n")
-    w = spawn(FEED_MODULE, extra_path=str(fake))
+def test_worker_process_with_no_third_party_packages_sends_rows_and_exits_when_socket_closes(spawn: Any) -> None:
+    w = spawn(FEED_MODULE, no_site=True)
     kind, payload = read_frame(w.sock)  # type: ignore[misc]
     assert kind == HELLO and json.loads(payload)["pyarrow"] is False
     frames = w.call("hello", {"name": "Bo", "since": "2024-05-06", "n": 2})
@@ -375,3 +392,12 @@ def test_load_error_for_exception_at_import_and_bad_signature_and_no_feeds(spawn
     err = load_error(spawn, "import sluice\n\ndef not_a_feed():\n    return []\n")
     assert err["file"] == err["_module"] and err["line"] is None
     assert "defines no feed" in err["message"] and "@sluice.feed" in err["message"] and err["_module"] in err["message"]
+
+
+def test_a_feed_file_named_like_a_module_does_not_shadow_it(spawn: Any) -> None:
+    w = spawn("import json\nimport sluice\n\n@sluice.feed\ndef f():\n    return [{'x': json.dumps([1])}]\n", filename="sluice.py")
+    kind, payload = read_frame(w.sock)  # type: ignore[misc]
+    assert kind == HELLO, payload
+    assert [f["name"] for f in json.loads(payload)["feeds"]] == ["f"]
+    frames = w.call("f")
+    assert frames[-1][0] == END and frames[-1][1]["rows"] == 1
