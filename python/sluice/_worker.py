@@ -6,6 +6,10 @@ The protocol is ``docs/worker-protocol.md``. This file owns the loop: load the m
 explain precisely why it cannot be loaded), say HELLO, then serve CALLs one at a time until
 SHUTDOWN or the socket closes. User code failing is a normal event here: it becomes an ERROR
 frame and the worker goes on serving. Only a broken socket ends the process.
+
+Start it from a working directory other than the feed module's folder (or with ``python -P``):
+``-m`` puts the cwd first on ``sys.path``, so a feed file named ``sluice.py`` there would
+hide this package before any of this code runs.
 """
 
 from __future__ import annotations

@@ -206,7 +206,11 @@ class WorkerProcess:
                  filename: str = "my_feeds.py") -> None:
         # Unix socket paths are limited to ~108 bytes; pytest's tmp_path can be longer.
         self.dir = tempfile.mkdtemp(prefix="sluice-w-")
-        self.module = os.path.join(self.dir, filename)
+        # The module sits in its own folder, not the worker's cwd: `python -m` puts the cwd
+        # first on sys.path, where a feed file named sluice.py would hide the SDK itself
+        # (the runtime must likewise start workers with -P or from another directory).
+        os.mkdir(os.path.join(self.dir, "src"))
+        self.module = os.path.join(self.dir, "src", filename)
         with open(self.module, "w") as f:
             f.write(textwrap.dedent(module_source))
         sock_path = os.path.join(self.dir, "w.sock")
