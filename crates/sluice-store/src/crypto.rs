@@ -34,7 +34,9 @@ pub(crate) enum OpenError {
 
 impl Sealer {
     pub(crate) fn new(secret: &[u8; 32]) -> Self {
-        Sealer { cipher: ChaCha20Poly1305::new(Key::from_slice(secret)) }
+        Sealer {
+            cipher: ChaCha20Poly1305::new(Key::from_slice(secret)),
+        }
     }
 
     pub(crate) fn seal(&self, plaintext: &[u8], aad: &[u8]) -> String {
@@ -44,7 +46,13 @@ impl Sealer {
         rand::rng().fill(&mut nonce);
         let ciphertext = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             // Encryption only fails for inputs larger than ChaCha20 can address (256 GiB).
             .expect("a data-source config is far below the ChaCha20-Poly1305 size limit");
         format!("{VERSION}:{}:{}", B64.encode(nonce), B64.encode(ciphertext))
@@ -52,19 +60,31 @@ impl Sealer {
 
     pub(crate) fn open(&self, sealed: &str, aad: &[u8]) -> Result<Vec<u8>, OpenError> {
         let mut parts = sealed.splitn(3, ':');
-        let (Some(version), Some(nonce), Some(ciphertext)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(version), Some(nonce), Some(ciphertext)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
             return Err(OpenError::Malformed("expected 'v1:<nonce>:<ciphertext>'"));
         };
         if version != VERSION {
             return Err(OpenError::Malformed("unknown format version"));
         }
-        let nonce = B64.decode(nonce).map_err(|_| OpenError::Malformed("nonce is not base64"))?;
+        let nonce = B64
+            .decode(nonce)
+            .map_err(|_| OpenError::Malformed("nonce is not base64"))?;
         if nonce.len() != NONCE_LEN {
             return Err(OpenError::Malformed("nonce has the wrong length"));
         }
-        let ciphertext = B64.decode(ciphertext).map_err(|_| OpenError::Malformed("ciphertext is not base64"))?;
+        let ciphertext = B64
+            .decode(ciphertext)
+            .map_err(|_| OpenError::Malformed("ciphertext is not base64"))?;
         self.cipher
-            .decrypt(Nonce::from_slice(&nonce), Payload { msg: &ciphertext, aad })
+            .decrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &ciphertext,
+                    aad,
+                },
+            )
             .map_err(|_| OpenError::WrongKeyOrTampered)
     }
 }
@@ -78,18 +98,36 @@ mod tests {
         let s = Sealer::new(&[7; 32]);
         let a = s.seal(b"{\"url\":\"postgres://u:pw@h/db\"}", b"warehouse");
         let b = s.seal(b"{\"url\":\"postgres://u:pw@h/db\"}", b"warehouse");
-        assert_ne!(a, b, "two seals of the same config must differ (random nonce)");
+        assert_ne!(
+            a, b,
+            "two seals of the same config must differ (random nonce)"
+        );
         assert!(a.starts_with("v1:") && !a.contains("pw@"));
-        assert_eq!(s.open(&a, b"warehouse").unwrap(), b"{\"url\":\"postgres://u:pw@h/db\"}");
+        assert_eq!(
+            s.open(&a, b"warehouse").unwrap(),
+            b"{\"url\":\"postgres://u:pw@h/db\"}"
+        );
     }
 
     #[test]
     fn refuses_another_key_another_row_and_garbage() {
         let s = Sealer::new(&[7; 32]);
         let sealed = s.seal(b"secret", b"warehouse");
-        assert_eq!(Sealer::new(&[8; 32]).open(&sealed, b"warehouse"), Err(OpenError::WrongKeyOrTampered));
-        assert_eq!(s.open(&sealed, b"other_source"), Err(OpenError::WrongKeyOrTampered));
-        assert!(matches!(s.open("v2:AAAA:AAAA", b"warehouse"), Err(OpenError::Malformed(_))));
-        assert!(matches!(s.open("plain json", b"warehouse"), Err(OpenError::Malformed(_))));
+        assert_eq!(
+            Sealer::new(&[8; 32]).open(&sealed, b"warehouse"),
+            Err(OpenError::WrongKeyOrTampered)
+        );
+        assert_eq!(
+            s.open(&sealed, b"other_source"),
+            Err(OpenError::WrongKeyOrTampered)
+        );
+        assert!(matches!(
+            s.open("v2:AAAA:AAAA", b"warehouse"),
+            Err(OpenError::Malformed(_))
+        ));
+        assert!(matches!(
+            s.open("plain json", b"warehouse"),
+            Err(OpenError::Malformed(_))
+        ));
     }
 }

@@ -138,13 +138,19 @@ impl Store {
     /// revision or none does.
     pub async fn deploy(&self, ws: &str, revisions: Vec<NewRevision>) -> Result<Vec<Revision>> {
         if revisions.is_empty() {
-            return Err(Error::new(Code::BadRequest, "nothing to deploy: the module defines no feeds (decorate a function with @sluice.feed)"));
+            return Err(Error::new(
+                Code::BadRequest,
+                "nothing to deploy: the module defines no feeds (decorate a function with @sluice.feed)",
+            ));
         }
         let mut seen = HashSet::new();
         if let Some(dup) = revisions.iter().find(|r| !seen.insert(r.feed.as_str())) {
             return Err(Error::new(
                 Code::BadRequest,
-                format!("feed '{}' is defined twice in one module: give each @sluice.feed a distinct name", dup.feed),
+                format!(
+                    "feed '{}' is defined twice in one module: give each @sluice.feed a distinct name",
+                    dup.feed
+                ),
             ));
         }
         let now = now_ms();

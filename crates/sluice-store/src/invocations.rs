@@ -65,7 +65,12 @@ struct InvocationRow {
 
 impl InvocationRow {
     fn into_invocation(self) -> Result<Invocation> {
-        let bad = |what: &str| Error::internal(format!("invocation {} of feed '{}' has {what} in the metadata database", self.id, self.feed));
+        let bad = |what: &str| {
+            Error::internal(format!(
+                "invocation {} of feed '{}' has {what} in the metadata database",
+                self.id, self.feed
+            ))
+        };
         let status = u16::try_from(self.status).map_err(|_| bad("an out-of-range status"))?;
         let params = serde_json::from_str(&self.params).map_err(|_| bad("unreadable params"))?;
         Ok(Invocation {
@@ -136,7 +141,10 @@ impl Store {
             dropped
         });
         if dropped > 0 {
-            tracing::debug!(dropped, "dropped invocation records of feeds that no longer exist");
+            tracing::debug!(
+                dropped,
+                "dropped invocation records of feeds that no longer exist"
+            );
         }
         Ok(())
     }
@@ -144,7 +152,13 @@ impl Store {
     /// A page of a feed's records, oldest first: those after `after_id`, or, when it is
     /// `None`, the latest `limit` ones (what `sluice logs` shows before following).
     /// `limit` is capped at [`MAX_INVOCATIONS_PAGE`].
-    pub async fn invocations(&self, ws: &str, feed: &str, after_id: Option<i64>, limit: i64) -> Result<Vec<Invocation>> {
+    pub async fn invocations(
+        &self,
+        ws: &str,
+        feed: &str,
+        after_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Invocation>> {
         let feed_id = self.feed_id(ws, feed).await?;
         let limit = limit.clamp(0, MAX_INVOCATIONS_PAGE);
         let rows: Vec<InvocationRow> = match after_id {
@@ -170,7 +184,9 @@ impl Store {
                 rows
             }
         };
-        rows.into_iter().map(InvocationRow::into_invocation).collect()
+        rows.into_iter()
+            .map(InvocationRow::into_invocation)
+            .collect()
     }
 
     /// Keeps the newest `keep_per_feed` records of each feed and deletes the rest. Returns

@@ -46,7 +46,10 @@ struct KeyRow {
 impl KeyRow {
     fn into_record(self) -> Result<KeyRecord> {
         let role = self.role.parse::<Role>().map_err(|_| {
-            Error::internal(format!("key '{}' has an unknown role '{}' in the metadata database", self.prefix, self.role))
+            Error::internal(format!(
+                "key '{}' has an unknown role '{}' in the metadata database",
+                self.prefix, self.role
+            ))
         })?;
         Ok(KeyRecord {
             name: self.name,
@@ -73,20 +76,27 @@ macro_rules! key_sql {
 impl Store {
     pub async fn create_key(&self, k: NewKey) -> Result<KeyRecord> {
         if k.name.trim().is_empty() {
-            return Err(Error::new(Code::BadRequest, "a key needs a name that says who or what uses it (e.g. 'tableau-finance')"));
+            return Err(Error::new(
+                Code::BadRequest,
+                "a key needs a name that says who or what uses it (e.g. 'tableau-finance')",
+            ));
         }
         let workspace_id = match (k.role, &k.workspace) {
             (Role::Admin, None) => None,
             (Role::Admin, Some(ws)) => {
                 return Err(Error::new(
                     Code::BadRequest,
-                    format!("admin keys are platform-wide and cannot belong to workspace '{ws}': omit the workspace, or use role editor or viewer"),
+                    format!(
+                        "admin keys are platform-wide and cannot belong to workspace '{ws}': omit the workspace, or use role editor or viewer"
+                    ),
                 ));
             }
             (role, None) => {
                 return Err(Error::new(
                     Code::BadRequest,
-                    format!("{role} keys belong to one workspace: name the workspace the key is for"),
+                    format!(
+                        "{role} keys belong to one workspace: name the workspace the key is for"
+                    ),
                 ));
             }
             (_, Some(ws)) => Some(self.workspace_id(ws).await?),
@@ -116,7 +126,10 @@ impl Store {
             }),
             Err(e) if is_unique_violation(&e) => Err(Error::new(
                 Code::AlreadyExists,
-                format!("an active key with prefix '{}' already exists: generate a new key, or revoke the old one first", k.prefix),
+                format!(
+                    "an active key with prefix '{}' already exists: generate a new key, or revoke the old one first",
+                    k.prefix
+                ),
             )),
             Err(e) => Err(db("create a key")(e)),
         }

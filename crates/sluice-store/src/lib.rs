@@ -45,7 +45,10 @@ macro_rules! in_tx {
     ($store:expr, $what:expr, $tx:ident => $body:expr) => {
         match &$store.inner.pool {
             $crate::Pool::Sqlite(pool) => {
-                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err($crate::db($what))?;
+                let mut $tx = pool
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err($crate::db($what))?;
                 let out = $body;
                 $tx.commit().await.map_err($crate::db($what))?;
                 out
@@ -102,7 +105,9 @@ pub struct Store {
 impl fmt::Debug for Store {
     // Deliberately shows neither the URL (it may hold a password) nor the master key.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend()).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,7 +147,12 @@ impl Store {
                 "cannot migrate the metadata database: {e}. If it was last used by a newer Sluice, run that version; otherwise check the database is writable"
             ))
         })?;
-        let store = Store { inner: Arc::new(Inner { pool, sealer: crypto::Sealer::new(&secret) }) };
+        let store = Store {
+            inner: Arc::new(Inner {
+                pool,
+                sealer: crypto::Sealer::new(&secret),
+            }),
+        };
         store.check_master_key().await?;
         Ok(store)
     }
@@ -223,20 +233,31 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool> {
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
         .foreign_keys(true);
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-    if !in_memory {
-        if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(dir).await.map_err(|e| {
-                Error::internal(format!("cannot create the data directory {}: {e}; check its permissions", dir.display()))
-            })?;
-        }
+    // The data directory may not exist yet on a first start (`sluice up --data-dir D`).
+    let parent = options
+        .get_filename()
+        .parent()
+        .filter(|d| !in_memory && !d.as_os_str().is_empty());
+    if let Some(dir) = parent {
+        tokio::fs::create_dir_all(dir).await.map_err(|e| {
+            Error::internal(format!(
+                "cannot create the data directory {}: {e}; check its permissions",
+                dir.display()
+            ))
+        })?;
     }
     let mut pool = SqlitePoolOptions::new().max_connections(8);
     if in_memory {
         // An in-memory database lives as long as one connection to it: keep one forever.
-        pool = pool.min_connections(1).idle_timeout(None).max_lifetime(None);
+        pool = pool
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
     }
     pool.connect_with(options).await.map_err(|e| {
-        Error::internal(format!("cannot open the SQLite metadata database '{url}': {e}; check the path is writable"))
+        Error::internal(format!(
+            "cannot open the SQLite metadata database '{url}': {e}; check the path is writable"
+        ))
     })
 }
 
@@ -260,9 +281,10 @@ async fn open_postgres(url: &str) -> Result<PgPool> {
 /// better message, this is the fallback.
 pub(crate) fn db(what: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
     move |e| match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => {
-            Error::new(Code::AlreadyExists, format!("cannot {what}: it already exists ({})", d.message()))
-        }
+        sqlx::Error::Database(d) if d.is_unique_violation() => Error::new(
+            Code::AlreadyExists,
+            format!("cannot {what}: it already exists ({})", d.message()),
+        ),
         sqlx::Error::PoolTimedOut => Error::internal(format!(
             "cannot {what}: the metadata database did not answer in time; check it is running and not overloaded"
         )),

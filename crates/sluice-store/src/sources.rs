@@ -61,18 +61,29 @@ fn aad(name: &str) -> Vec<u8> {
 
 impl Store {
     /// Creates the source or replaces its kind and config; existing grants are kept.
-    pub async fn upsert_source(&self, name: &str, kind: &str, config: &serde_json::Value) -> Result<SourceRecord> {
+    pub async fn upsert_source(
+        &self,
+        name: &str,
+        kind: &str,
+        config: &serde_json::Value,
+    ) -> Result<SourceRecord> {
         names::validate("data source", name)?;
         if kind.trim().is_empty() {
-            return Err(Error::new(Code::BadRequest, format!("data source '{name}' needs a kind (e.g. 'postgres' or 'sqlite')")));
+            return Err(Error::new(
+                Code::BadRequest,
+                format!("data source '{name}' needs a kind (e.g. 'postgres' or 'sqlite')"),
+            ));
         }
         if !config.is_object() {
             return Err(Error::new(
                 Code::BadRequest,
-                format!("the config of data source '{name}' must be a JSON object such as {{\"url\": \"postgres://...\"}}"),
+                format!(
+                    "the config of data source '{name}' must be a JSON object such as {{\"url\": \"postgres://...\"}}"
+                ),
             ));
         }
-        let clear = serde_json::to_vec(config).map_err(|e| Error::internal(format!("cannot encode a data-source config: {e}")))?;
+        let clear = serde_json::to_vec(config)
+            .map_err(|e| Error::internal(format!("cannot encode a data-source config: {e}")))?;
         let sealed = self.inner.sealer.seal(&clear, &aad(name));
         let now = now_ms();
         on_pool!(self, pool => sqlx::query(
@@ -164,8 +175,7 @@ impl Store {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let grants: Vec<GrantRow> =
-            on_pool!(self, pool => sqlx::query_as(GRANTS_SQL).fetch_all(pool).await.map_err(db("read data-source grants")))?;
+        let grants: Vec<GrantRow> = on_pool!(self, pool => sqlx::query_as(GRANTS_SQL).fetch_all(pool).await.map_err(db("read data-source grants")))?;
         let mut by_source: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for g in grants {
             by_source.entry(g.source).or_default().push(g.workspace);

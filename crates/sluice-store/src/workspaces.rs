@@ -19,7 +19,10 @@ struct WorkspaceRow {
 
 impl From<WorkspaceRow> for Workspace {
     fn from(r: WorkspaceRow) -> Self {
-        Workspace { name: r.name, created_at: ts(r.created_at) }
+        Workspace {
+            name: r.name,
+            created_at: ts(r.created_at),
+        }
     }
 }
 
@@ -34,10 +37,15 @@ impl Store {
             .await
             .map(|_| ()));
         match inserted {
-            Ok(()) => Ok(Workspace { name: name.to_string(), created_at: ts(now) }),
+            Ok(()) => Ok(Workspace {
+                name: name.to_string(),
+                created_at: ts(now),
+            }),
             Err(e) if is_unique_violation(&e) => Err(Error::new(
                 Code::AlreadyExists,
-                format!("workspace '{name}' already exists: pick another name or use the existing one"),
+                format!(
+                    "workspace '{name}' already exists: pick another name or use the existing one"
+                ),
             )
             .with("name", name)),
             Err(e) => Err(db("create a workspace")(e)),
@@ -45,8 +53,7 @@ impl Store {
     }
 
     pub async fn workspace(&self, name: &str) -> Result<Option<Workspace>> {
-        let row: Option<WorkspaceRow> =
-            on_pool!(self, pool => sqlx::query_as("SELECT name, created_at FROM workspaces WHERE name = $1")
+        let row: Option<WorkspaceRow> = on_pool!(self, pool => sqlx::query_as("SELECT name, created_at FROM workspaces WHERE name = $1")
                 .bind(name)
                 .fetch_optional(pool)
                 .await
@@ -56,8 +63,7 @@ impl Store {
 
     /// All workspaces, by name.
     pub async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
-        let rows: Vec<WorkspaceRow> =
-            on_pool!(self, pool => sqlx::query_as("SELECT name, created_at FROM workspaces ORDER BY name")
+        let rows: Vec<WorkspaceRow> = on_pool!(self, pool => sqlx::query_as("SELECT name, created_at FROM workspaces ORDER BY name")
                 .fetch_all(pool)
                 .await
                 .map_err(db("list workspaces")))?;

@@ -23,7 +23,9 @@ struct Env {
 
 impl Env {
     async fn open(&self) -> Store {
-        let store = Store::open(&self.url, SECRET).await.expect("the store opens");
+        let store = Store::open(&self.url, SECRET)
+            .await
+            .expect("the store opens");
         assert_eq!(store.backend(), self.backend);
         store
     }
@@ -33,10 +35,18 @@ impl Env {
     async fn raw_scalar(&self, sql: &str, arg: &str) -> String {
         if self.backend == "sqlite" {
             let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
-            sqlx::query_scalar(sql).bind(arg).fetch_one(&mut c).await.unwrap()
+            sqlx::query_scalar(sql)
+                .bind(arg)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
         } else {
             let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
-            sqlx::query_scalar(sql).bind(arg).fetch_one(&mut c).await.unwrap()
+            sqlx::query_scalar(sql)
+                .bind(arg)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
         }
     }
 
@@ -59,7 +69,12 @@ where
     let dir = tempfile::tempdir().unwrap();
     // A data directory that does not exist yet: open must create it.
     let url = sluice_store::sqlite_url(&dir.path().join("data"));
-    test(Env { backend: "sqlite", url, dir: Some(dir) }).await;
+    test(Env {
+        backend: "sqlite",
+        url,
+        dir: Some(dir),
+    })
+    .await;
 }
 
 async fn with_postgres<F, Fut>(test: F)
@@ -67,26 +82,37 @@ where
     F: FnOnce(Env) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let admin_url = std::env::var("SLUICE_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_ADMIN_URL.to_string());
+    let admin_url =
+        std::env::var("SLUICE_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_ADMIN_URL.to_string());
     if admin_url == "skip" {
         eprintln!("SLUICE_TEST_PG_URL=skip: PostgreSQL half of the store tests skipped");
         return;
     }
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL is not reachable at {admin_url}: {e}\n\
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {admin_url}: {e}\n\
              The store tests run against a real PostgreSQL. Start one that accepts user postgres \
              with trust auth on 127.0.0.1:5432 (e.g. `pg_ctlcluster 15 main start`), or set \
              SLUICE_TEST_PG_URL to the URL of an admin database on another server, or set \
              SLUICE_TEST_PG_URL=skip to run only the SQLite half."
-        )
-    });
+            )
+        });
     let db = format!("sluice_store_test_{}", uuid::Uuid::new_v4().simple());
-    admin.execute(format!("CREATE DATABASE {db}").as_str()).await.expect("create a throwaway database");
+    admin
+        .execute(format!("CREATE DATABASE {db}").as_str())
+        .await
+        .expect("create a throwaway database");
     let url = with_database(&admin_url, &db);
     // Run the test in its own task so a failing assertion comes back as a JoinError and
     // the database is still dropped before the failure is re-raised.
-    let outcome = tokio::spawn(test(Env { backend: "postgres", url, dir: None })).await;
+    let outcome = tokio::spawn(test(Env {
+        backend: "postgres",
+        url,
+        dir: None,
+    }))
+    .await;
     admin
         .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
         .await
@@ -98,7 +124,9 @@ where
 
 /// The URL of another database on the same server.
 fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let authority_start = base.find("://").map_or(0, |i| i + 3);
     let base = match base[authority_start..].find('/') {
         Some(slash) => &base[..authority_start + slash],
@@ -180,25 +208,48 @@ async fn reopening_keeps_data_and_runs_migrations_once(env: Env) {
     let store = env.open().await;
     store.create_workspace("demo").await.unwrap();
     store.set_setting("initialized", "yes").await.unwrap();
-    store.deploy("demo", vec![rev("sales", "v1")]).await.unwrap();
-    store.upsert_source("warehouse", "postgres", &json!({"url": "postgres://u:pw@h/db"})).await.unwrap();
+    store
+        .deploy("demo", vec![rev("sales", "v1")])
+        .await
+        .unwrap();
+    store
+        .upsert_source(
+            "warehouse",
+            "postgres",
+            &json!({"url": "postgres://u:pw@h/db"}),
+        )
+        .await
+        .unwrap();
     store.close().await;
 
     // Twice more: migrations must be recorded and not re-applied.
     for _ in 0..2 {
         let store = env.open().await;
-        assert_eq!(store.setting("initialized").await.unwrap().as_deref(), Some("yes"));
+        assert_eq!(
+            store.setting("initialized").await.unwrap().as_deref(),
+            Some("yes")
+        );
         assert_eq!(store.list_workspaces().await.unwrap().len(), 1);
-        let live = store.live_revision("demo", "sales").await.unwrap().expect("live revision survives a restart");
+        let live = store
+            .live_revision("demo", "sales")
+            .await
+            .unwrap()
+            .expect("live revision survives a restart");
         assert_eq!((live.number, live.source.as_str()), (1, "v1"));
         assert_eq!(live.signature, sig("sales"));
         let source = store.source("warehouse").await.unwrap().unwrap();
         assert_eq!(source.config, json!({"url": "postgres://u:pw@h/db"}));
         store.close().await;
     }
-    assert_eq!(env.raw_count("SELECT COUNT(*) FROM _sqlx_migrations").await, 1);
+    assert_eq!(
+        env.raw_count("SELECT COUNT(*) FROM _sqlx_migrations").await,
+        1
+    );
     if let Some(dir) = &env.dir {
-        assert!(dir.path().join("data/sluice.db").is_file(), "the embedded database lives at <data_dir>/sluice.db");
+        assert!(
+            dir.path().join("data/sluice.db").is_file(),
+            "the embedded database lives at <data_dir>/sluice.db"
+        );
     }
 }
 
@@ -207,7 +258,10 @@ async fn settings_round_trip(env: Env) {
     assert_eq!(store.setting("initialized").await.unwrap(), None);
     store.set_setting("initialized", "1").await.unwrap();
     store.set_setting("initialized", "2").await.unwrap();
-    assert_eq!(store.setting("initialized").await.unwrap().as_deref(), Some("2"));
+    assert_eq!(
+        store.setting("initialized").await.unwrap().as_deref(),
+        Some("2")
+    );
 }
 
 async fn workspaces_are_unique_and_validated(env: Env) {
@@ -219,10 +273,23 @@ async fn workspaces_are_unique_and_validated(env: Env) {
 
     let dup = store.create_workspace("zeta").await.unwrap_err();
     assert_eq!(dup.code, Code::AlreadyExists);
-    assert!(dup.message.contains("'zeta' already exists"), "{}", dup.message);
-    assert_eq!(store.create_workspace("Bad-Name").await.unwrap_err().code, Code::InvalidName);
+    assert!(
+        dup.message.contains("'zeta' already exists"),
+        "{}",
+        dup.message
+    );
+    assert_eq!(
+        store.create_workspace("Bad-Name").await.unwrap_err().code,
+        Code::InvalidName
+    );
 
-    let names: Vec<_> = store.list_workspaces().await.unwrap().into_iter().map(|w| w.name).collect();
+    let names: Vec<_> = store
+        .list_workspaces()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.name)
+        .collect();
     assert_eq!(names, ["alpha", "zeta"]);
 }
 
@@ -237,25 +304,53 @@ async fn keys_are_created_found_touched_and_revoked(env: Env) {
         workspace: ws.map(Into::into),
     };
 
-    let admin = store.create_key(key("root", "aaaaaaaaaa", Role::Admin, None)).await.unwrap();
+    let admin = store
+        .create_key(key("root", "aaaaaaaaaa", Role::Admin, None))
+        .await
+        .unwrap();
     assert_eq!(admin.workspace, None);
-    let editor = store.create_key(key("ci", "bbbbbbbbbb", Role::Editor, Some("demo"))).await.unwrap();
+    let editor = store
+        .create_key(key("ci", "bbbbbbbbbb", Role::Editor, Some("demo")))
+        .await
+        .unwrap();
     assert_eq!(editor.workspace.as_deref(), Some("demo"));
 
-    let e = store.create_key(key("x", "cccccccccc", Role::Viewer, None)).await.unwrap_err();
+    let e = store
+        .create_key(key("x", "cccccccccc", Role::Viewer, None))
+        .await
+        .unwrap_err();
     assert_eq!(e.code, Code::BadRequest);
-    let e = store.create_key(key("x", "cccccccccc", Role::Admin, Some("demo"))).await.unwrap_err();
+    let e = store
+        .create_key(key("x", "cccccccccc", Role::Admin, Some("demo")))
+        .await
+        .unwrap_err();
     assert_eq!(e.code, Code::BadRequest);
-    let e = store.create_key(key("x", "cccccccccc", Role::Viewer, Some("ghost"))).await.unwrap_err();
+    let e = store
+        .create_key(key("x", "cccccccccc", Role::Viewer, Some("ghost")))
+        .await
+        .unwrap_err();
     assert_eq!(e.code, Code::WorkspaceNotFound);
-    let e = store.create_key(key("again", "bbbbbbbbbb", Role::Viewer, Some("demo"))).await.unwrap_err();
+    let e = store
+        .create_key(key("again", "bbbbbbbbbb", Role::Viewer, Some("demo")))
+        .await
+        .unwrap_err();
     assert_eq!(e.code, Code::AlreadyExists);
 
-    let found = store.key_by_prefix("bbbbbbbbbb").await.unwrap().expect("key found by prefix");
+    let found = store
+        .key_by_prefix("bbbbbbbbbb")
+        .await
+        .unwrap()
+        .expect("key found by prefix");
     assert_eq!((found.name.as_str(), found.role), ("ci", Role::Editor));
-    assert!(sluice_core::keys::hashes_equal(&found.hash, &sluice_core::keys::hash("bbbbbbbbbb")));
+    assert!(sluice_core::keys::hashes_equal(
+        &found.hash,
+        &sluice_core::keys::hash("bbbbbbbbbb")
+    ));
     assert_eq!(found.last_used_at, None);
-    assert!(serde_json::to_value(&found).unwrap().get("hash").is_none(), "the hash is never serialized");
+    assert!(
+        serde_json::to_value(&found).unwrap().get("hash").is_none(),
+        "the hash is never serialized"
+    );
 
     store.touch_key("bbbbbbbbbb").await.unwrap();
     let touched = store.key_by_prefix("bbbbbbbbbb").await.unwrap().unwrap();
@@ -263,17 +358,40 @@ async fn keys_are_created_found_touched_and_revoked(env: Env) {
 
     assert_eq!(store.list_keys(None).await.unwrap().len(), 2);
     let in_demo = store.list_keys(Some("demo")).await.unwrap();
-    assert_eq!(in_demo.iter().map(|k| k.prefix.as_str()).collect::<Vec<_>>(), ["bbbbbbbbbb"]);
-    assert_eq!(store.list_keys(Some("ghost")).await.unwrap_err().code, Code::WorkspaceNotFound);
+    assert_eq!(
+        in_demo
+            .iter()
+            .map(|k| k.prefix.as_str())
+            .collect::<Vec<_>>(),
+        ["bbbbbbbbbb"]
+    );
+    assert_eq!(
+        store.list_keys(Some("ghost")).await.unwrap_err().code,
+        Code::WorkspaceNotFound
+    );
 
     assert!(store.revoke_key("bbbbbbbbbb").await.unwrap());
-    assert!(!store.revoke_key("bbbbbbbbbb").await.unwrap(), "revoking twice reports nothing revoked");
+    assert!(
+        !store.revoke_key("bbbbbbbbbb").await.unwrap(),
+        "revoking twice reports nothing revoked"
+    );
     assert_eq!(store.key_by_prefix("bbbbbbbbbb").await.unwrap(), None);
     assert_eq!(store.list_keys(None).await.unwrap().len(), 1);
     assert!(store.list_keys(Some("demo")).await.unwrap().is_empty());
     // A revoked prefix may be issued again.
-    store.create_key(key("ci2", "bbbbbbbbbb", Role::Viewer, Some("demo"))).await.unwrap();
-    assert_eq!(store.key_by_prefix("bbbbbbbbbb").await.unwrap().unwrap().name, "ci2");
+    store
+        .create_key(key("ci2", "bbbbbbbbbb", Role::Viewer, Some("demo")))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .key_by_prefix("bbbbbbbbbb")
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "ci2"
+    );
 }
 
 async fn source_configs_are_sealed_at_rest_and_granted(env: Env) {
@@ -282,53 +400,124 @@ async fn source_configs_are_sealed_at_rest_and_granted(env: Env) {
     store.create_workspace("finance").await.unwrap();
     let secret = "Pw-Zq81x-very-secret";
     let config = json!({"url": format!("postgres://reader:{secret}@db.internal/warehouse")});
-    let saved = store.upsert_source("warehouse_probe", "postgres", &config).await.unwrap();
+    let saved = store
+        .upsert_source("warehouse_probe", "postgres", &config)
+        .await
+        .unwrap();
     assert_eq!(saved.config, config);
     assert!(saved.workspaces.is_empty());
-    assert!(!format!("{saved:?}").contains(secret), "Debug output must not show credentials");
-    assert!(!serde_json::to_string(&saved).unwrap().contains(secret), "serialized records must not show credentials");
+    assert!(
+        !format!("{saved:?}").contains(secret),
+        "Debug output must not show credentials"
+    );
+    assert!(
+        !serde_json::to_string(&saved).unwrap().contains(secret),
+        "serialized records must not show credentials"
+    );
 
-    let raw = env.raw_scalar("SELECT config FROM sources WHERE name = $1", "warehouse_probe").await;
+    let raw = env
+        .raw_scalar(
+            "SELECT config FROM sources WHERE name = $1",
+            "warehouse_probe",
+        )
+        .await;
     assert!(raw.starts_with("v1:"), "sealed format: {raw}");
-    assert!(!raw.contains(secret) && !raw.contains("reader") && !raw.contains("url"), "clear config in the column: {raw}");
+    assert!(
+        !raw.contains(secret) && !raw.contains("reader") && !raw.contains("url"),
+        "clear config in the column: {raw}"
+    );
     if let Some(dir) = &env.dir {
         // Every byte SQLite wrote (main file and WAL): the name is there, the secret is not.
         let mut bytes = Vec::new();
         for entry in std::fs::read_dir(dir.path().join("data")).unwrap() {
             bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
         }
-        assert!(contains(&bytes, b"warehouse_probe"), "scan sanity check: the source name is in the files");
-        assert!(!contains(&bytes, secret.as_bytes()), "the secret is in the SQLite files in clear");
+        assert!(
+            contains(&bytes, b"warehouse_probe"),
+            "scan sanity check: the source name is in the files"
+        );
+        assert!(
+            !contains(&bytes, secret.as_bytes()),
+            "the secret is in the SQLite files in clear"
+        );
     }
 
     store.grant_source("warehouse_probe", "demo").await.unwrap();
     store.grant_source("warehouse_probe", "demo").await.unwrap();
-    store.grant_source("warehouse_probe", "finance").await.unwrap();
-    assert_eq!(store.grant_source("ghost", "demo").await.unwrap_err().code, Code::SourceNotFound);
-    assert_eq!(store.grant_source("warehouse_probe", "ghost").await.unwrap_err().code, Code::WorkspaceNotFound);
+    store
+        .grant_source("warehouse_probe", "finance")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.grant_source("ghost", "demo").await.unwrap_err().code,
+        Code::SourceNotFound
+    );
+    assert_eq!(
+        store
+            .grant_source("warehouse_probe", "ghost")
+            .await
+            .unwrap_err()
+            .code,
+        Code::WorkspaceNotFound
+    );
 
     let other = json!({"path": "/data/files.db"});
-    store.upsert_source("files", "sqlite", &other).await.unwrap();
+    store
+        .upsert_source("files", "sqlite", &other)
+        .await
+        .unwrap();
     store.grant_source("files", "finance").await.unwrap();
 
     // Re-saving replaces the config and keeps the grants.
     let rotated = json!({"url": "postgres://reader:rotated@db.internal/warehouse"});
-    let updated = store.upsert_source("warehouse_probe", "postgres", &rotated).await.unwrap();
+    let updated = store
+        .upsert_source("warehouse_probe", "postgres", &rotated)
+        .await
+        .unwrap();
     assert_eq!(updated.config, rotated);
     assert_eq!(updated.workspaces, ["demo", "finance"]);
     assert_eq!(updated.created_at, saved.created_at);
 
     let all = store.list_sources().await.unwrap();
-    assert_eq!(all.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["files", "warehouse_probe"]);
+    assert_eq!(
+        all.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["files", "warehouse_probe"]
+    );
     assert_eq!(all[0].config, other);
-    let demo: Vec<_> = store.sources_for_workspace("demo").await.unwrap().into_iter().map(|s| s.name).collect();
+    let demo: Vec<_> = store
+        .sources_for_workspace("demo")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
     assert_eq!(demo, ["warehouse_probe"]);
-    assert_eq!(store.sources_for_workspace("finance").await.unwrap().len(), 2);
-    assert_eq!(store.sources_for_workspace("ghost").await.unwrap_err().code, Code::WorkspaceNotFound);
+    assert_eq!(
+        store.sources_for_workspace("finance").await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        store.sources_for_workspace("ghost").await.unwrap_err().code,
+        Code::WorkspaceNotFound
+    );
     assert_eq!(store.source("ghost").await.unwrap(), None);
 
-    assert_eq!(store.upsert_source("bad", "postgres", &json!("a string")).await.unwrap_err().code, Code::BadRequest);
-    assert_eq!(store.upsert_source("Bad Name", "postgres", &json!({})).await.unwrap_err().code, Code::InvalidName);
+    assert_eq!(
+        store
+            .upsert_source("bad", "postgres", &json!("a string"))
+            .await
+            .unwrap_err()
+            .code,
+        Code::BadRequest
+    );
+    assert_eq!(
+        store
+            .upsert_source("Bad Name", "postgres", &json!({}))
+            .await
+            .unwrap_err()
+            .code,
+        Code::InvalidName
+    );
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -337,56 +526,172 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 async fn a_wrong_master_key_is_refused(env: Env) {
     let store = env.open().await;
-    store.upsert_source("warehouse", "postgres", &json!({"url": "postgres://u:pw@h/db"})).await.unwrap();
+    store
+        .upsert_source(
+            "warehouse",
+            "postgres",
+            &json!({"url": "postgres://u:pw@h/db"}),
+        )
+        .await
+        .unwrap();
     store.close().await;
     let err = Store::open(&env.url, [7; 32]).await.unwrap_err();
     assert_eq!(err.code, Code::Internal);
-    assert!(err.message.contains("master key"), "the message names the cause: {}", err.message);
+    assert!(
+        err.message.contains("master key"),
+        "the message names the cause: {}",
+        err.message
+    );
     // The right key still works.
     let store = env.open().await;
-    assert_eq!(store.source("warehouse").await.unwrap().unwrap().config["url"], "postgres://u:pw@h/db");
+    assert_eq!(
+        store.source("warehouse").await.unwrap().unwrap().config["url"],
+        "postgres://u:pw@h/db"
+    );
 }
 
 async fn deploys_number_revisions_and_roll_back(env: Env) {
     let store = env.open().await;
     store.create_workspace("demo").await.unwrap();
 
-    let first = store.deploy("demo", vec![rev("sales", "s1"), rev("stock", "k1")]).await.unwrap();
-    assert_eq!(first.iter().map(|r| (r.feed.as_str(), r.number)).collect::<Vec<_>>(), [("sales", 1), ("stock", 1)]);
-    assert_eq!(store.feed("demo", "sales").await.unwrap().unwrap().live_revision, Some(1));
+    let first = store
+        .deploy("demo", vec![rev("sales", "s1"), rev("stock", "k1")])
+        .await
+        .unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|r| (r.feed.as_str(), r.number))
+            .collect::<Vec<_>>(),
+        [("sales", 1), ("stock", 1)]
+    );
+    assert_eq!(
+        store
+            .feed("demo", "sales")
+            .await
+            .unwrap()
+            .unwrap()
+            .live_revision,
+        Some(1)
+    );
 
-    let second = store.deploy("demo", vec![rev("sales", "s2")]).await.unwrap();
+    let second = store
+        .deploy("demo", vec![rev("sales", "s2")])
+        .await
+        .unwrap();
     assert_eq!(second[0].number, 2);
     let live = store.live_revision("demo", "sales").await.unwrap().unwrap();
     assert_eq!((live.number, live.source.as_str()), (2, "s2"));
-    assert_eq!(live, second[0], "what deploy returns is what the store reads back");
-    assert_eq!(store.live_revision("demo", "stock").await.unwrap().unwrap().number, 1, "other feeds keep their live revision");
+    assert_eq!(
+        live, second[0],
+        "what deploy returns is what the store reads back"
+    );
+    assert_eq!(
+        store
+            .live_revision("demo", "stock")
+            .await
+            .unwrap()
+            .unwrap()
+            .number,
+        1,
+        "other feeds keep their live revision"
+    );
 
     let revs = store.list_revisions("demo", "sales").await.unwrap();
-    assert_eq!(revs.iter().map(|r| r.number).collect::<Vec<_>>(), [2, 1], "newest first");
-    assert_eq!(store.revision("demo", "sales", 1).await.unwrap().unwrap().source, "s1");
+    assert_eq!(
+        revs.iter().map(|r| r.number).collect::<Vec<_>>(),
+        [2, 1],
+        "newest first"
+    );
+    assert_eq!(
+        store
+            .revision("demo", "sales", 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .source,
+        "s1"
+    );
     assert_eq!(store.revision("demo", "sales", 9).await.unwrap(), None);
 
     // Rollback moves the live pointer; revisions stay as they were.
     let back = store.set_live("demo", "sales", 1).await.unwrap();
     assert_eq!((back.number, back.source.as_str()), (1, "s1"));
-    assert_eq!(store.live_revision("demo", "sales").await.unwrap().unwrap().number, 1);
-    assert_eq!(store.list_revisions("demo", "sales").await.unwrap().len(), 2);
-    assert_eq!(store.set_live("demo", "sales", 9).await.unwrap_err().code, Code::RevisionNotFound);
-    assert_eq!(store.set_live("demo", "ghost", 1).await.unwrap_err().code, Code::FeedNotFound);
-    assert_eq!(store.live_revision("demo", "sales").await.unwrap().unwrap().number, 1, "a failed set_live changes nothing");
+    assert_eq!(
+        store
+            .live_revision("demo", "sales")
+            .await
+            .unwrap()
+            .unwrap()
+            .number,
+        1
+    );
+    assert_eq!(
+        store.list_revisions("demo", "sales").await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        store.set_live("demo", "sales", 9).await.unwrap_err().code,
+        Code::RevisionNotFound
+    );
+    assert_eq!(
+        store.set_live("demo", "ghost", 1).await.unwrap_err().code,
+        Code::FeedNotFound
+    );
+    assert_eq!(
+        store
+            .live_revision("demo", "sales")
+            .await
+            .unwrap()
+            .unwrap()
+            .number,
+        1,
+        "a failed set_live changes nothing"
+    );
 
     // A deploy after a rollback takes the next number, not live + 1.
-    assert_eq!(store.deploy("demo", vec![rev("sales", "s3")]).await.unwrap()[0].number, 3);
+    assert_eq!(
+        store
+            .deploy("demo", vec![rev("sales", "s3")])
+            .await
+            .unwrap()[0]
+            .number,
+        3
+    );
 
     let feeds = store.list_feeds("demo").await.unwrap();
-    let summary: Vec<_> = feeds.iter().map(|(f, r)| (f.name.as_str(), f.live_revision, r.as_ref().map(|r| r.number))).collect();
-    assert_eq!(summary, [("sales", Some(3), Some(3)), ("stock", Some(1), Some(1))]);
-    assert_eq!(store.list_feeds("ghost").await.unwrap_err().code, Code::WorkspaceNotFound);
-    assert_eq!(store.list_revisions("demo", "ghost").await.unwrap_err().code, Code::FeedNotFound);
+    let summary: Vec<_> = feeds
+        .iter()
+        .map(|(f, r)| {
+            (
+                f.name.as_str(),
+                f.live_revision,
+                r.as_ref().map(|r| r.number),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [("sales", Some(3), Some(3)), ("stock", Some(1), Some(1))]
+    );
+    assert_eq!(
+        store.list_feeds("ghost").await.unwrap_err().code,
+        Code::WorkspaceNotFound
+    );
+    assert_eq!(
+        store
+            .list_revisions("demo", "ghost")
+            .await
+            .unwrap_err()
+            .code,
+        Code::FeedNotFound
+    );
 
     store.create_workspace("other").await.unwrap();
-    store.deploy("other", vec![rev("sales", "o1")]).await.unwrap();
+    store
+        .deploy("other", vec![rev("sales", "o1")])
+        .await
+        .unwrap();
     let all: Vec<_> = store
         .all_live_revisions()
         .await
@@ -396,35 +701,81 @@ async fn deploys_number_revisions_and_roll_back(env: Env) {
         .collect();
     assert_eq!(
         all,
-        [("demo".into(), "sales".into(), 3), ("demo".into(), "stock".into(), 1), ("other".into(), "sales".into(), 1)]
+        [
+            ("demo".into(), "sales".into(), 3),
+            ("demo".into(), "stock".into(), 1),
+            ("other".into(), "sales".into(), 1)
+        ]
     );
 
-    let dup = store.deploy("demo", vec![rev("sales", "a"), rev("sales", "b")]).await.unwrap_err();
+    let dup = store
+        .deploy("demo", vec![rev("sales", "a"), rev("sales", "b")])
+        .await
+        .unwrap_err();
     assert_eq!(dup.code, Code::BadRequest);
-    assert_eq!(store.deploy("demo", vec![]).await.unwrap_err().code, Code::BadRequest);
+    assert_eq!(
+        store.deploy("demo", vec![]).await.unwrap_err().code,
+        Code::BadRequest
+    );
 }
 
 async fn a_failing_deploy_leaves_nothing_behind(env: Env) {
     let store = env.open().await;
-    let err = store.deploy("ghost", vec![rev("sales", "s1")]).await.unwrap_err();
+    let err = store
+        .deploy("ghost", vec![rev("sales", "s1")])
+        .await
+        .unwrap_err();
     assert_eq!(err.code, Code::WorkspaceNotFound);
 
     store.create_workspace("demo").await.unwrap();
-    store.deploy("demo", vec![rev("sales", "s1")]).await.unwrap();
+    store
+        .deploy("demo", vec![rev("sales", "s1")])
+        .await
+        .unwrap();
     // The second item fails after the first one's rows were written inside the transaction:
     // none of them may survive.
     let err = store
-        .deploy("demo", vec![rev("sales", "s2"), rev("fresh", "f1"), rev("Not-A-Name", "x")])
+        .deploy(
+            "demo",
+            vec![
+                rev("sales", "s2"),
+                rev("fresh", "f1"),
+                rev("Not-A-Name", "x"),
+            ],
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code, Code::InvalidName);
-    assert_eq!(store.feed("demo", "fresh").await.unwrap(), None, "a feed created by the failed deploy survived");
-    assert_eq!(store.list_revisions("demo", "sales").await.unwrap().len(), 1, "a revision of the failed deploy survived");
-    assert_eq!(store.live_revision("demo", "sales").await.unwrap().unwrap().number, 1);
+    assert_eq!(
+        store.feed("demo", "fresh").await.unwrap(),
+        None,
+        "a feed created by the failed deploy survived"
+    );
+    assert_eq!(
+        store.list_revisions("demo", "sales").await.unwrap().len(),
+        1,
+        "a revision of the failed deploy survived"
+    );
+    assert_eq!(
+        store
+            .live_revision("demo", "sales")
+            .await
+            .unwrap()
+            .unwrap()
+            .number,
+        1
+    );
     assert_eq!(env.raw_count("SELECT COUNT(*) FROM revisions").await, 1);
     assert_eq!(env.raw_count("SELECT COUNT(*) FROM feeds").await, 1);
     // And the store is still usable: the next deploy takes number 2.
-    assert_eq!(store.deploy("demo", vec![rev("sales", "s2")]).await.unwrap()[0].number, 2);
+    assert_eq!(
+        store
+            .deploy("demo", vec![rev("sales", "s2")])
+            .await
+            .unwrap()[0]
+            .number,
+        2
+    );
 }
 
 async fn concurrent_deploys_of_one_feed_get_distinct_numbers(env: Env) {
@@ -433,7 +784,11 @@ async fn concurrent_deploys_of_one_feed_get_distinct_numbers(env: Env) {
     let tasks: Vec<_> = (0..8)
         .map(|i| {
             let store = store.clone();
-            tokio::spawn(async move { store.deploy("demo", vec![rev("sales", &format!("c{i}"))]).await })
+            tokio::spawn(async move {
+                store
+                    .deploy("demo", vec![rev("sales", &format!("c{i}"))])
+                    .await
+            })
         })
         .collect();
     let mut numbers = Vec::new();
@@ -442,36 +797,81 @@ async fn concurrent_deploys_of_one_feed_get_distinct_numbers(env: Env) {
     }
     numbers.sort();
     assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
-    assert_eq!(store.feed("demo", "sales").await.unwrap().unwrap().live_revision.is_some(), true);
+    // Deploys of one feed are serialized, so the last to commit took the highest number
+    // and left it live.
+    let feed = store.feed("demo", "sales").await.unwrap().unwrap();
+    assert_eq!(feed.live_revision, Some(8));
 }
 
 async fn deleting_a_feed_removes_its_revisions_and_invocations(env: Env) {
     let store = env.open().await;
     store.create_workspace("demo").await.unwrap();
-    store.deploy("demo", vec![rev("sales", "s1"), rev("stock", "k1")]).await.unwrap();
-    store.deploy("demo", vec![rev("sales", "s2")]).await.unwrap();
-    store.record_invocations(&[inv("sales", 1), inv("sales", 2), inv("stock", 1)]).await.unwrap();
+    store
+        .deploy("demo", vec![rev("sales", "s1"), rev("stock", "k1")])
+        .await
+        .unwrap();
+    store
+        .deploy("demo", vec![rev("sales", "s2")])
+        .await
+        .unwrap();
+    store
+        .record_invocations(&[inv("sales", 1), inv("sales", 2), inv("stock", 1)])
+        .await
+        .unwrap();
 
     assert!(store.delete_feed("demo", "sales").await.unwrap());
     assert!(!store.delete_feed("demo", "sales").await.unwrap());
     assert!(!store.delete_feed("ghost", "stock").await.unwrap());
     assert_eq!(store.feed("demo", "sales").await.unwrap(), None);
     assert_eq!(store.revision("demo", "sales", 1).await.unwrap(), None);
-    assert_eq!(env.raw_count("SELECT COUNT(*) FROM revisions").await, 1, "only stock's revision is left");
-    assert_eq!(env.raw_count("SELECT COUNT(*) FROM invocations").await, 1, "only stock's invocation is left");
-    assert_eq!(store.invocations("demo", "stock", None, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        env.raw_count("SELECT COUNT(*) FROM revisions").await,
+        1,
+        "only stock's revision is left"
+    );
+    assert_eq!(
+        env.raw_count("SELECT COUNT(*) FROM invocations").await,
+        1,
+        "only stock's invocation is left"
+    );
+    assert_eq!(
+        store
+            .invocations("demo", "stock", None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // A feed deployed again under the same name starts afresh.
-    assert_eq!(store.deploy("demo", vec![rev("sales", "n1")]).await.unwrap()[0].number, 1);
-    assert!(store.invocations("demo", "sales", None, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .deploy("demo", vec![rev("sales", "n1")])
+            .await
+            .unwrap()[0]
+            .number,
+        1
+    );
+    assert!(
+        store
+            .invocations("demo", "sales", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn invocations_are_batched_paged_and_pruned(env: Env) {
     let store = env.open().await;
     store.create_workspace("demo").await.unwrap();
-    store.deploy("demo", vec![rev("sales", "s1"), rev("stock", "k1")]).await.unwrap();
+    store
+        .deploy("demo", vec![rev("sales", "s1"), rev("stock", "k1")])
+        .await
+        .unwrap();
 
-    let batch: Vec<_> = (1..=25).map(|n| inv(if n % 2 == 0 { "stock" } else { "sales" }, n)).collect();
+    let batch: Vec<_> = (1..=25)
+        .map(|n| inv(if n % 2 == 0 { "stock" } else { "sales" }, n))
+        .collect();
     // A record of a feed that is gone is dropped without failing the batch.
     let mut with_orphan = batch.clone();
     with_orphan.push(inv("deleted_meanwhile", 99));
@@ -481,26 +881,52 @@ async fn invocations_are_batched_paged_and_pruned(env: Env) {
     // None: the latest `limit`, oldest first.
     let sales_ns: Vec<i64> = (1..=25).filter(|n| n % 2 == 1).collect(); // 13 records
     let last5 = store.invocations("demo", "sales", None, 5).await.unwrap();
-    assert_eq!(last5.iter().map(|i| i.rows / 10).collect::<Vec<_>>(), sales_ns[8..]);
+    assert_eq!(
+        last5.iter().map(|i| i.rows / 10).collect::<Vec<_>>(),
+        sales_ns[8..]
+    );
     assert!(last5.windows(2).all(|w| w[0].id < w[1].id));
 
     // Fields come back as written.
-    let first = &store.invocations("demo", "sales", Some(0), 1).await.unwrap()[0];
+    let first = &store
+        .invocations("demo", "sales", Some(0), 1)
+        .await
+        .unwrap()[0];
     let expected = inv("sales", 1);
     assert_eq!(
-        (first.workspace.as_str(), first.feed.as_str(), first.revision, first.request_id.as_str()),
+        (
+            first.workspace.as_str(),
+            first.feed.as_str(),
+            first.revision,
+            first.request_id.as_str()
+        ),
         ("demo", "sales", 1, "req-sales-1")
     );
-    assert_eq!((first.status, first.duration_ms, first.rows), (expected.status, expected.duration_ms, expected.rows));
-    assert_eq!((&first.error_code, &first.stdout, &first.params, first.at), (&None, &expected.stdout, &expected.params, expected.at));
-    let failed = store.invocations("demo", "sales", Some(0), 100).await.unwrap().into_iter().find(|i| i.status == 500).unwrap();
+    assert_eq!(
+        (first.status, first.duration_ms, first.rows),
+        (expected.status, expected.duration_ms, expected.rows)
+    );
+    assert_eq!(
+        (&first.error_code, &first.stdout, &first.params, first.at),
+        (&None, &expected.stdout, &expected.params, expected.at)
+    );
+    let failed = store
+        .invocations("demo", "sales", Some(0), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.status == 500)
+        .unwrap();
     assert_eq!(failed.error_code.as_deref(), Some("feed_raised"));
 
     // after_id paging walks everything, oldest first, without gaps or repeats.
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store.invocations("demo", "sales", cursor.or(Some(0)), 4).await.unwrap();
+        let page = store
+            .invocations("demo", "sales", cursor.or(Some(0)), 4)
+            .await
+            .unwrap();
         if page.is_empty() {
             break;
         }
@@ -508,22 +934,54 @@ async fn invocations_are_batched_paged_and_pruned(env: Env) {
         seen.extend(page.into_iter().map(|i| i.rows / 10));
     }
     assert_eq!(seen, sales_ns);
-    assert!(store.invocations("demo", "sales", cursor, 4).await.unwrap().is_empty());
-    assert_eq!(store.invocations("demo", "ghost", None, 4).await.unwrap_err().code, Code::FeedNotFound);
+    assert!(
+        store
+            .invocations("demo", "sales", cursor, 4)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .invocations("demo", "ghost", None, 4)
+            .await
+            .unwrap_err()
+            .code,
+        Code::FeedNotFound
+    );
 
     // Pruning keeps the newest N per feed.
     let deleted = store.prune_invocations(3).await.unwrap();
     assert_eq!(deleted, (13 - 3) + (12 - 3));
     let kept = store.invocations("demo", "sales", None, 100).await.unwrap();
-    assert_eq!(kept.iter().map(|i| i.rows / 10).collect::<Vec<_>>(), sales_ns[10..]);
-    assert_eq!(store.invocations("demo", "stock", None, 100).await.unwrap().len(), 3);
+    assert_eq!(
+        kept.iter().map(|i| i.rows / 10).collect::<Vec<_>>(),
+        sales_ns[10..]
+    );
+    assert_eq!(
+        store
+            .invocations("demo", "stock", None, 100)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
     assert_eq!(store.prune_invocations(3).await.unwrap(), 0);
-    assert_eq!(store.prune_invocations(-1).await.unwrap_err().code, Code::BadRequest);
+    assert_eq!(
+        store.prune_invocations(-1).await.unwrap_err().code,
+        Code::BadRequest
+    );
 }
 
 #[test]
 fn with_database_swaps_only_the_database() {
-    assert_eq!(with_database("postgres://u@h:5432/postgres", "t1"), "postgres://u@h:5432/t1");
-    assert_eq!(with_database("postgres://u@h/postgres?sslmode=disable", "t1"), "postgres://u@h/t1?sslmode=disable");
+    assert_eq!(
+        with_database("postgres://u@h:5432/postgres", "t1"),
+        "postgres://u@h:5432/t1"
+    );
+    assert_eq!(
+        with_database("postgres://u@h/postgres?sslmode=disable", "t1"),
+        "postgres://u@h/t1?sslmode=disable"
+    );
     assert_eq!(with_database("postgres://u@h", "t1"), "postgres://u@h/t1");
 }
