@@ -180,7 +180,7 @@ def _slices(cols: List[str], rows: List[List[Any]], size: int) -> Iterator[Tuple
 def _describe(obj: Any) -> str:
     t = type(obj)
     name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
-    return f"a {name}"
+    return f"{'an' if name[0] in 'aeiouAEIOU' else 'a'} {name}"
 
 
 def _row_chunks(result: Any, declared: Optional[Sequence[str]]) -> Iterator[Tuple[List[str], List[Any]]]:

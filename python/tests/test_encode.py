@@ -193,13 +193,13 @@ def test_oversized_frames_are_split_by_bytes(monkeypatch: pytest.MonkeyPatch) ->
     "result, message",
     [
         ({1, 2}, r"returned a set"),
-        (42, r"returned a single value \(a int\)"),
+        (42, r"returned a single value \(an int\)"),
         ("text", r"single value"),
-        (object(), r"returned a object, which Sluice cannot serve; feeds may return a list of dicts"),
-        ([1, 2], r"row 1 is a int; rows must be dicts"),
+        (object(), r"returned an object, which Sluice cannot serve; feeds may return a list of dicts"),
+        ([1, 2], r"row 1 is an int; rows must be dicts"),
         ([(1, 2)], r"no column names.*columns=\["),
         ({"a": [1, 2], "b": [1]}, r"different lengths \('a' has 2, 'b' has 1\)"),
-        ({"a": 1}, r"column 'a' is a int, not a list"),
+        ({"a": 1}, r"column 'a' is an int, not a list"),
     ],
 )
 def test_unsupported_results_say_what_is_supported(result: Any, message: str) -> None:

@@ -405,3 +405,36 @@ def test_a_feed_file_named_like_a_module_does_not_shadow_it(spawn: Any) -> None:
     assert [f["name"] for f in json.loads(payload)["feeds"]] == ["f"]
     frames = w.call("f")
     assert frames[-1][0] == END and frames[-1][1]["rows"] == 1
+
+
+def test_generator_failing_midway_sends_its_rows_then_error_and_bad_sql_is_a_source_error(
+    shop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_encode, "STREAM_CHUNK_ROWS", 2)
+
+    @sluice.feed
+    def flaky():
+        for i in range(3):
+            yield {"i": i}
+        raise RuntimeError("upstream went away")
+
+    @sluice.feed
+    def bad_sql():
+        return sluice.sql("shop", "select nope from sales where region = :r", r="EU")
+
+    sock, thread, _ = serve_in_thread(False, monkeypatch)
+    read_frame(sock)
+    write_json(sock, CALL, {"id": "1", "feed": "flaky", "params": {}, "sources": {}, "passthrough": True})
+    frames = read_call(sock)
+    assert [k for k, _ in frames] == [ROWS, ERROR]
+    assert rows_rows([frames[0][1]]) == [{"i": 0}, {"i": 1}]
+    assert frames[1][1]["code"] == "feed_raised" and frames[1][1]["message"] == "upstream went away"
+    assert "in flaky" in frames[1][1]["traceback"]
+
+    sources = {"shop": {"kind": "sqlite", "path": str(shop)}}
+    write_json(sock, CALL, {"id": "2", "feed": "bad_sql", "params": {}, "sources": sources, "passthrough": False})
+    (kind, err), = read_call(sock)
+    assert kind == ERROR and err["code"] == "source_query_failed" and err["type"] == "OperationalError"
+    assert "no such column: nope" in err["message"]
+    sock.close()
+    thread.join(5)
