@@ -175,23 +175,22 @@ pub async fn logs(
         return Ok(Json(json!(first)).into_response());
     }
     // NDJSON that stays open: the backlog, then new invocations as they are recorded.
-    let mut after = first.last().map(|i| i.id).or(q.after);
+    let after = first.last().map(|i| i.id).or(q.after).unwrap_or(0);
     let backlog = futures::stream::iter(first.into_iter().map(|i| Ok::<_, Error>(line(&i))));
-    let live = futures::stream::unfold((), move |()| {
+    let live = futures::stream::unfold(after, move |mut after| {
         let gw = gw.clone();
         let (ws, feed) = (ws.clone(), feed.clone());
         async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                let cursor = after.or(Some(0));
-                match gw.store().invocations(&ws, &feed, cursor, 200).await {
+                match gw.store().invocations(&ws, &feed, Some(after), 200).await {
                     Ok(batch) if batch.is_empty() => continue,
                     Ok(batch) => {
-                        after = batch.last().map(|i| i.id);
+                        after = batch.last().map(|i| i.id).unwrap_or(after);
                         let chunk: String = batch.iter().map(line).collect();
-                        return Some((Ok(chunk), ()));
+                        return Some((Ok(chunk), after));
                     }
-                    Err(e) => return Some((Err(e), ())),
+                    Err(e) => return Some((Err(e), after)),
                 }
             }
         }

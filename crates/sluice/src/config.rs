@@ -69,6 +69,8 @@ pub struct ServerArgs {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    /// Accepted now so config files written for issue #3 (Postgres wire) stay valid.
+    #[allow(dead_code)]
     pg_listen: Option<SocketAddr>,
     database_url: Option<String>,
     admin_key: Option<String>,
@@ -105,11 +107,9 @@ struct GatewayFile {
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
-    pub pg_listen: SocketAddr,
     pub database_url: Option<String>,
     pub admin_key: Option<String>,
     pub master_key: Option<[u8; 32]>,
-    pub public_url: String,
     pub log_json: bool,
     pub runtime: sluice_runtime::RuntimeConfig,
     pub gateway: sluice_gateway::GatewayConfig,
@@ -127,7 +127,6 @@ impl ServerConfig {
         let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(".sluice"));
         let data_dir = if data_dir.is_absolute() { data_dir } else { std::env::current_dir()?.join(data_dir) };
         let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal address"));
-        let pg_listen = args.pg_listen.or(file.pg_listen).unwrap_or_else(|| "127.0.0.1:5433".parse().expect("literal address"));
         let admin_key = args.admin_key.clone().or(file.admin_key);
         if let Some(k) = &admin_key {
             if k.len() < 32 {
@@ -155,7 +154,7 @@ impl ServerConfig {
         let gf = file.gateway;
         let gd = sluice_gateway::GatewayConfig::default();
         let gateway = sluice_gateway::GatewayConfig {
-            public_url: public_url.clone(),
+            public_url,
             feed_concurrency: args.feed_concurrency.or(gf.feed_concurrency).unwrap_or(gd.feed_concurrency),
             feed_queue: args.feed_queue.or(gf.feed_queue).unwrap_or(gd.feed_queue),
             cache_bytes: gf.cache_mb.map(|m| m << 20).unwrap_or(gd.cache_bytes),
@@ -164,11 +163,9 @@ impl ServerConfig {
         Ok(ServerConfig {
             data_dir,
             listen,
-            pg_listen,
             database_url: args.database_url.clone().or(file.database_url),
             admin_key,
             master_key,
-            public_url,
             log_json: args.log_json,
             runtime,
             gateway,

@@ -174,7 +174,9 @@ pub async fn run(cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
         }
         if let Ok(revs) = warm.store().all_live_revisions().await {
             for r in revs {
-                warm.runtime().warm(&sluice_gateway::module_of(&r)).await;
+                if let Err(e) = warm.runtime().warm(&sluice_gateway::module_of(&r)).await {
+                    tracing::warn!(workspace = %r.workspace, feed = %r.feed, "could not start workers: {e}");
+                }
             }
         }
         warm.set_ready(true);
