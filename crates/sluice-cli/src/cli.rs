@@ -6,8 +6,10 @@
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-/// The analyst's and admin's commands. Embed with `#[command(flatten)]` in the binary's
-/// `Subcommand` enum and hand the value to [`crate::run`].
+// The analyst's and admin's commands. Embed with `#[command(flatten)]` in the binary's
+// `Subcommand` enum and hand the value to `crate::run`. Plain comments, not doc comments,
+// on this enum and the shared `Args` structs: clap would turn a doc comment into the
+// `about` text of whatever command flattens them.
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Check an API key against a Sluice server and save it for the other commands.
@@ -67,7 +69,7 @@ pub enum OutputMode {
     Json,
 }
 
-/// Where the saved login lives and how to print. Shared by every client command.
+// Where the saved login lives and how to print. Shared by every client command.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
     /// The config file written by `sluice login` [default: ~/.config/sluice/config.toml].
@@ -81,7 +83,7 @@ pub struct CommonArgs {
     pub output: OutputMode,
 }
 
-/// The key and workspace to use; they override what `sluice login` saved.
+// The key and workspace to use; they override what `sluice login` saved.
 #[derive(Debug, Clone, Args)]
 pub struct AuthArgs {
     /// API key [default: the key saved by `sluice login`].
@@ -100,7 +102,7 @@ pub struct AuthArgs {
     pub common: CommonArgs,
 }
 
-/// Server, key and workspace for commands that talk to Sluice.
+// Server, key and workspace for commands that talk to Sluice.
 #[derive(Debug, Clone, Args)]
 pub struct ConnArgs {
     /// Sluice server URL [default: the URL saved by `sluice login`].

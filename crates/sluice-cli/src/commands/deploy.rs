@@ -119,7 +119,12 @@ async fn follow(ctx: &Ctx, progress: &Progress, resp: reqwest::Response) -> Resu
                 progress.set_message(&m);
                 Ok(None)
             }
-            Event::Done(feeds) => Ok(Some(feeds)),
+            Event::Done(feeds) => {
+                if let Some(prev) = step.take().filter(|_| ctx.tty) {
+                    progress.println(&ctx.style.dim(&format!("✓ {prev}")));
+                }
+                Ok(Some(feeds))
+            }
             Event::Error(p) => Err(ClientError::Api(p).into()),
         }
     };

@@ -125,14 +125,15 @@ pub async fn rollback(ctx: Ctx, feed: &str, revision: i64) -> Result<()> {
 }
 
 pub async fn delete(ctx: Ctx, feed: &str, yes: bool) -> Result<()> {
+    // Refuse before any network call: a script without --yes is a usage mistake.
+    if !yes && !std::io::stdin().is_terminal() {
+        return Err(ClientError::Usage(format!(
+            "refusing to delete feed '{feed}' without confirmation: stdin is not a terminal; pass --yes to delete it"
+        ))
+        .into());
+    }
     let ws = ctx.workspace().await?;
     if !yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(ClientError::Usage(format!(
-                "refusing to delete feed '{feed}' without confirmation: stdin is not a terminal; pass --yes to delete it"
-            ))
-            .into());
-        }
         eprint!(
             "Delete feed '{feed}' in workspace {ws}, with all its revisions? BI tools using it will get 404s. [y/N] "
         );
