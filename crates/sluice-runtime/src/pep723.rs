@@ -146,7 +146,7 @@ mod tests {
 
     #[test]
     fn other_block_types_are_ignored() {
-        let m = parse_script_metadata("# /// other\n# x = 1\n# ///\n# /// script\n# dependencies = [\"b\"]\n# ///\n")
+        let m = parse_script_metadata("# /// other\n# x = 1\n# ///\n\n# /// script\n# dependencies = [\"b\"]\n# ///\n")
             .unwrap();
         assert_eq!(m.dependencies, vec!["b"]);
     }

@@ -141,8 +141,9 @@ impl Worker {
                     Error::new(
                         Code::RuntimeUnavailable,
                         format!(
-                            "the Python worker closed its connection while loading the module ({status}): {}",
-                            tail_of(&output)
+                            "the Python worker closed its connection while loading the module ({status}): {}. If that mentions memory, raise the runtime's memory limit (now {} MB; importing pyarrow or pandas alone needs about 400 MB of address space)",
+                            tail_of(&output),
+                            l.memory_mb
                         ),
                     )
                     .with("worker_output", tail_of(&output)),
