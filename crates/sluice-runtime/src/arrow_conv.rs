@@ -7,7 +7,9 @@
 //! Arrow schema before streaming) and all its fields are made nullable: a later frame may
 //! carry nulls in a column that had none so far. Later batches are cast to it.
 
-use arrow_array::builder::{BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder};
+use arrow_array::builder::{
+    BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
+};
 use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{ArrayRef, NullArray, PrimitiveArray, RecordBatch, RecordBatchOptions};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -27,7 +29,11 @@ pub struct RowsFrame {
 
 /// The same fields, all nullable.
 pub fn relax(schema: &Schema) -> SchemaRef {
-    let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
@@ -39,7 +45,11 @@ pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     }
     let got = batch.schema();
     if got.fields().len() != schema.fields().len()
-        || got.fields().iter().zip(schema.fields()).any(|(a, b)| a.name() != b.name())
+        || got
+            .fields()
+            .iter()
+            .zip(schema.fields())
+            .any(|(a, b)| a.name() != b.name())
     {
         return Err(Error::internal(format!(
             "the feed's result changed columns mid-stream (first [{}], then [{}]); every batch of one call must have the same columns",
@@ -75,7 +85,11 @@ pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 }
 
 fn names(s: &Schema) -> String {
-    s.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+    s.fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Convert a ROWS frame. With `schema = None` (the first frame of a call) the schema is
@@ -91,7 +105,10 @@ pub fn rows_to_batch(frame: &RowsFrame, schema: Option<&SchemaRef>) -> Result<Re
     let schema = match schema {
         Some(s) => {
             if s.fields().len() != frame.columns.len()
-                || s.fields().iter().zip(&frame.columns).any(|(f, c)| f.name() != c)
+                || s.fields()
+                    .iter()
+                    .zip(&frame.columns)
+                    .any(|(f, c)| f.name() != c)
             {
                 return Err(Error::internal(format!(
                     "the feed's result changed columns mid-stream (first [{}], then [{}]); every row must have the same keys",
@@ -107,7 +124,13 @@ pub fn rows_to_batch(frame: &RowsFrame, schema: Option<&SchemaRef>) -> Result<Re
                 .iter()
                 .zip(&frame.types)
                 .enumerate()
-                .map(|(i, (name, ty))| Ok(Field::new(name, data_type(ty, name, frame.rows.iter().map(|r| &r[i]))?, true)))
+                .map(|(i, (name, ty))| {
+                    Ok(Field::new(
+                        name,
+                        data_type(ty, name, frame.rows.iter().map(|r| &r[i]))?,
+                        true,
+                    ))
+                })
                 .collect::<Result<Vec<_>>>()?;
             Arc::new(Schema::new(fields))
         }
@@ -127,11 +150,19 @@ pub fn rows_to_batch(frame: &RowsFrame, schema: Option<&SchemaRef>) -> Result<Re
         .enumerate()
         .map(|(i, f)| build_column(f, frame.rows.iter().map(|r| &r[i])))
         .collect::<Result<Vec<_>>>()?;
-    RecordBatch::try_new_with_options(schema, columns, &RecordBatchOptions::new().with_row_count(Some(frame.rows.len())))
-        .map_err(|e| Error::internal(format!("could not assemble a record batch from ROWS: {e}")))
+    RecordBatch::try_new_with_options(
+        schema,
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(frame.rows.len())),
+    )
+    .map_err(|e| Error::internal(format!("could not assemble a record batch from ROWS: {e}")))
 }
 
-fn data_type<'a>(ty: &str, column: &str, mut values: impl Iterator<Item = &'a Value>) -> Result<DataType> {
+fn data_type<'a>(
+    ty: &str,
+    column: &str,
+    mut values: impl Iterator<Item = &'a Value>,
+) -> Result<DataType> {
     Ok(match ty {
         "null" => DataType::Null,
         "bool" => DataType::Boolean,
@@ -142,7 +173,10 @@ fn data_type<'a>(ty: &str, column: &str, mut values: impl Iterator<Item = &'a Va
         // A column with any offset-carrying value is served as UTC instants; a column of
         // naive values stays naive (wall-clock), as the analyst wrote it.
         "datetime" => {
-            let aware = values.any(|v| v.as_str().is_some_and(|s| parse_datetime(s).is_some_and(|(_, tz)| tz)));
+            let aware = values.any(|v| {
+                v.as_str()
+                    .is_some_and(|s| parse_datetime(s).is_some_and(|(_, tz)| tz))
+            });
             DataType::Timestamp(TimeUnit::Microsecond, aware.then(|| "UTC".into()))
         }
         other => {
@@ -161,7 +195,10 @@ fn bad_value(field: &Field, row: usize, v: &Value) -> Error {
     ))
 }
 
-fn build_column<'a>(field: &Field, values: impl ExactSizeIterator<Item = &'a Value>) -> Result<ArrayRef> {
+fn build_column<'a>(
+    field: &Field,
+    values: impl ExactSizeIterator<Item = &'a Value>,
+) -> Result<ArrayRef> {
     let n = values.len();
     Ok(match field.data_type() {
         DataType::Null => Arc::new(NullArray::new(n)),
@@ -181,7 +218,9 @@ fn build_column<'a>(field: &Field, values: impl ExactSizeIterator<Item = &'a Val
             for (i, v) in values.enumerate() {
                 match v {
                     Value::Null => b.append_null(),
-                    Value::Number(x) if x.as_i64().is_some() => b.append_value(x.as_i64().unwrap_or_default()),
+                    Value::Number(x) if x.as_i64().is_some() => {
+                        b.append_value(x.as_i64().unwrap_or_default())
+                    }
                     other => return Err(bad_value(field, i, other)),
                 }
             }
@@ -232,13 +271,16 @@ fn build_column<'a>(field: &Field, values: impl ExactSizeIterator<Item = &'a Val
                 match v {
                     Value::Null => out.push(None),
                     Value::String(s) => {
-                        let (micros, _) = parse_datetime(s).ok_or_else(|| bad_value(field, i, v))?;
+                        let (micros, _) =
+                            parse_datetime(s).ok_or_else(|| bad_value(field, i, v))?;
                         out.push(Some(micros));
                     }
                     other => return Err(bad_value(field, i, other)),
                 }
             }
-            Arc::new(PrimitiveArray::<TimestampMicrosecondType>::from(out).with_timezone_opt(tz.clone()))
+            Arc::new(
+                PrimitiveArray::<TimestampMicrosecondType>::from(out).with_timezone_opt(tz.clone()),
+            )
         }
         other => return Err(Error::internal(format!("no ROWS conversion to {other}"))),
     })
@@ -255,7 +297,11 @@ fn parse_datetime(s: &str) -> Option<(i64, bool)> {
             return Some((dt.timestamp_micros(), true));
         }
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some((dt.and_utc().timestamp_micros(), false));
         }
@@ -266,7 +312,10 @@ fn parse_datetime(s: &str) -> Option<(i64, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_array::{Array, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow_array::{
+        Array, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
+        TimestampMicrosecondArray,
+    };
     use serde_json::json;
 
     fn frame(v: Value) -> RowsFrame {
@@ -287,45 +336,127 @@ mod tests {
         assert_eq!(b.num_rows(), 2);
         let s = b.schema();
         assert_eq!(s.field(0).data_type(), &DataType::Null);
-        assert_eq!(s.field(6).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, None));
-        assert_eq!(s.field(7).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
+        assert_eq!(
+            s.field(6).data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, None)
+        );
+        assert_eq!(
+            s.field(7).data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        );
         assert!(s.fields().iter().all(|f| f.is_nullable()));
         let bools = b.column(1).as_any().downcast_ref::<BooleanArray>().unwrap();
         assert!(bools.value(0) && bools.is_null(1));
-        assert_eq!(b.column(2).as_any().downcast_ref::<Int64Array>().unwrap().value(0), 1);
-        assert_eq!(b.column(3).as_any().downcast_ref::<Float64Array>().unwrap().value(1), 2.0);
-        assert_eq!(b.column(4).as_any().downcast_ref::<StringArray>().unwrap().value(0), "a");
-        assert_eq!(b.column(5).as_any().downcast_ref::<Date32Array>().unwrap().value(0), 19724);
-        let t = b.column(6).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        assert_eq!(
+            b.column(2)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0),
+            1
+        );
+        assert_eq!(
+            b.column(3)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap()
+                .value(1),
+            2.0
+        );
+        assert_eq!(
+            b.column(4)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .value(0),
+            "a"
+        );
+        assert_eq!(
+            b.column(5)
+                .as_any()
+                .downcast_ref::<Date32Array>()
+                .unwrap()
+                .value(0),
+            19724
+        );
+        let t = b
+            .column(6)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
         assert_eq!(t.value(0), 1_704_164_645_000_000);
-        let tz = b.column(7).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        let tz = b
+            .column(7)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
         assert_eq!(tz.value(0), 1_704_164_645_000_000 - 2 * 3600 * 1_000_000);
-        assert_eq!(b.column(8).as_any().downcast_ref::<StringArray>().unwrap().value(0), r#"{"k":[1]}"#);
+        assert_eq!(
+            b.column(8)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .value(0),
+            r#"{"k":[1]}"#
+        );
     }
 
     #[test]
     fn later_frames_follow_the_first_schema() {
-        let first = rows_to_batch(&frame(json!({"columns": ["a"], "types": ["int"], "rows": [[1]]})), None).unwrap();
+        let first = rows_to_batch(
+            &frame(json!({"columns": ["a"], "types": ["int"], "rows": [[1]]})),
+            None,
+        )
+        .unwrap();
         let schema = first.schema();
-        let second =
-            rows_to_batch(&frame(json!({"columns": ["a"], "types": ["null"], "rows": [[null]]})), Some(&schema)).unwrap();
+        let second = rows_to_batch(
+            &frame(json!({"columns": ["a"], "types": ["null"], "rows": [[null]]})),
+            Some(&schema),
+        )
+        .unwrap();
         assert_eq!(second.schema(), schema);
-        let wrong = rows_to_batch(&frame(json!({"columns": ["b"], "types": ["int"], "rows": []})), Some(&schema));
+        let wrong = rows_to_batch(
+            &frame(json!({"columns": ["b"], "types": ["int"], "rows": []})),
+            Some(&schema),
+        );
         assert!(wrong.unwrap_err().message.contains("changed columns"));
     }
 
     #[test]
     fn mistyped_values_name_the_column() {
-        let e = rows_to_batch(&frame(json!({"columns": ["a"], "types": ["int"], "rows": [[1], ["x"]]})), None).unwrap_err();
-        assert!(e.message.contains("column 'a'") && e.message.contains("row 1"), "{}", e.message);
+        let e = rows_to_batch(
+            &frame(json!({"columns": ["a"], "types": ["int"], "rows": [[1], ["x"]]})),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("column 'a'") && e.message.contains("row 1"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
     fn conform_casts_and_relaxes() {
-        let schema = relax(&Schema::new(vec![Field::new("a", DataType::Float64, false)]));
-        let ints = RecordBatch::try_from_iter(vec![("a", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef)]).unwrap();
+        let schema = relax(&Schema::new(vec![Field::new(
+            "a",
+            DataType::Float64,
+            false,
+        )]));
+        let ints = RecordBatch::try_from_iter(vec![(
+            "a",
+            Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
+        )])
+        .unwrap();
         let b = conform(ints, &schema).unwrap();
         assert_eq!(b.schema(), schema);
-        assert_eq!(b.column(0).as_any().downcast_ref::<Float64Array>().unwrap().value(1), 2.0);
+        assert_eq!(
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap()
+                .value(1),
+            2.0
+        );
     }
 }

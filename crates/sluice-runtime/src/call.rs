@@ -42,7 +42,12 @@ pub struct CallSpec {
 pub enum CallOutput {
     /// The feed returned `sluice.sql(...)` unchanged: run it natively. (The worker is
     /// already back in the pool.)
-    Sql { source: String, query: String, params: serde_json::Map<String, serde_json::Value>, logs: CallLogs },
+    Sql {
+        source: String,
+        query: String,
+        params: serde_json::Map<String, serde_json::Value>,
+        logs: CallLogs,
+    },
     /// Rows as Arrow record batches, all with `schema`. The worker stays leased until the
     /// stream ends or is dropped; dropping it mid-call kills and replaces the worker (see
     /// [`RowStream`]). `done` resolves with the logs once the stream has ended; an error
@@ -57,10 +62,15 @@ pub enum CallOutput {
 impl std::fmt::Debug for CallOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallOutput::Sql { source, query, .. } => {
-                f.debug_struct("Sql").field("source", source).field("query", query).finish_non_exhaustive()
-            }
-            CallOutput::Rows { schema, .. } => f.debug_struct("Rows").field("schema", schema).finish_non_exhaustive(),
+            CallOutput::Sql { source, query, .. } => f
+                .debug_struct("Sql")
+                .field("source", source)
+                .field("query", query)
+                .finish_non_exhaustive(),
+            CallOutput::Rows { schema, .. } => f
+                .debug_struct("Rows")
+                .field("schema", schema)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -73,7 +83,10 @@ struct Budget {
 }
 
 pub(crate) async fn run(mut lease: Lease, call: CallSpec, timeout: Duration) -> Result<CallOutput> {
-    let mut budget = Budget { limit: timeout, spent: Duration::ZERO };
+    let mut budget = Budget {
+        limit: timeout,
+        spent: Duration::ZERO,
+    };
     let payload = serde_json::json!({
         "id": call.request_id,
         "feed": call.feed,
@@ -99,7 +112,12 @@ pub(crate) async fn run(mut lease: Lease, call: CallSpec, timeout: Duration) -> 
                         source: sql.source,
                         query: sql.query,
                         params: sql.params,
-                        logs: CallLogs { stdout: end.stdout, stderr: end.stderr, rows: 0, duration_ms: end.duration_ms },
+                        logs: CallLogs {
+                            stdout: end.stdout,
+                            stderr: end.stderr,
+                            rows: 0,
+                            duration_ms: end.duration_ms,
+                        },
                     })
                 }
                 Kind::Error => Err(error_frame(&mut lease, &next)),
@@ -112,13 +130,28 @@ pub(crate) async fn run(mut lease: Lease, call: CallSpec, timeout: Duration) -> 
             lease.outcome = Outcome::Healthy;
             drop(lease);
             let (tx, rx) = oneshot::channel();
-            let _ = tx.send(Ok(CallLogs { stdout: end.stdout, stderr: end.stderr, rows: 0, duration_ms: end.duration_ms }));
-            Ok(CallOutput::Rows { schema: Arc::new(Schema::empty()), batches: futures::stream::empty().boxed(), done: rx })
+            let _ = tx.send(Ok(CallLogs {
+                stdout: end.stdout,
+                stderr: end.stderr,
+                rows: 0,
+                duration_ms: end.duration_ms,
+            }));
+            Ok(CallOutput::Rows {
+                schema: Arc::new(Schema::empty()),
+                batches: futures::stream::empty().boxed(),
+                done: rx,
+            })
         }
         Kind::Arrow => {
             let reader = open_ipc(&mut lease, first.payload)?;
             let schema = relax(&reader.schema());
-            Ok(rows_output(RowStream::new(lease, budget, schema, Some(reader), None)))
+            Ok(rows_output(RowStream::new(
+                lease,
+                budget,
+                schema,
+                Some(reader),
+                None,
+            )))
         }
         Kind::Rows => {
             let frame = parse(&mut lease, &first)?;
@@ -127,9 +160,18 @@ pub(crate) async fn run(mut lease: Lease, call: CallSpec, timeout: Duration) -> 
                 Err(e) => return Err(violation(&mut lease, e.message)),
             };
             let schema = batch.schema();
-            Ok(rows_output(RowStream::new(lease, budget, schema, None, Some(batch))))
+            Ok(rows_output(RowStream::new(
+                lease,
+                budget,
+                schema,
+                None,
+                Some(batch),
+            )))
         }
-        other => Err(violation(&mut lease, format!("{other:?} as the first frame of a call"))),
+        other => Err(violation(
+            &mut lease,
+            format!("{other:?} as the first frame of a call"),
+        )),
     }
 }
 
@@ -138,8 +180,15 @@ fn rows_output(stream: RowStream) -> CallOutput {
     let (tx, rx) = oneshot::channel();
     let mut stream = stream;
     stream.done = Some(tx);
-    let batches = futures::stream::unfold(stream, |mut s| async move { s.next().await.map(|item| (item, s)) }).boxed();
-    CallOutput::Rows { schema, batches, done: rx }
+    let batches = futures::stream::unfold(stream, |mut s| async move {
+        s.next().await.map(|item| (item, s))
+    })
+    .boxed();
+    CallOutput::Rows {
+        schema,
+        batches,
+        done: rx,
+    }
 }
 
 /// The rest of a call's result. If this is dropped before END the worker is mid-call:
@@ -166,7 +215,15 @@ impl RowStream {
         reader: Option<StreamReader<Cursor<Bytes>>>,
         pending: Option<RecordBatch>,
     ) -> RowStream {
-        RowStream { lease: Some(lease), budget, schema, reader, pending, done: None, rows: 0 }
+        RowStream {
+            lease: Some(lease),
+            budget,
+            schema,
+            reader,
+            pending,
+            done: None,
+            rows: 0,
+        }
     }
 
     async fn next(&mut self) -> Option<Result<RecordBatch>> {
@@ -185,9 +242,9 @@ impl RowStream {
                         Err(e) => return Some(Err(self.fail_killing(e))),
                     },
                     Some(Err(e)) => {
-                        return Some(Err(
-                            self.fail_killing(Error::internal(format!("the worker sent an unreadable Arrow batch: {e}")))
-                        ));
+                        return Some(Err(self.fail_killing(Error::internal(format!(
+                            "the worker sent an unreadable Arrow batch: {e}"
+                        )))));
                     }
                     None => self.reader = None,
                 }
@@ -209,7 +266,8 @@ impl RowStream {
                     }
                 },
                 Kind::Rows => {
-                    let parsed = parse(lease, &frame).and_then(|f| rows_to_batch(&f, Some(&self.schema)));
+                    let parsed =
+                        parse(lease, &frame).and_then(|f| rows_to_batch(&f, Some(&self.schema)));
                     match parsed {
                         Ok(b) => self.pending = Some(b),
                         Err(e) => return Some(Err(self.fail_killing(e))),
@@ -219,7 +277,12 @@ impl RowStream {
                     let end = parse::<EndFrame>(lease, &frame);
                     let logs = end.map(|end| {
                         lease.outcome = Outcome::Healthy;
-                        CallLogs { stdout: end.stdout, stderr: end.stderr, rows: self.rows, duration_ms: end.duration_ms }
+                        CallLogs {
+                            stdout: end.stdout,
+                            stderr: end.stderr,
+                            rows: self.rows,
+                            duration_ms: end.duration_ms,
+                        }
                     });
                     self.lease = None;
                     return match logs {
@@ -312,7 +375,11 @@ fn error_frame(lease: &mut Lease, frame: &Frame) -> Error {
         Ok(ef) => {
             // The SDK exits after reporting a MemoryError (the interpreter may be left
             // half-broken past RLIMIT_AS): replace the worker instead of reusing it.
-            lease.outcome = if ef.ty == "MemoryError" { Outcome::Killed } else { Outcome::Healthy };
+            lease.outcome = if ef.ty == "MemoryError" {
+                Outcome::Killed
+            } else {
+                Outcome::Healthy
+            };
             ef.into_error()
         }
         Err(e) => {
@@ -323,13 +390,17 @@ fn error_frame(lease: &mut Lease, frame: &Frame) -> Error {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(lease: &mut Lease, frame: &Frame) -> Result<T> {
-    frame.json().inspect_err(|_| lease.outcome = Outcome::Killed)
+    frame
+        .json()
+        .inspect_err(|_| lease.outcome = Outcome::Killed)
 }
 
 fn open_ipc(lease: &mut Lease, payload: Bytes) -> Result<StreamReader<Cursor<Bytes>>> {
     StreamReader::try_new(Cursor::new(payload), None).map_err(|e| {
         lease.outcome = Outcome::Killed;
-        Error::internal(format!("the worker sent an unreadable Arrow IPC stream: {e}"))
+        Error::internal(format!(
+            "the worker sent an unreadable Arrow IPC stream: {e}"
+        ))
     })
 }
 

@@ -66,17 +66,29 @@ impl Envs {
 
     /// The interpreter a module with this env hash runs on.
     pub fn python_for(&self, env_hash: &str) -> PathBuf {
-        if env_hash == BASE_ENV { self.python.clone() } else { self.env_dir(env_hash).join("bin").join("python") }
+        if env_hash == BASE_ENV {
+            self.python.clone()
+        } else {
+            self.env_dir(env_hash).join("bin").join("python")
+        }
     }
 
     fn env_dir(&self, env_hash: &str) -> PathBuf {
         self.data_dir.join("envs").join(env_hash)
     }
 
-    pub async fn prepare(&self, source: &str, progress: &(dyn Fn(String) + Send + Sync)) -> Result<Prepared> {
+    pub async fn prepare(
+        &self,
+        source: &str,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<Prepared> {
         let requirements = parse_script_metadata(source)?.dependencies;
         if requirements.is_empty() {
-            return Ok(Prepared { requirements, lock: String::new(), env_hash: BASE_ENV.into() });
+            return Ok(Prepared {
+                requirements,
+                lock: String::new(),
+                env_hash: BASE_ENV.into(),
+            });
         }
         let uv = self.uv(progress).await?;
         progress(format!("resolving {}", requirements.join(", ")));
@@ -114,17 +126,28 @@ impl Envs {
         let lock = String::from_utf8_lossy(&out.stdout).into_owned();
         let env_hash = env_hash(&lock, &self.python_version);
         self.ensure_env(&env_hash, &lock, progress).await?;
-        Ok(Prepared { requirements, lock, env_hash })
+        Ok(Prepared {
+            requirements,
+            lock,
+            env_hash,
+        })
     }
 
     /// Make sure `<data_dir>/envs/<env_hash>` exists, building it from `lock` if not (a
     /// fresh data dir, or an env deleted to reclaim space).
-    pub async fn ensure_env(&self, env_hash: &str, lock: &str, progress: &(dyn Fn(String) + Send + Sync)) -> Result<()> {
+    pub async fn ensure_env(
+        &self,
+        env_hash: &str,
+        lock: &str,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<()> {
         if env_hash == BASE_ENV {
             return Ok(());
         }
         if env_hash.is_empty() || !env_hash.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(Error::internal(format!("'{env_hash}' is not an environment hash")));
+            return Err(Error::internal(format!(
+                "'{env_hash}' is not an environment hash"
+            )));
         }
         let short = &env_hash[..env_hash.len().min(6)];
         let dir = self.env_dir(env_hash);
@@ -142,14 +165,26 @@ impl Envs {
             return Ok(());
         }
         let uv = self.uv(progress).await?;
-        let packages = lock.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).count();
+        let packages = lock
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .count();
         progress(format!("installing {packages} packages into env {short}…"));
         let envs = self.data_dir.join("envs");
-        let tmp = envs.join(format!(".tmp-{env_hash}-{}-{}", std::process::id(), crate::next_seq()));
+        let tmp = envs.join(format!(
+            ".tmp-{env_hash}-{}-{}",
+            std::process::id(),
+            crate::next_seq()
+        ));
         let io = |what: &str, p: &Path, e: std::io::Error| {
-            Error::internal(format!("could not {what} {}: {e}; check that the data dir is writable", p.display()))
+            Error::internal(format!(
+                "could not {what} {}: {e}; check that the data dir is writable",
+                p.display()
+            ))
         };
-        tokio::fs::create_dir_all(&envs).await.map_err(|e| io("create", &envs, e))?;
+        tokio::fs::create_dir_all(&envs)
+            .await
+            .map_err(|e| io("create", &envs, e))?;
         let result = async {
             let out = self
                 .run_uv(
@@ -167,7 +202,9 @@ impl Envs {
                 .await?;
             check(&out, "create the virtual environment")?;
             let lock_path = tmp.join("requirements.lock");
-            tokio::fs::write(&lock_path, lock).await.map_err(|e| io("write", &lock_path, e))?;
+            tokio::fs::write(&lock_path, lock)
+                .await
+                .map_err(|e| io("write", &lock_path, e))?;
             let py = tmp.join("bin").join("python");
             let out = self
                 .run_uv(
@@ -185,12 +222,16 @@ impl Envs {
                 .await?;
             check(&out, "install the locked packages")?;
             let marker = tmp.join(COMPLETE_MARKER);
-            tokio::fs::write(&marker, env_hash).await.map_err(|e| io("write", &marker, e))?;
+            tokio::fs::write(&marker, env_hash)
+                .await
+                .map_err(|e| io("write", &marker, e))?;
             if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
                 // A folder without the marker: an older, interrupted build. Replace it.
                 let _ = tokio::fs::remove_dir_all(&dir).await;
             }
-            tokio::fs::rename(&tmp, &dir).await.map_err(|e| io("move the new environment to", &dir, e))
+            tokio::fs::rename(&tmp, &dir)
+                .await
+                .map_err(|e| io("move the new environment to", &dir, e))
         }
         .await;
         if result.is_err() {
@@ -213,13 +254,21 @@ impl Envs {
             if !works(uv).await {
                 return Err(Error::new(
                     Code::RuntimeUnavailable,
-                    format!("the configured uv binary {} does not run; fix the path in the runtime config or remove it to let Sluice install uv", uv.display()),
+                    format!(
+                        "the configured uv binary {} does not run; fix the path in the runtime config or remove it to let Sluice install uv",
+                        uv.display()
+                    ),
                 ));
             }
             *slot = Some(uv.clone());
             return Ok(uv.clone());
         }
-        let provisioned = self.data_dir.join("tools").join("uv").join("bin").join("uv");
+        let provisioned = self
+            .data_dir
+            .join("tools")
+            .join("uv")
+            .join("bin")
+            .join("uv");
         for candidate in [PathBuf::from("uv"), provisioned.clone()] {
             if works(&candidate).await {
                 *slot = Some(candidate.clone());
@@ -228,16 +277,32 @@ impl Envs {
         }
         let tools = self.data_dir.join("tools");
         progress(format!("provisioning uv into {} (once)", tools.display()));
-        let tmp = tools.join(format!(".tmp-uv-{}-{}", std::process::id(), crate::next_seq()));
+        let tmp = tools.join(format!(
+            ".tmp-uv-{}-{}",
+            std::process::id(),
+            crate::next_seq()
+        ));
         let out = Command::new(&self.python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+            ])
             .arg(&tmp)
             .arg("uv")
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output()
             .await
-            .map_err(|e| Error::new(Code::RuntimeUnavailable, format!("could not run {}: {e}", self.python.display())))?;
+            .map_err(|e| {
+                Error::new(
+                    Code::RuntimeUnavailable,
+                    format!("could not run {}: {e}", self.python.display()),
+                )
+            })?;
         if !out.status.success() || !tmp.join("bin").join("uv").is_file() {
             let _ = tokio::fs::remove_dir_all(&tmp).await;
             return Err(Error::new(
@@ -257,14 +322,22 @@ impl Envs {
         if !works(&provisioned).await {
             return Err(Error::new(
                 Code::RuntimeUnavailable,
-                format!("uv was installed into {} but does not run; delete that folder and retry", dest.display()),
+                format!(
+                    "uv was installed into {} but does not run; delete that folder and retry",
+                    dest.display()
+                ),
             ));
         }
         *slot = Some(provisioned.clone());
         Ok(provisioned)
     }
 
-    async fn run_uv(&self, uv: &Path, args: &[&std::ffi::OsStr], stdin: Option<&str>) -> Result<std::process::Output> {
+    async fn run_uv(
+        &self,
+        uv: &Path,
+        args: &[&std::ffi::OsStr],
+        stdin: Option<&str>,
+    ) -> Result<std::process::Output> {
         let mut cmd = Command::new(uv);
         cmd.args(args)
             // Deterministic: no user/project uv.toml, never download a Python behind our back.
@@ -272,17 +345,29 @@ impl Envs {
             .env("UV_CACHE_DIR", &self.uv_cache)
             .env("UV_PYTHON_DOWNLOADS", "never")
             .env_remove("VIRTUAL_ENV")
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::new(Code::RuntimeUnavailable, format!("could not run uv at {}: {e}", uv.display())))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            Error::new(
+                Code::RuntimeUnavailable,
+                format!("could not run uv at {}: {e}", uv.display()),
+            )
+        })?;
         if let (Some(input), Some(mut w)) = (stdin, child.stdin.take()) {
-            w.write_all(input.as_bytes()).await.map_err(|e| Error::internal(format!("writing to uv: {e}")))?;
+            w.write_all(input.as_bytes())
+                .await
+                .map_err(|e| Error::internal(format!("writing to uv: {e}")))?;
         }
-        child.wait_with_output().await.map_err(|e| Error::internal(format!("waiting for uv: {e}")))
+        child
+            .wait_with_output()
+            .await
+            .map_err(|e| Error::internal(format!("waiting for uv: {e}")))
     }
 }
 
@@ -322,7 +407,11 @@ pub fn env_hash(lock: &str, python_version: &str) -> String {
 /// The line of uv's report that names one of the requirements, without uv's box-drawing
 /// decoration; else its last line. A user wants "no version of pandaz" not 30 lines.
 pub(crate) fn summarize_uv_error(stderr: &str, requirements: &[String]) -> String {
-    let clean = |l: &str| l.trim_start_matches([' ', '×', '╰', '─', '▶', '│', '├', '╭', '┬', '┴', '┼']).trim().to_string();
+    let clean = |l: &str| {
+        l.trim_start_matches([' ', '×', '╰', '─', '▶', '│', '├', '╭', '┬', '┴', '┼'])
+            .trim()
+            .to_string()
+    };
     let names: Vec<String> = requirements
         .iter()
         .map(|r| {
@@ -333,15 +422,21 @@ pub(crate) fn summarize_uv_error(stderr: &str, requirements: &[String]) -> Strin
         })
         .filter(|n| !n.is_empty())
         .collect();
-    let lines: Vec<String> = stderr.lines().map(clean).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<String> = stderr
+        .lines()
+        .map(clean)
+        .filter(|l| !l.is_empty())
+        .collect();
     let hit = lines
         .iter()
         .find(|l| {
             let lower = l.to_ascii_lowercase();
-            !lower.starts_with("no solution found") && names.iter().any(|n| lower.contains(n.as_str()))
+            !lower.starts_with("no solution found")
+                && names.iter().any(|n| lower.contains(n.as_str()))
         })
         .or_else(|| lines.last());
-    hit.cloned().unwrap_or_else(|| "uv failed without a message".into())
+    hit.cloned()
+        .unwrap_or_else(|| "uv failed without a message".into())
 }
 
 pub(crate) fn tail(s: &str, max: usize) -> String {
@@ -363,8 +458,14 @@ mod tests {
     fn picks_the_line_naming_the_package() {
         let stderr = "  × No solution found when resolving dependencies:\n  ╰─▶ Because there is no version of sluice-no-such-pkg and you require sluice-no-such-pkg, we can conclude that your requirements are unsatisfiable.\n";
         let s = summarize_uv_error(stderr, &["sluice-no-such-pkg>=1".into()]);
-        assert!(s.starts_with("Because there is no version of sluice-no-such-pkg"), "{s}");
-        assert_eq!(summarize_uv_error("error: boom\n", &["x".into()]), "error: boom");
+        assert!(
+            s.starts_with("Because there is no version of sluice-no-such-pkg"),
+            "{s}"
+        );
+        assert_eq!(
+            summarize_uv_error("error: boom\n", &["x".into()]),
+            "error: boom"
+        );
     }
 
     #[test]

@@ -77,19 +77,34 @@ impl Runtime {
     /// start later: on `warm` or on a pool's first call.
     pub async fn start(cfg: RuntimeConfig) -> Result<Runtime> {
         let data_dir = std::path::absolute(&cfg.data_dir).map_err(|e| {
-            Error::internal(format!("the data dir {} cannot be resolved: {e}", cfg.data_dir.display()))
+            Error::internal(format!(
+                "the data dir {} cannot be resolved: {e}",
+                cfg.data_dir.display()
+            ))
         })?;
         let run_dir = data_dir.join("run");
         let home = data_dir.join("home");
         for d in [&data_dir, &run_dir, &home, &data_dir.join("modules")] {
             tokio::fs::create_dir_all(d).await.map_err(|e| {
-                Error::internal(format!("could not create {}: {e}; check that the data dir is writable", d.display()))
+                Error::internal(format!(
+                    "could not create {}: {e}; check that the data dir is writable",
+                    d.display()
+                ))
             })?;
         }
         let (python, python_version) = probe_python(&cfg.python).await?;
         let sdk_dir = sdk::install(&data_dir).await?;
-        let uv_cache = cfg.uv_cache_dir.clone().unwrap_or_else(|| data_dir.join("uv-cache"));
-        let envs = Envs::new(data_dir.clone(), python, python_version, cfg.uv.clone(), uv_cache);
+        let uv_cache = cfg
+            .uv_cache_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("uv-cache"));
+        let envs = Envs::new(
+            data_dir.clone(),
+            python,
+            python_version,
+            cfg.uv.clone(),
+            uv_cache,
+        );
         let cfg = RuntimeConfig { data_dir, ..cfg };
         Ok(Runtime {
             inner: Arc::new(Inner {
@@ -110,7 +125,11 @@ impl Runtime {
     }
 
     /// Resolve dependencies and build/cache the environment for a module's source.
-    pub async fn prepare(&self, source: &str, progress: &(dyn Fn(String) + Send + Sync)) -> Result<Prepared> {
+    pub async fn prepare(
+        &self,
+        source: &str,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<Prepared> {
         self.inner.envs.prepare(source, progress).await
     }
 
@@ -119,8 +138,16 @@ impl Runtime {
     /// name) and `line` members and the traceback.
     pub async fn inspect(&self, module: &ModuleSpec) -> Result<Vec<FeedSignature>> {
         self.check_running()?;
-        self.inner.envs.ensure_env(&module.env_hash, &module.lock, &|_| {}).await?;
-        let dir = self.inner.cfg.data_dir.join("modules").join(format!("inspect-{}", next_seq()));
+        self.inner
+            .envs
+            .ensure_env(&module.env_hash, &module.lock, &|_| {})
+            .await?;
+        let dir = self
+            .inner
+            .cfg
+            .data_dir
+            .join("modules")
+            .join(format!("inspect-{}", next_seq()));
         let path = write_module(&dir, module).await?;
         let launch = self.launch(module, path.clone());
         let started = Worker::start(&launch).await;
@@ -132,7 +159,10 @@ impl Runtime {
                 if feeds.is_empty() {
                     return Err(Error::new(
                         Code::InvalidFeedModule,
-                        format!("{} defines no feed: decorate at least one function with @sluice.feed", module.filename),
+                        format!(
+                            "{} defines no feed: decorate at least one function with @sluice.feed",
+                            module.filename
+                        ),
                     )
                     .with("file", module.filename.clone())
                     .with("line", serde_json::Value::Null));
@@ -161,7 +191,8 @@ impl Runtime {
         let pool = self.pools().remove(&revision_id);
         if let Some(pool) = pool {
             let idle = pool.retire(false);
-            futures::future::join_all(idle.into_iter().map(|w| w.shutdown(pool::SHUTDOWN_GRACE))).await;
+            futures::future::join_all(idle.into_iter().map(|w| w.shutdown(pool::SHUTDOWN_GRACE)))
+                .await;
         }
     }
 
@@ -188,8 +219,11 @@ impl Runtime {
 
     fn check_running(&self) -> Result<()> {
         if self.inner.shutting_down.load(Ordering::SeqCst) {
-            return Err(Error::new(Code::RuntimeUnavailable, "the runtime is shutting down; retry against the new server")
-                .retry_after(1));
+            return Err(Error::new(
+                Code::RuntimeUnavailable,
+                "the runtime is shutting down; retry against the new server",
+            )
+            .retry_after(1));
         }
         Ok(())
     }
@@ -201,15 +235,30 @@ impl Runtime {
         }
         // Slow preparation (an env rebuilt from its lock) happens outside the map lock so
         // other revisions keep serving; a racing caller's identical pool is discarded.
-        self.inner.envs.ensure_env(&module.env_hash, &module.lock, &|_| {}).await?;
+        self.inner
+            .envs
+            .ensure_env(&module.env_hash, &module.lock, &|_| {})
+            .await?;
         let digest = hex::encode(Sha256::digest(module.source.as_bytes()));
-        let dir = self.inner.cfg.data_dir.join("modules").join(format!("{}-{}", module.revision_id, &digest[..12]));
+        let dir = self.inner.cfg.data_dir.join("modules").join(format!(
+            "{}-{}",
+            module.revision_id,
+            &digest[..12]
+        ));
         let path = write_module(&dir, module).await?;
         let cfg = &self.inner.cfg;
-        let limits = Limits { min: cfg.pool_min, max: cfg.pool_max.max(1), queue: cfg.queue };
+        let limits = Limits {
+            min: cfg.pool_min,
+            max: cfg.pool_max.max(1),
+            queue: cfg.queue,
+        };
         let pool = Pool::new(module.revision_id, self.launch(module, path), limits);
         self.check_running()?;
-        Ok(self.pools().entry(module.revision_id).or_insert(pool).clone())
+        Ok(self
+            .pools()
+            .entry(module.revision_id)
+            .or_insert(pool)
+            .clone())
     }
 
     fn launch(&self, module: &ModuleSpec, module_path: PathBuf) -> Launch {
@@ -245,7 +294,9 @@ async fn probe_python(python: &Path) -> Result<(PathBuf, String)> {
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
     match (out.status.success(), lines.next(), lines.next()) {
-        (true, Some(exe), Some(version)) if !exe.is_empty() => Ok((PathBuf::from(exe), version.trim().to_string())),
+        (true, Some(exe), Some(version)) if !exe.is_empty() => {
+            Ok((PathBuf::from(exe), version.trim().to_string()))
+        }
         _ => Err(Error::new(
             Code::RuntimeUnavailable,
             format!(
@@ -260,9 +311,20 @@ async fn probe_python(python: &Path) -> Result<(PathBuf, String)> {
 /// Write the module under `dir` with a safe version of the user's file name, atomically
 /// (a worker starting concurrently never imports half a file).
 async fn write_module(dir: &Path, module: &ModuleSpec) -> Result<PathBuf> {
-    let base = Path::new(&module.filename).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut name: String =
-        base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '_' }).collect();
+    let base = Path::new(&module.filename)
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut name: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if !name.ends_with(".py") {
         name.push_str(".py");
     }
@@ -270,13 +332,22 @@ async fn write_module(dir: &Path, module: &ModuleSpec) -> Result<PathBuf> {
         name.insert_str(0, "feed");
     }
     let io = |p: &Path, e: std::io::Error| {
-        Error::internal(format!("could not write the feed module to {}: {e}; check that the data dir is writable", p.display()))
+        Error::internal(format!(
+            "could not write the feed module to {}: {e}; check that the data dir is writable",
+            p.display()
+        ))
     };
-    tokio::fs::create_dir_all(dir).await.map_err(|e| io(dir, e))?;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| io(dir, e))?;
     let path = dir.join(&name);
     let tmp = dir.join(format!(".{name}.{}", next_seq()));
-    tokio::fs::write(&tmp, &module.source).await.map_err(|e| io(&tmp, e))?;
-    tokio::fs::rename(&tmp, &path).await.map_err(|e| io(&path, e))?;
+    tokio::fs::write(&tmp, &module.source)
+        .await
+        .map_err(|e| io(&tmp, e))?;
+    tokio::fs::rename(&tmp, &path)
+        .await
+        .map_err(|e| io(&path, e))?;
     Ok(path)
 }
 
@@ -292,7 +363,12 @@ fn load_error(le: protocol::LoadError, path: &Path, filename: &str) -> Error {
     };
     let mut e = Error::new(Code::InvalidFeedModule, fix(&le.message))
         .with("file", file)
-        .with("line", le.line.map(serde_json::Value::from).unwrap_or(serde_json::Value::Null));
+        .with(
+            "line",
+            le.line
+                .map(serde_json::Value::from)
+                .unwrap_or(serde_json::Value::Null),
+        );
     if !le.traceback.is_empty() {
         e = e.with_traceback(fix(&le.traceback));
     }

@@ -49,14 +49,18 @@ pub fn parse_script_metadata(source: &str) -> Result<ScriptMetadata> {
         let Some(end) = end else {
             return Err(invalid(
                 i + 1,
-                format!("the `# /// {kind}` block opened here is never closed: add a line `# ///` after its last line"),
+                format!(
+                    "the `# /// {kind}` block opened here is never closed: add a line `# ///` after its last line"
+                ),
             ));
         };
         if kind == "script" {
             if let Some((first, _)) = &found {
                 return Err(invalid(
                     i + 1,
-                    format!("a second `# /// script` block (the first is at line {first}): keep only one"),
+                    format!(
+                        "a second `# /// script` block (the first is at line {first}): keep only one"
+                    ),
                 ));
             }
             let content: String = lines[i + 1..end]
@@ -77,10 +81,16 @@ pub fn parse_script_metadata(source: &str) -> Result<ScriptMetadata> {
     let table: toml::Table = content.parse().map_err(|e: toml::de::Error| {
         // The TOML error's span is an offset into the block's content; the block's
         // content starts on the line after the opening marker.
-        let line_in_block = e.span().map(|s| content[..s.start.min(content.len())].matches('\n').count()).unwrap_or(0);
+        let line_in_block = e
+            .span()
+            .map(|s| content[..s.start.min(content.len())].matches('\n').count())
+            .unwrap_or(0);
         invalid(
             open_line + 1 + line_in_block,
-            format!("the `# /// script` block is not valid TOML: {}", e.message()),
+            format!(
+                "the `# /// script` block is not valid TOML: {}",
+                e.message()
+            ),
         )
     })?;
     let dependencies = match table.get("dependencies") {
@@ -121,7 +131,8 @@ mod tests {
 
     #[test]
     fn no_block_means_no_dependencies() {
-        let m = parse_script_metadata("import sluice\n\n@sluice.feed\ndef f():\n    return []\n").unwrap();
+        let m = parse_script_metadata("import sluice\n\n@sluice.feed\ndef f():\n    return []\n")
+            .unwrap();
         assert!(m.dependencies.is_empty());
     }
 
@@ -134,20 +145,24 @@ mod tests {
 
     #[test]
     fn block_without_dependencies_key() {
-        let m = parse_script_metadata("# /// script\n# requires-python = \">=3.11\"\n# ///\n").unwrap();
+        let m =
+            parse_script_metadata("# /// script\n# requires-python = \">=3.11\"\n# ///\n").unwrap();
         assert!(m.dependencies.is_empty());
     }
 
     #[test]
     fn crlf_line_endings() {
-        let m = parse_script_metadata("# /// script\r\n# dependencies = [\"a\"]\r\n# ///\r\n").unwrap();
+        let m =
+            parse_script_metadata("# /// script\r\n# dependencies = [\"a\"]\r\n# ///\r\n").unwrap();
         assert_eq!(m.dependencies, vec!["a"]);
     }
 
     #[test]
     fn other_block_types_are_ignored() {
-        let m = parse_script_metadata("# /// other\n# x = 1\n# ///\n\n# /// script\n# dependencies = [\"b\"]\n# ///\n")
-            .unwrap();
+        let m = parse_script_metadata(
+            "# /// other\n# x = 1\n# ///\n\n# /// script\n# dependencies = [\"b\"]\n# ///\n",
+        )
+        .unwrap();
         assert_eq!(m.dependencies, vec!["b"]);
     }
 
@@ -172,7 +187,8 @@ mod tests {
 
     #[test]
     fn unclosed_block_is_an_error() {
-        let e = parse_script_metadata("x = 1\n# /// script\n# dependencies = []\nimport sluice\n").unwrap_err();
+        let e = parse_script_metadata("x = 1\n# /// script\n# dependencies = []\nimport sluice\n")
+            .unwrap_err();
         assert_eq!(e.code, Code::InvalidFeedModule);
         assert_eq!(e.extra["line"], 2);
         assert!(e.message.contains("never closed"), "{}", e.message);
@@ -180,10 +196,19 @@ mod tests {
 
     #[test]
     fn dependencies_must_be_strings() {
-        let e = parse_script_metadata("# /// script\n# dependencies = \"pandas\"\n# ///\n").unwrap_err();
-        assert!(e.message.contains("list of requirement strings"), "{}", e.message);
+        let e = parse_script_metadata("# /// script\n# dependencies = \"pandas\"\n# ///\n")
+            .unwrap_err();
+        assert!(
+            e.message.contains("list of requirement strings"),
+            "{}",
+            e.message
+        );
         let e = parse_script_metadata("# /// script\n# dependencies = [1]\n# ///\n").unwrap_err();
-        assert!(e.message.contains("list of requirement strings"), "{}", e.message);
+        assert!(
+            e.message.contains("list of requirement strings"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -131,7 +131,11 @@ impl Pool {
                     s.waiting += 1;
                 }
                 let _waiting = Waiting(self);
-                self.permits.clone().acquire_owned().await.map_err(|_| shut_down())?
+                self.permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| shut_down())?
             }
         };
         let mut lease = Lease::new(self.clone(), permit);
@@ -183,10 +187,14 @@ impl Pool {
     fn record_failure(&self) {
         let mut s = self.state();
         let now = Instant::now();
-        if s.last_failure.is_some_and(|t| now.duration_since(t) > HEALTHY_RESET) {
+        if s.last_failure
+            .is_some_and(|t| now.duration_since(t) > HEALTHY_RESET)
+        {
             s.failures = 0;
         }
-        let delay = BACKOFF_START.saturating_mul(1 << s.failures.min(10)).min(BACKOFF_MAX);
+        let delay = BACKOFF_START
+            .saturating_mul(1 << s.failures.min(10))
+            .min(BACKOFF_MAX);
         s.failures += 1;
         s.last_failure = Some(now);
         s.not_before = Some(now + delay);
@@ -266,7 +274,11 @@ impl Pool {
 }
 
 fn shut_down() -> Error {
-    Error::new(Code::RuntimeUnavailable, "the runtime is shutting down; retry against the new server").retry_after(1)
+    Error::new(
+        Code::RuntimeUnavailable,
+        "the runtime is shutting down; retry against the new server",
+    )
+    .retry_after(1)
 }
 
 fn stop_gracefully(worker: Worker) {
@@ -302,7 +314,12 @@ impl Lease {
             s.workers += 1;
             s.busy += 1;
         }
-        Lease { pool, worker: None, outcome: Outcome::Killed, _permit: permit }
+        Lease {
+            pool,
+            worker: None,
+            outcome: Outcome::Killed,
+            _permit: permit,
+        }
     }
 
     pub fn worker(&mut self) -> &mut Worker {

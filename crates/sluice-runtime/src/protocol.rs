@@ -76,20 +76,34 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, ReadEr
     };
     // A little slack over the documented maximum: the kind byte counts in N.
     if n == 0 || n > MAX_FRAME + 1 {
-        return Err(ReadError::Corrupt(format!("frame length {n} is outside 1..=64 MiB")));
+        return Err(ReadError::Corrupt(format!(
+            "frame length {n} is outside 1..=64 MiB"
+        )));
     }
     let kind = r.read_u8().await.map_err(eof_is_closed)?;
-    let kind = Kind::from_u8(kind).ok_or_else(|| ReadError::Corrupt(format!("unknown frame kind {kind}")))?;
+    let kind = Kind::from_u8(kind)
+        .ok_or_else(|| ReadError::Corrupt(format!("unknown frame kind {kind}")))?;
     let mut payload = vec![0u8; n as usize - 1];
     r.read_exact(&mut payload).await.map_err(eof_is_closed)?;
-    Ok(Frame { kind, payload: Bytes::from(payload) })
+    Ok(Frame {
+        kind,
+        payload: Bytes::from(payload),
+    })
 }
 
 fn eof_is_closed(e: std::io::Error) -> ReadError {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof { ReadError::Closed } else { ReadError::Io(e) }
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ReadError::Closed
+    } else {
+        ReadError::Io(e)
+    }
 }
 
-pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    kind: Kind,
+    payload: &[u8],
+) -> std::io::Result<()> {
     // One buffer, one write: the worker never sees half a header from us.
     let mut buf = Vec::with_capacity(5 + payload.len());
     buf.extend_from_slice(&(payload.len() as u32 + 1).to_be_bytes());
@@ -169,7 +183,9 @@ impl ErrorFrame {
             (false, true) => self.ty,
             (false, false) => format!("{}: {}", self.ty, self.message),
         };
-        let mut e = Error::new(code, message).with("stdout", self.stdout).with("stderr", self.stderr);
+        let mut e = Error::new(code, message)
+            .with("stdout", self.stdout)
+            .with("stderr", self.stderr);
         if !self.traceback.is_empty() {
             e = e.with_traceback(self.traceback);
         }
@@ -184,7 +200,9 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip() {
         let mut buf = Vec::new();
-        write_frame(&mut buf, Kind::Call, br#"{"id":"1"}"#).await.unwrap();
+        write_frame(&mut buf, Kind::Call, br#"{"id":"1"}"#)
+            .await
+            .unwrap();
         write_frame(&mut buf, Kind::Shutdown, b"").await.unwrap();
         assert_eq!(&buf[..5], &[0, 0, 0, 11, 3]);
         let mut r = &buf[..];
@@ -202,9 +220,15 @@ mod tests {
         let mut r: &[u8] = &[0, 0, 0, 10, 7, b'{'];
         assert!(matches!(read_frame(&mut r).await, Err(ReadError::Closed)));
         let mut r: &[u8] = &[0xff, 0, 0, 0, 7];
-        assert!(matches!(read_frame(&mut r).await, Err(ReadError::Corrupt(_))));
+        assert!(matches!(
+            read_frame(&mut r).await,
+            Err(ReadError::Corrupt(_))
+        ));
         let mut r: &[u8] = &[0, 0, 0, 1, 42];
-        assert!(matches!(read_frame(&mut r).await, Err(ReadError::Corrupt(_))));
+        assert!(matches!(
+            read_frame(&mut r).await,
+            Err(ReadError::Corrupt(_))
+        ));
     }
 
     #[test]
@@ -222,7 +246,11 @@ mod tests {
         assert_eq!(e.message, "ZeroDivisionError: division by zero");
         assert_eq!(e.extra["stdout"], "hi\n");
         assert!(e.traceback.unwrap().starts_with("Traceback"));
-        let e = ErrorFrame { code: "weird".into(), ..serde_json::from_str("{}").unwrap() }.into_error();
+        let e = ErrorFrame {
+            code: "weird".into(),
+            ..serde_json::from_str("{}").unwrap()
+        }
+        .into_error();
         assert_eq!(e.code, Code::Internal);
     }
 }

@@ -11,11 +11,20 @@ use std::path::{Path, PathBuf};
 /// Every file of the package, listed explicitly: a new SDK file must be added here or
 /// workers will fail to import it (the `sdk_has_every_python_file` test checks that).
 pub(crate) const FILES: &[(&str, &str)] = &[
-    ("__init__.py", include_str!("../../../python/sluice/__init__.py")),
-    ("_encode.py", include_str!("../../../python/sluice/_encode.py")),
+    (
+        "__init__.py",
+        include_str!("../../../python/sluice/__init__.py"),
+    ),
+    (
+        "_encode.py",
+        include_str!("../../../python/sluice/_encode.py"),
+    ),
     ("_feed.py", include_str!("../../../python/sluice/_feed.py")),
     ("_sql.py", include_str!("../../../python/sluice/_sql.py")),
-    ("_worker.py", include_str!("../../../python/sluice/_worker.py")),
+    (
+        "_worker.py",
+        include_str!("../../../python/sluice/_worker.py"),
+    ),
 ];
 
 pub(crate) fn hash() -> String {
@@ -35,7 +44,10 @@ pub(crate) fn hash() -> String {
 pub(crate) async fn install(data_dir: &Path) -> Result<PathBuf> {
     let root = data_dir.join("sdk");
     let dest = root.join(hash());
-    if tokio::fs::try_exists(dest.join("sluice").join("__init__.py")).await.unwrap_or(false) {
+    if tokio::fs::try_exists(dest.join("sluice").join("__init__.py"))
+        .await
+        .unwrap_or(false)
+    {
         return Ok(dest);
     }
     let tmp = root.join(format!(".tmp-{}-{}", std::process::id(), crate::next_seq()));
@@ -46,15 +58,22 @@ pub(crate) async fn install(data_dir: &Path) -> Result<PathBuf> {
             p.display()
         ))
     };
-    tokio::fs::create_dir_all(&pkg).await.map_err(|e| io("create", &pkg, e))?;
+    tokio::fs::create_dir_all(&pkg)
+        .await
+        .map_err(|e| io("create", &pkg, e))?;
     for (name, body) in FILES {
         let p = pkg.join(name);
-        tokio::fs::write(&p, body).await.map_err(|e| io("write", &p, e))?;
+        tokio::fs::write(&p, body)
+            .await
+            .map_err(|e| io("write", &p, e))?;
     }
     if let Err(e) = tokio::fs::rename(&tmp, &dest).await {
         // Another process installed the same SDK first: theirs is identical, use it.
         let _ = tokio::fs::remove_dir_all(&tmp).await;
-        if !tokio::fs::try_exists(dest.join("sluice").join("__init__.py")).await.unwrap_or(false) {
+        if !tokio::fs::try_exists(dest.join("sluice").join("__init__.py"))
+            .await
+            .unwrap_or(false)
+        {
             return Err(io("rename into place", &dest, e));
         }
     }
@@ -77,7 +96,10 @@ mod tests {
         on_disk.sort();
         let mut embedded: Vec<String> = FILES.iter().map(|(n, _)| n.to_string()).collect();
         embedded.sort();
-        assert_eq!(on_disk, embedded, "python/sluice/*.py and sdk::FILES differ: list every file in FILES");
+        assert_eq!(
+            on_disk, embedded,
+            "python/sluice/*.py and sdk::FILES differ: list every file in FILES"
+        );
     }
 
     #[tokio::test]

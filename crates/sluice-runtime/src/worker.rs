@@ -47,7 +47,11 @@ pub(crate) struct Worker {
 impl Worker {
     pub async fn start(l: &Launch) -> Result<Worker, StartError> {
         let began = Instant::now();
-        let sock = l.run_dir.join(format!("w{}-{}.sock", std::process::id(), crate::next_seq()));
+        let sock = l.run_dir.join(format!(
+            "w{}-{}.sock",
+            std::process::id(),
+            crate::next_seq()
+        ));
         let _ = std::fs::remove_file(&sock);
         let listener = UnixListener::bind(&sock).map_err(|e| {
             StartError::Other(Error::new(
@@ -60,7 +64,11 @@ impl Worker {
         })?;
         // The socket file is only needed until the worker connects.
         let _cleanup = RemoveOnDrop(sock.clone());
-        let python_bin = l.python.parent().map(|p| p.display().to_string()).unwrap_or_default();
+        let python_bin = l
+            .python
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         let mut cmd = Command::new(&l.python);
         cmd.arg("-s")
             .args(["-m", "sluice._worker", "--connect"])
@@ -111,7 +119,11 @@ impl Worker {
         };
         let stream = match accepted {
             Ok(Ok((stream, _))) => stream,
-            Ok(Err(e)) => return Err(StartError::Other(Error::internal(format!("accepting the worker's connection: {e}")))),
+            Ok(Err(e)) => {
+                return Err(StartError::Other(Error::internal(format!(
+                    "accepting the worker's connection: {e}"
+                ))));
+            }
             Err(_) => {
                 return Err(StartError::Other(
                     Error::new(
@@ -129,11 +141,14 @@ impl Worker {
         let (r, writer) = stream.into_split();
         let mut reader = BufReader::with_capacity(256 * 1024, r);
         // Importing the module (pandas, say) may take most of the start budget.
-        let remaining = limit.saturating_sub(began.elapsed()).max(Duration::from_secs(1));
+        let remaining = limit
+            .saturating_sub(began.elapsed())
+            .max(Duration::from_secs(1));
         let first = match tokio::time::timeout(remaining, protocol::read_frame(&mut reader)).await {
             Ok(Ok(f)) => f,
             Ok(Err(_)) => {
-                let status = match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+                let status = match tokio::time::timeout(Duration::from_secs(2), child.wait()).await
+                {
                     Ok(Ok(s)) => describe_exit(s),
                     _ => "still running".into(),
                 };
@@ -169,7 +184,13 @@ impl Worker {
                     module = %l.module_path.display(),
                     "worker started"
                 );
-                Ok(Worker { child, reader, writer, output, hello })
+                Ok(Worker {
+                    child,
+                    reader,
+                    writer,
+                    output,
+                    hello,
+                })
             }
             Kind::LoadError => Err(StartError::Load(first.json().map_err(StartError::Other)?)),
             other => Err(StartError::Other(Error::internal(format!(
@@ -211,7 +232,10 @@ impl Worker {
     /// SHUTDOWN, then up to `grace` for the process to exit by itself, then SIGKILL.
     pub async fn shutdown(mut self, grace: Duration) {
         let _ = self.send(Kind::Shutdown, b"").await;
-        if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.start_kill();
             let _ = self.child.wait().await;
         }
@@ -249,7 +273,11 @@ async fn capture(mut r: impl AsyncRead + Unpin, into: Arc<Mutex<String>>) {
 fn tail_of(output: &Mutex<String>) -> String {
     let s = output.lock().unwrap_or_else(|p| p.into_inner());
     let t = crate::env::tail(s.trim(), 2000);
-    if t.is_empty() { "(no output)".into() } else { t }
+    if t.is_empty() {
+        "(no output)".into()
+    } else {
+        t
+    }
 }
 
 pub(crate) fn describe_exit(s: ExitStatus) -> String {

@@ -1,7 +1,10 @@
 //! End-to-end tests of the runtime against real Python workers running the real SDK
 //! (python/sluice), real pyarrow, a real pyarrow-less venv and a real uv.
 
-use arrow_array::{Array, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::{
+    Array, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use futures::StreamExt;
 use serde_json::json;
@@ -15,7 +18,9 @@ fn cfg(dir: &Path) -> RuntimeConfig {
     RuntimeConfig {
         data_dir: dir.join("d"),
         // Shared and persistent so repeated runs do not download packages again.
-        uv_cache_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-uv-cache")),
+        uv_cache_dir: Some(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-uv-cache"),
+        ),
         call_timeout: Duration::from_secs(30),
         worker_start_timeout: Duration::from_secs(30),
         ..RuntimeConfig::default()
@@ -37,12 +42,22 @@ fn module(revision_id: i64, source: &str) -> ModuleSpec {
 }
 
 fn call(feed: &str, params: serde_json::Value) -> CallSpec {
-    CallSpec { feed: feed.into(), params, sources: json!({}), passthrough: true, request_id: "t".into() }
+    CallSpec {
+        feed: feed.into(),
+        params,
+        sources: json!({}),
+        passthrough: true,
+        request_id: "t".into(),
+    }
 }
 
 async fn collect(out: CallOutput) -> (SchemaRef, Vec<RecordBatch>, CallLogs) {
     match out {
-        CallOutput::Rows { schema, mut batches, done } => {
+        CallOutput::Rows {
+            schema,
+            mut batches,
+            done,
+        } => {
             let mut all = Vec::new();
             while let Some(b) = batches.next().await {
                 let b = b.unwrap();
@@ -55,13 +70,22 @@ async fn collect(out: CallOutput) -> (SchemaRef, Vec<RecordBatch>, CallLogs) {
     }
 }
 
-async fn rows(rt: &Runtime, m: &ModuleSpec, feed: &str) -> Result<(SchemaRef, Vec<RecordBatch>, CallLogs), Error> {
+async fn rows(
+    rt: &Runtime,
+    m: &ModuleSpec,
+    feed: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>, CallLogs), Error> {
     Ok(collect(rt.call(m, call(feed, json!({}))).await?).await)
 }
 
 async fn first_int(rt: &Runtime, m: &ModuleSpec, feed: &str) -> i64 {
     let (_, batches, _) = rows(rt, m, feed).await.unwrap();
-    batches[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0)
+    batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0)
 }
 
 const SALES: &str = r#"
@@ -126,8 +150,15 @@ async fn inspect_reports_signatures() {
     let sales = feeds.iter().find(|f| f.name == "sales").unwrap();
     assert_eq!(sales.doc, "Daily sales for one region.");
     assert_eq!(sales.cache.as_deref(), Some("5m"));
-    let names: Vec<_> = sales.params.iter().map(|p| (p.name.as_str(), p.ty.as_str())).collect();
-    assert_eq!(names, vec![("region", "str"), ("since", "date"), ("n", "int")]);
+    let names: Vec<_> = sales
+        .params
+        .iter()
+        .map(|p| (p.name.as_str(), p.ty.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("region", "str"), ("since", "date"), ("n", "int")]
+    );
     assert_eq!(sales.params[1].default, Some(json!("2024-01-01")));
     assert!(feeds.iter().any(|f| f.name == "big"));
     // The throwaway worker left no pool behind.
@@ -145,7 +176,11 @@ async fn inspect_syntax_error_names_file_and_line() {
     let line = e.extra["line"].as_u64().unwrap();
     assert!((5..=7).contains(&line), "line {line}: {e}");
     let data_dir = d.path().display().to_string();
-    assert!(!e.message.contains(&data_dir), "internal path leaked: {}", e.message);
+    assert!(
+        !e.message.contains(&data_dir),
+        "internal path leaked: {}",
+        e.message
+    );
     assert!(e.message.contains("sales.py"), "{}", e.message);
 }
 
@@ -168,16 +203,31 @@ async fn inspect_missing_import() {
     assert_eq!(e.code, Code::InvalidFeedModule);
     assert_eq!(e.extra["file"], "sales.py");
     assert_eq!(e.extra["line"], 2, "{e}");
-    assert!(e.message.contains("sluice_surely_not_installed"), "{}", e.message);
-    assert!(e.message.contains("# /// script"), "tells what to do: {}", e.message);
-    assert!(!e.traceback.unwrap_or_default().contains(&d.path().display().to_string()));
+    assert!(
+        e.message.contains("sluice_surely_not_installed"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains("# /// script"),
+        "tells what to do: {}",
+        e.message
+    );
+    assert!(
+        !e.traceback
+            .unwrap_or_default()
+            .contains(&d.path().display().to_string())
+    );
 }
 
 #[tokio::test]
 async fn inspect_module_without_feeds() {
     let d = tempfile::tempdir().unwrap();
     let rt = runtime(d.path()).await;
-    let e = rt.inspect(&module(-5, "import sluice\n\ndef f():\n    return []\n")).await.unwrap_err();
+    let e = rt
+        .inspect(&module(-5, "import sluice\n\ndef f():\n    return []\n"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code, Code::InvalidFeedModule);
     assert!(e.message.contains("no feed"), "{}", e.message);
     assert_eq!(e.extra["file"], "sales.py");
@@ -188,7 +238,16 @@ async fn rows_via_arrow() {
     let d = tempfile::tempdir().unwrap();
     let rt = runtime(d.path()).await;
     let m = module(10, SALES);
-    let out = rt.call(&m, call("sales", json!({"region": "US", "since": "2024-01-01", "n": 3}))).await.unwrap();
+    let out = rt
+        .call(
+            &m,
+            call(
+                "sales",
+                json!({"region": "US", "since": "2024-01-01", "n": 3}),
+            ),
+        )
+        .await
+        .unwrap();
     let (schema, batches, logs) = collect(out).await;
     let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(names, vec!["day", "region", "amount", "units", "at"]);
@@ -196,13 +255,37 @@ async fn rows_via_arrow() {
     assert_eq!(schema.field(1).data_type(), &DataType::Utf8);
     assert_eq!(schema.field(2).data_type(), &DataType::Float64);
     assert_eq!(schema.field(3).data_type(), &DataType::Int64);
-    assert!(matches!(schema.field(4).data_type(), DataType::Timestamp(TimeUnit::Microsecond, None)));
+    assert!(matches!(
+        schema.field(4).data_type(),
+        DataType::Timestamp(TimeUnit::Microsecond, None)
+    ));
     let n: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(n, 3);
     let b = &batches[0];
-    assert_eq!(b.column(1).as_any().downcast_ref::<StringArray>().unwrap().value(2), "US");
-    assert_eq!(b.column(2).as_any().downcast_ref::<Float64Array>().unwrap().value(2), 3.0);
-    assert_eq!(b.column(0).as_any().downcast_ref::<Date32Array>().unwrap().value(1), 19724);
+    assert_eq!(
+        b.column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .value(2),
+        "US"
+    );
+    assert_eq!(
+        b.column(2)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .value(2),
+        3.0
+    );
+    assert_eq!(
+        b.column(0)
+            .as_any()
+            .downcast_ref::<Date32Array>()
+            .unwrap()
+            .value(1),
+        19724
+    );
     assert_eq!(logs.rows, 3);
     assert_eq!(logs.stdout, "computing US\n");
     assert!(logs.duration_ms >= 0.0);
@@ -214,21 +297,50 @@ async fn rows_via_arrow() {
 async fn rows_via_rows_frames_without_pyarrow() {
     let d = tempfile::tempdir().unwrap();
     let python = no_pyarrow_venv(d.path());
-    let rt = Runtime::start(RuntimeConfig { python, ..cfg(d.path()) }).await.unwrap();
+    let rt = Runtime::start(RuntimeConfig {
+        python,
+        ..cfg(d.path())
+    })
+    .await
+    .unwrap();
     let m = module(11, SALES);
-    let out = rt.call(&m, call("sales", json!({"region": "EU", "n": 4}))).await.unwrap();
+    let out = rt
+        .call(&m, call("sales", json!({"region": "EU", "n": 4})))
+        .await
+        .unwrap();
     let (schema, batches, logs) = collect(out).await;
     assert_eq!(schema.field(0).data_type(), &DataType::Date32);
     assert_eq!(schema.field(1).data_type(), &DataType::Utf8);
     assert_eq!(schema.field(2).data_type(), &DataType::Float64);
     assert_eq!(schema.field(3).data_type(), &DataType::Int64);
-    assert_eq!(schema.field(4).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, None));
+    assert_eq!(
+        schema.field(4).data_type(),
+        &DataType::Timestamp(TimeUnit::Microsecond, None)
+    );
     let n: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(n, 4);
     let b = &batches[0];
-    assert_eq!(b.column(3).as_any().downcast_ref::<Int64Array>().unwrap().value(3), 3);
-    assert_eq!(b.column(0).as_any().downcast_ref::<Date32Array>().unwrap().value(0), 19723);
-    let at = b.column(4).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+    assert_eq!(
+        b.column(3)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(3),
+        3
+    );
+    assert_eq!(
+        b.column(0)
+            .as_any()
+            .downcast_ref::<Date32Array>()
+            .unwrap()
+            .value(0),
+        19723
+    );
+    let at = b
+        .column(4)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .unwrap();
     assert_eq!(at.value(2), 1_704_110_402_000_000);
     assert_eq!(logs.rows, 4);
     // A streamed generator through ROWS too, several frames.
@@ -263,8 +375,17 @@ async fn sql_passthrough_and_materialised() {
     assert!(made.success());
     let rt = runtime(d.path()).await;
     let m = module(13, SALES);
-    match rt.call(&m, call("passthrough", json!({"region": "EU"}))).await.unwrap() {
-        CallOutput::Sql { source, query, params, .. } => {
+    match rt
+        .call(&m, call("passthrough", json!({"region": "EU"})))
+        .await
+        .unwrap()
+    {
+        CallOutput::Sql {
+            source,
+            query,
+            params,
+            ..
+        } => {
             assert_eq!(source, "warehouse");
             assert!(query.contains(":region"), "{query}");
             assert_eq!(params["region"], "EU");
@@ -294,7 +415,11 @@ async fn user_exception_keeps_the_worker() {
     let tb = e.traceback.clone().unwrap();
     assert!(tb.contains("raise ValueError(\"boom\")"), "{tb}");
     assert_eq!(e.extra["stdout"], "about to fail\n");
-    assert_eq!(first_int(&rt, &m, "pid").await, pid, "the same worker serves the next call");
+    assert_eq!(
+        first_int(&rt, &m, "pid").await,
+        pid,
+        "the same worker serves the next call"
+    );
     assert_eq!(rt.stats()[0].restarts, 0);
 }
 
@@ -318,13 +443,21 @@ async fn crash_is_reported_and_the_worker_replaced() {
 #[tokio::test]
 async fn timeout_kills_and_replaces() {
     let d = tempfile::tempdir().unwrap();
-    let rt = Runtime::start(RuntimeConfig { call_timeout: Duration::from_secs(1), ..cfg(d.path()) }).await.unwrap();
+    let rt = Runtime::start(RuntimeConfig {
+        call_timeout: Duration::from_secs(1),
+        ..cfg(d.path())
+    })
+    .await
+    .unwrap();
     let m = module(17, SALES);
     let t = Instant::now();
     let e = rt.call(&m, call("slow", json!({}))).await.unwrap_err();
     assert_eq!(e.code, Code::Timeout);
     assert!(e.message.contains("1 s"), "{}", e.message);
-    assert!(t.elapsed() < Duration::from_secs(8), "the call was cut at the limit");
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "the call was cut at the limit"
+    );
     assert!(rows(&rt, &m, "sales").await.is_ok());
     assert_eq!(rt.stats()[0].restarts, 1);
 }
@@ -337,11 +470,23 @@ async fn memory_hog_fails_and_the_pool_recovers() {
     let d = tempfile::tempdir().unwrap();
     let venv = no_pyarrow_venv(d.path());
     for (python, mb) in [(venv, 256), (PathBuf::from("python3"), 512)] {
-        let rt = Runtime::start(RuntimeConfig { memory_limit_mb: mb, python, ..cfg(d.path()) }).await.unwrap();
+        let rt = Runtime::start(RuntimeConfig {
+            memory_limit_mb: mb,
+            python,
+            ..cfg(d.path())
+        })
+        .await
+        .unwrap();
         let m = module(18, SALES);
         let e = rt.call(&m, call("hog", json!({}))).await.unwrap_err();
-        assert!(matches!(e.code, Code::FeedRaised | Code::WorkerCrashed), "{mb} MB: {e}");
-        assert!(e.message.contains("MemoryError") || e.code == Code::WorkerCrashed, "{e}");
+        assert!(
+            matches!(e.code, Code::FeedRaised | Code::WorkerCrashed),
+            "{mb} MB: {e}"
+        );
+        assert!(
+            e.message.contains("MemoryError") || e.code == Code::WorkerCrashed,
+            "{e}"
+        );
         let (_, batches, _) = rows(&rt, &m, "sales").await.unwrap();
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
         rt.shutdown().await;
@@ -352,18 +497,34 @@ async fn memory_hog_fails_and_the_pool_recovers() {
 /// site-packages, so without pyarrow.
 fn no_pyarrow_venv(dir: &Path) -> PathBuf {
     let venv = dir.join("venv");
-    let status = std::process::Command::new("python3").args(["-m", "venv", "--without-pip"]).arg(&venv).status().unwrap();
+    let status = std::process::Command::new("python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
     assert!(status.success());
     let python = venv.join("bin/python");
-    let probe = std::process::Command::new(&python).args(["-c", "import pyarrow"]).output().unwrap();
-    assert!(!probe.status.success(), "the test venv must not see pyarrow");
+    let probe = std::process::Command::new(&python)
+        .args(["-c", "import pyarrow"])
+        .output()
+        .unwrap();
+    assert!(
+        !probe.status.success(),
+        "the test venv must not see pyarrow"
+    );
     python
 }
 
 #[tokio::test]
 async fn full_queue_is_too_many_requests() {
     let d = tempfile::tempdir().unwrap();
-    let rt = Runtime::start(RuntimeConfig { pool_max: 1, queue: 1, ..cfg(d.path()) }).await.unwrap();
+    let rt = Runtime::start(RuntimeConfig {
+        pool_max: 1,
+        queue: 1,
+        ..cfg(d.path())
+    })
+    .await
+    .unwrap();
     let m = module(19, SALES);
     rt.warm(&m).await.unwrap();
     let (r1, m1) = (rt.clone(), m.clone());
@@ -384,7 +545,10 @@ async fn full_queue_is_too_many_requests() {
 async fn wait_for(cond: impl Fn() -> bool) {
     let t = Instant::now();
     while !cond() {
-        assert!(t.elapsed() < Duration::from_secs(20), "condition not reached");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "condition not reached"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -394,7 +558,12 @@ async fn million_row_generator_streams() {
     let d = tempfile::tempdir().unwrap();
     let rt = runtime(d.path()).await;
     let m = module(20, SALES);
-    let CallOutput::Rows { schema, mut batches, done } = rt.call(&m, call("big", json!({}))).await.unwrap() else {
+    let CallOutput::Rows {
+        schema,
+        mut batches,
+        done,
+    } = rt.call(&m, call("big", json!({}))).await.unwrap()
+    else {
         panic!("rows expected")
     };
     assert_eq!(schema.field(0).data_type(), &DataType::Int64);
@@ -410,16 +579,27 @@ async fn million_row_generator_streams() {
     }
     assert_eq!(n, 1_000_000);
     // Streamed in bounded pieces, never one 1M-row batch.
-    assert!(count >= 10 && largest <= 100_000, "{count} batches, largest {largest}");
+    assert!(
+        count >= 10 && largest <= 100_000,
+        "{count} batches, largest {largest}"
+    );
     assert_eq!(done.await.unwrap().unwrap().rows, 1_000_000);
 }
 
 #[tokio::test]
 async fn dropping_a_stream_mid_call_frees_the_slot() {
     let d = tempfile::tempdir().unwrap();
-    let rt = Runtime::start(RuntimeConfig { pool_max: 1, ..cfg(d.path()) }).await.unwrap();
+    let rt = Runtime::start(RuntimeConfig {
+        pool_max: 1,
+        ..cfg(d.path())
+    })
+    .await
+    .unwrap();
     let m = module(21, SALES);
-    let CallOutput::Rows { mut batches, done, .. } = rt.call(&m, call("big", json!({}))).await.unwrap() else {
+    let CallOutput::Rows {
+        mut batches, done, ..
+    } = rt.call(&m, call("big", json!({}))).await.unwrap()
+    else {
         panic!("rows expected")
     };
     let first = batches.next().await.unwrap().unwrap();
@@ -434,7 +614,12 @@ async fn dropping_a_stream_mid_call_frees_the_slot() {
 #[tokio::test]
 async fn concurrent_calls_across_two_pools() {
     let d = tempfile::tempdir().unwrap();
-    let rt = Runtime::start(RuntimeConfig { pool_max: 2, ..cfg(d.path()) }).await.unwrap();
+    let rt = Runtime::start(RuntimeConfig {
+        pool_max: 2,
+        ..cfg(d.path())
+    })
+    .await
+    .unwrap();
     let (a, b) = (module(30, SALES), module(31, SALES));
     let t = Instant::now();
     let calls: Vec<_> = [&a, &a, &b, &b]
@@ -448,15 +633,29 @@ async fn concurrent_calls_across_two_pools() {
         c.await.unwrap().unwrap();
     }
     let stats = rt.stats();
-    assert_eq!(stats.iter().map(|s| s.revision_id).collect::<Vec<_>>(), vec![30, 31]);
-    assert!(stats.iter().all(|s| s.workers == 2 && s.busy == 0), "{stats:?}");
-    eprintln!("4 concurrent 1.5 s calls on two pools took {:?}", t.elapsed());
+    assert_eq!(
+        stats.iter().map(|s| s.revision_id).collect::<Vec<_>>(),
+        vec![30, 31]
+    );
+    assert!(
+        stats.iter().all(|s| s.workers == 2 && s.busy == 0),
+        "{stats:?}"
+    );
+    eprintln!(
+        "4 concurrent 1.5 s calls on two pools took {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn warm_retire_and_shutdown() {
     let d = tempfile::tempdir().unwrap();
-    let rt = Runtime::start(RuntimeConfig { pool_min: 2, ..cfg(d.path()) }).await.unwrap();
+    let rt = Runtime::start(RuntimeConfig {
+        pool_min: 2,
+        ..cfg(d.path())
+    })
+    .await
+    .unwrap();
     let m = module(40, SALES);
     rt.warm(&m).await.unwrap();
     assert_eq!(rt.stats()[0].workers, 2);
@@ -470,7 +669,10 @@ async fn warm_retire_and_shutdown() {
     rt.warm(&module(41, SALES)).await.unwrap();
     rt.shutdown().await;
     assert!(rt.stats().is_empty());
-    let e = rt.call(&module(41, SALES), call("sales", json!({}))).await.unwrap_err();
+    let e = rt
+        .call(&module(41, SALES), call("sales", json!({})))
+        .await
+        .unwrap_err();
     assert_eq!(e.code, Code::RuntimeUnavailable);
 }
 
@@ -489,46 +691,93 @@ async fn pep723_dependencies_with_uv() {
     assert!(p.lock.contains("tabulate=="), "{}", p.lock);
     assert_eq!(p.env_hash.len(), 16);
     let log = msgs.lock().unwrap().clone();
-    let uv_on_path = std::process::Command::new("uv").arg("--version").output().is_ok();
+    let uv_on_path = std::process::Command::new("uv")
+        .arg("--version")
+        .output()
+        .is_ok();
     if !uv_on_path {
-        assert!(log.iter().any(|m| m.starts_with("provisioning uv")), "{log:?}");
+        assert!(
+            log.iter().any(|m| m.starts_with("provisioning uv")),
+            "{log:?}"
+        );
         assert!(d.path().join("d/tools/uv/bin/uv").is_file());
     }
-    assert!(log.iter().any(|m| m.starts_with("resolving tabulate")), "{log:?}");
-    assert!(log.iter().any(|m| m.starts_with("installing 1 packages into env")), "{log:?}");
+    assert!(
+        log.iter().any(|m| m.starts_with("resolving tabulate")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|m| m.starts_with("installing 1 packages into env")),
+        "{log:?}"
+    );
     let env_dir: PathBuf = d.path().join("d/envs").join(&p.env_hash);
     assert!(env_dir.join(".sluice-env-complete").is_file());
 
     // Preparing again reuses the env.
     msgs.lock().unwrap().clear();
     assert_eq!(rt.prepare(src, &progress).await.unwrap(), p);
-    assert!(msgs.lock().unwrap().iter().any(|m| m.ends_with("cached")), "{:?}", msgs.lock().unwrap());
+    assert!(
+        msgs.lock().unwrap().iter().any(|m| m.ends_with("cached")),
+        "{:?}",
+        msgs.lock().unwrap()
+    );
 
-    let m = ModuleSpec { env_hash: p.env_hash.clone(), lock: p.lock.clone(), ..module(50, src) };
+    let m = ModuleSpec {
+        env_hash: p.env_hash.clone(),
+        lock: p.lock.clone(),
+        ..module(50, src)
+    };
     assert_eq!(rt.inspect(&m).await.unwrap()[0].name, "t");
     let (_, batches, _) = rows(&rt, &m, "t").await.unwrap();
-    let file = batches[0].column_by_name("file").unwrap().as_any().downcast_ref::<StringArray>().unwrap().value(0).to_string();
-    assert!(file.starts_with(&env_dir.display().to_string()), "tabulate comes from the env: {file}");
+    let file = batches[0]
+        .column_by_name("file")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap()
+        .value(0)
+        .to_string();
+    assert!(
+        file.starts_with(&env_dir.display().to_string()),
+        "tabulate comes from the env: {file}"
+    );
 
     // Without the package the same module is rejected at inspect with a hint.
     let e = rt.inspect(&module(-51, src)).await.unwrap_err();
     assert!(e.message.contains("tabulate"), "{e}");
 
     // A package that does not exist fails resolution, naming it.
-    let bad = "# /// script\n# dependencies = [\"sluice-no-such-package-qq\"]\n# ///\nimport sluice\n";
+    let bad =
+        "# /// script\n# dependencies = [\"sluice-no-such-package-qq\"]\n# ///\nimport sluice\n";
     let e = rt.prepare(bad, &|_| {}).await.unwrap_err();
     assert_eq!(e.code, Code::DependencyResolutionFailed);
-    assert!(e.message.contains("sluice-no-such-package-qq"), "{}", e.message);
+    assert!(
+        e.message.contains("sluice-no-such-package-qq"),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test]
 async fn no_dependencies_needs_no_uv() {
     let d = tempfile::tempdir().unwrap();
-    let rt = Runtime::start(RuntimeConfig { uv: Some("/nonexistent/uv".into()), ..cfg(d.path()) }).await.unwrap();
-    let p = rt.prepare(SALES, &|m| panic!("no progress expected: {m}")).await.unwrap();
+    let rt = Runtime::start(RuntimeConfig {
+        uv: Some("/nonexistent/uv".into()),
+        ..cfg(d.path())
+    })
+    .await
+    .unwrap();
+    let p = rt
+        .prepare(SALES, &|m| panic!("no progress expected: {m}"))
+        .await
+        .unwrap();
     assert_eq!(p.env_hash, "base");
     assert!(p.lock.is_empty() && p.requirements.is_empty());
-    let e = rt.prepare("# /// script\n# dependencies = [\n# ///\n", &|_| {}).await.unwrap_err();
+    let e = rt
+        .prepare("# /// script\n# dependencies = [\n# ///\n", &|_| {})
+        .await
+        .unwrap_err();
     assert_eq!(e.code, Code::InvalidFeedModule);
 }
 
@@ -547,6 +796,8 @@ async fn measure_overheads() {
         rows(&rt, &m, "pid").await.unwrap();
     }
     let per_call = t.elapsed() / n;
-    eprintln!("worker start (with pyarrow): {start:?}; per-call round trip (1 row via Arrow): {per_call:?}");
+    eprintln!(
+        "worker start (with pyarrow): {start:?}; per-call round trip (1 row via Arrow): {per_call:?}"
+    );
     assert!(per_call < Duration::from_secs(5));
 }
