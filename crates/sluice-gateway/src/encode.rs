@@ -57,10 +57,11 @@ impl Format {
             let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
             let mut q = 1.0f32;
             for p in parts {
-                if let Some((k, v)) = p.split_once('=') {
-                    if k.trim().eq_ignore_ascii_case("q") {
-                        q = v.trim().parse().unwrap_or(0.0);
-                    }
+                if let Some((_, v)) = p
+                    .split_once('=')
+                    .filter(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                {
+                    q = v.trim().parse().unwrap_or(0.0);
                 }
             }
             let (format, exact) = match media.as_str() {
@@ -112,12 +113,19 @@ pub fn encode(
         Format::Json => Encoder::Text(TextEncoder::new(TextKind::Json, &schema)),
         Format::Ndjson => Encoder::Text(TextEncoder::new(TextKind::Ndjson, &schema)),
         Format::Csv => Encoder::Text(TextEncoder::new(TextKind::Csv, &schema)),
-        Format::Arrow => match arrow_ipc::writer::StreamWriter::try_new(Vec::with_capacity(CHUNK_BYTES), &schema) {
-            Ok(w) => Encoder::Arrow(Box::new(w)),
-            Err(e) => return futures::stream::once(async move { Err(arrow_error(e)) }).boxed(),
-        },
+        Format::Arrow => {
+            match arrow_ipc::writer::StreamWriter::try_new(Vec::with_capacity(CHUNK_BYTES), &schema)
+            {
+                Ok(w) => Encoder::Arrow(Box::new(w)),
+                Err(e) => return futures::stream::once(async move { Err(arrow_error(e)) }).boxed(),
+            }
+        }
     };
-    let state = State { encoder, batches, done: false };
+    let state = State {
+        encoder,
+        batches,
+        done: false,
+    };
     futures::stream::unfold(state, |mut st| async move {
         if st.done {
             return None;
@@ -237,7 +245,12 @@ impl TextEncoder {
                 out.extend_from_slice(b"\r\n");
             }
         }
-        TextEncoder { kind, out, keys, rows: 0 }
+        TextEncoder {
+            kind,
+            out,
+            keys,
+            rows: 0,
+        }
     }
 
     fn batch(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -342,15 +355,23 @@ impl<'a> Column<'a> {
             DataType::Timestamp(unit, tz) => {
                 let (v, digits) = match unit {
                     TimeUnit::Second => (a.as_primitive::<TimestampSecondType>().values(), 0),
-                    TimeUnit::Millisecond => (a.as_primitive::<TimestampMillisecondType>().values(), 3),
-                    TimeUnit::Microsecond => (a.as_primitive::<TimestampMicrosecondType>().values(), 6),
-                    TimeUnit::Nanosecond => (a.as_primitive::<TimestampNanosecondType>().values(), 9),
+                    TimeUnit::Millisecond => {
+                        (a.as_primitive::<TimestampMillisecondType>().values(), 3)
+                    }
+                    TimeUnit::Microsecond => {
+                        (a.as_primitive::<TimestampMicrosecondType>().values(), 6)
+                    }
+                    TimeUnit::Nanosecond => {
+                        (a.as_primitive::<TimestampNanosecondType>().values(), 9)
+                    }
                 };
                 // Arrow stores instants in UTC whatever the zone; writing them as UTC with `Z`
                 // is exact for every zone and needs no time-zone database.
                 Values::Ts(v, digits, tz.is_some())
             }
-            DataType::Decimal128(_, s) => Values::Dec128(a.as_primitive::<Decimal128Type>().values(), *s),
+            DataType::Decimal128(_, s) => {
+                Values::Dec128(a.as_primitive::<Decimal128Type>().values(), *s)
+            }
             DataType::Decimal256(_, s) => Values::Dec256(a.as_primitive::<Decimal256Type>(), *s),
             DataType::Dictionary(_, _) => {
                 let d = a.as_any_dictionary();
@@ -368,7 +389,9 @@ impl<'a> Column<'a> {
                 .with("column", name));
             }
         };
-        let valid = a.logical_nulls().map(|n| arrow_array::BooleanArray::new(n.into_inner(), None));
+        let valid = a
+            .logical_nulls()
+            .map(|n| arrow_array::BooleanArray::new(n.into_inner(), None));
         Ok(Column { valid, values })
     }
 
@@ -455,7 +478,11 @@ fn float(out: &mut Vec<u8>, v: f64, json: bool) {
 }
 
 fn text(out: &mut Vec<u8>, s: &[u8], json: bool) {
-    if json { json_str(out, s) } else { csv_str(out, s) }
+    if json {
+        json_str(out, s)
+    } else {
+        csv_str(out, s)
+    }
 }
 
 fn json_str(out: &mut Vec<u8>, s: &[u8]) {
@@ -474,7 +501,14 @@ fn json_str(out: &mut Vec<u8>, s: &[u8]) {
         out.extend_from_slice(&s[start..i]);
         if esc.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
         } else {
             out.extend_from_slice(esc);
         }
@@ -602,7 +636,8 @@ fn decimal(out: &mut Vec<u8>, unscaled: &str, scale: i8) {
 mod tests {
     use super::*;
     use arrow_array::{
-        BooleanArray, Date32Array, Decimal128Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+        BooleanArray, Date32Array, Decimal128Array, Float64Array, Int64Array, StringArray,
+        TimestampMicrosecondArray,
     };
     use arrow_schema::{Field, Schema};
     use std::sync::Arc;
@@ -615,34 +650,58 @@ mod tests {
             Field::new("ok", DataType::Boolean, true),
             Field::new("d", DataType::Date32, true),
             Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
-            Field::new("tz", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+            Field::new(
+                "tz",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
             Field::new("amt", DataType::Decimal128(12, 2), true),
         ]));
         let cols: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from(vec![Some(-7), None, Some(i64::MAX)])),
-            Arc::new(StringArray::from(vec![Some("a,\"b\"\nc"), Some("Zürich ✓\t\u{1}"), None])),
+            Arc::new(StringArray::from(vec![
+                Some("a,\"b\"\nc"),
+                Some("Zürich ✓\t\u{1}"),
+                None,
+            ])),
             Arc::new(Float64Array::from(vec![Some(0.1), Some(f64::NAN), None])),
             Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])),
             Arc::new(Date32Array::from(vec![Some(19_723), Some(-1), None])), // 2024-01-01, 1969-12-31
-            Arc::new(TimestampMicrosecondArray::from(vec![Some(1_704_067_200_000_000), Some(-1), None])),
+            Arc::new(TimestampMicrosecondArray::from(vec![
+                Some(1_704_067_200_000_000),
+                Some(-1),
+                None,
+            ])),
             Arc::new(
-                TimestampMicrosecondArray::from(vec![Some(1_704_067_200_123_456), None, Some(0)]).with_timezone("UTC"),
+                TimestampMicrosecondArray::from(vec![Some(1_704_067_200_123_456), None, Some(0)])
+                    .with_timezone("UTC"),
             ),
             Arc::new(
-                Decimal128Array::from(vec![Some(12345), Some(-5), None]).with_precision_and_scale(12, 2).unwrap(),
+                Decimal128Array::from(vec![Some(12345), Some(-5), None])
+                    .with_precision_and_scale(12, 2)
+                    .unwrap(),
             ),
         ];
         let batch = RecordBatch::try_new(schema.clone(), cols).unwrap();
         (schema, batch)
     }
 
-    async fn run(format: Format, schema: SchemaRef, batches: Vec<Result<RecordBatch>>) -> Vec<Result<Bytes>> {
-        encode(format, schema, futures::stream::iter(batches).boxed()).collect().await
+    async fn run(
+        format: Format,
+        schema: SchemaRef,
+        batches: Vec<Result<RecordBatch>>,
+    ) -> Vec<Result<Bytes>> {
+        encode(format, schema, futures::stream::iter(batches).boxed())
+            .collect()
+            .await
     }
 
     async fn body(format: Format, schema: SchemaRef, batches: Vec<RecordBatch>) -> String {
         let chunks = run(format, schema, batches.into_iter().map(Ok).collect()).await;
-        let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.unwrap().to_vec()).collect();
+        let bytes: Vec<u8> = chunks
+            .into_iter()
+            .flat_map(|c| c.unwrap().to_vec())
+            .collect();
         String::from_utf8(bytes).unwrap()
     }
 
@@ -652,18 +711,43 @@ mod tests {
         assert_eq!(Format::from_query("arrow"), Some(Format::Arrow));
         assert_eq!(Format::from_query("xml"), None);
         assert_eq!(Format::from_accept("text/csv"), Some(Format::Csv));
-        assert_eq!(Format::from_accept("application/json; charset=utf-8"), Some(Format::Json));
-        assert_eq!(Format::from_accept("application/ndjson"), Some(Format::Ndjson));
-        assert_eq!(Format::from_accept("application/x-ndjson"), Some(Format::Ndjson));
-        assert_eq!(Format::from_accept("application/vnd.apache.arrow.stream"), Some(Format::Arrow));
-        assert_eq!(Format::from_accept("text/csv;q=0.5, application/json;q=0.9"), Some(Format::Json));
-        assert_eq!(Format::from_accept("*/*;q=0.1, text/csv"), Some(Format::Csv));
-        assert_eq!(Format::from_accept("*/*, text/csv"), Some(Format::Csv), "exact beats wildcard at equal q");
+        assert_eq!(
+            Format::from_accept("application/json; charset=utf-8"),
+            Some(Format::Json)
+        );
+        assert_eq!(
+            Format::from_accept("application/ndjson"),
+            Some(Format::Ndjson)
+        );
+        assert_eq!(
+            Format::from_accept("application/x-ndjson"),
+            Some(Format::Ndjson)
+        );
+        assert_eq!(
+            Format::from_accept("application/vnd.apache.arrow.stream"),
+            Some(Format::Arrow)
+        );
+        assert_eq!(
+            Format::from_accept("text/csv;q=0.5, application/json;q=0.9"),
+            Some(Format::Json)
+        );
+        assert_eq!(
+            Format::from_accept("*/*;q=0.1, text/csv"),
+            Some(Format::Csv)
+        );
+        assert_eq!(
+            Format::from_accept("*/*, text/csv"),
+            Some(Format::Csv),
+            "exact beats wildcard at equal q"
+        );
         assert_eq!(Format::from_accept("*/*"), Some(Format::Json));
         assert_eq!(Format::from_accept("text/*"), Some(Format::Csv));
         assert_eq!(Format::from_accept("text/html, image/png"), None);
         assert_eq!(Format::from_accept("application/json;q=0"), None);
-        assert_eq!(Format::Csv.content_type(), "text/csv; charset=utf-8; header=present");
+        assert_eq!(
+            Format::Csv.content_type(),
+            "text/csv; charset=utf-8; header=present"
+        );
         assert_eq!(Format::Ndjson.extension(), "ndjson");
     }
 
@@ -693,7 +777,11 @@ mod tests {
         assert_eq!(lines.len(), 6);
         for l in &lines {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            assert_eq!(v.as_object().unwrap().len(), 8, "every key present, nulls included");
+            assert_eq!(
+                v.as_object().unwrap().len(),
+                8,
+                "every key present, nulls included"
+            );
         }
         assert!(out.ends_with("}\n"));
     }
@@ -714,7 +802,10 @@ mod tests {
         let (schema, _) = sample();
         assert_eq!(body(Format::Json, schema.clone(), vec![]).await, "[]");
         assert_eq!(body(Format::Ndjson, schema.clone(), vec![]).await, "");
-        assert_eq!(body(Format::Csv, schema.clone(), vec![]).await, "id,name,x,ok,d,ts,tz,amt\r\n");
+        assert_eq!(
+            body(Format::Csv, schema.clone(), vec![]).await,
+            "id,name,x,ok,d,ts,tz,amt\r\n"
+        );
         let empty = RecordBatch::new_empty(schema.clone());
         assert_eq!(body(Format::Json, schema.clone(), vec![empty]).await, "[]");
         let header = "\"we,ird\",\"q\"\"uote\"\r\n";
@@ -728,9 +819,15 @@ mod tests {
     #[tokio::test]
     async fn arrow_round_trips_through_the_ipc_reader() {
         let (schema, batch) = sample();
-        let out = run(Format::Arrow, schema.clone(), vec![Ok(batch.clone()), Ok(batch.clone())]).await;
+        let out = run(
+            Format::Arrow,
+            schema.clone(),
+            vec![Ok(batch.clone()), Ok(batch.clone())],
+        )
+        .await;
         let bytes: Vec<u8> = out.into_iter().flat_map(|c| c.unwrap().to_vec()).collect();
-        let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+        let reader =
+            arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
         assert_eq!(reader.schema(), schema);
         let got: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(got, vec![batch.clone(), batch]);
@@ -738,7 +835,8 @@ mod tests {
         // Zero rows: still a readable stream with the schema.
         let out = run(Format::Arrow, schema.clone(), vec![]).await;
         let bytes: Vec<u8> = out.into_iter().flat_map(|c| c.unwrap().to_vec()).collect();
-        let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+        let reader =
+            arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
         assert_eq!(reader.schema(), schema);
         assert_eq!(reader.count(), 0);
     }
@@ -751,18 +849,30 @@ mod tests {
             Field::new("day", DataType::Date32, false),
             // "+00:00" rather than "UTC": arrow-json/arrow-csv without chrono-tz reject named
             // zones, and the benchmark below compares against them.
-            Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())), false),
+            Field::new(
+                "at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                false,
+            ),
         ]));
         let regions = ["north", "south", "east", "west, central"];
         let r = 0..rows as i64;
         let cols: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from_iter_values(r.clone().map(|i| i + offset))),
-            Arc::new(StringArray::from_iter_values(r.clone().map(|i| regions[i as usize % 4]))),
-            Arc::new(Float64Array::from_iter(r.clone().map(|i| (i % 10 != 0).then_some(i as f64 * 1.25)))),
-            Arc::new(Date32Array::from_iter_values(r.clone().map(|i| 19_000 + (i % 1000) as i32))),
+            Arc::new(StringArray::from_iter_values(
+                r.clone().map(|i| regions[i as usize % 4]),
+            )),
+            Arc::new(Float64Array::from_iter(
+                r.clone().map(|i| (i % 10 != 0).then_some(i as f64 * 1.25)),
+            )),
+            Arc::new(Date32Array::from_iter_values(
+                r.clone().map(|i| 19_000 + (i % 1000) as i32),
+            )),
             Arc::new(
-                TimestampMicrosecondArray::from_iter_values(r.map(|i| 1_700_000_000_000_000 + i * 1_000_123))
-                    .with_timezone("+00:00"),
+                TimestampMicrosecondArray::from_iter_values(
+                    r.map(|i| 1_700_000_000_000_000 + i * 1_000_123),
+                )
+                .with_timezone("+00:00"),
             ),
         ];
         (schema.clone(), RecordBatch::try_new(schema, cols).unwrap())
@@ -771,18 +881,30 @@ mod tests {
     #[tokio::test]
     async fn large_results_stream_in_bounded_chunks_and_errors_follow_data() {
         let (schema, _) = wide(1, 0);
-        let batches: Vec<Result<RecordBatch>> = (0..13).map(|i| Ok(wide(8192, i * 8192).1)).collect();
+        let batches: Vec<Result<RecordBatch>> =
+            (0..13).map(|i| Ok(wide(8192, i * 8192).1)).collect();
         for format in [Format::Json, Format::Csv, Format::Ndjson, Format::Arrow] {
             let chunks = run(format, schema.clone(), batches.clone()).await;
             assert!(chunks.len() > 5, "{format:?}: {} chunks", chunks.len());
             let n = chunks.len();
             for (i, c) in chunks.iter().enumerate() {
                 let len = c.as_ref().unwrap().len();
-                assert!(i == n - 1 || len >= CHUNK_BYTES, "{format:?} chunk {i} has {len} bytes");
-                assert!(len < 8 * CHUNK_BYTES + 2_000_000, "{format:?} chunk {i} too large: {len}");
+                assert!(
+                    i == n - 1 || len >= CHUNK_BYTES,
+                    "{format:?} chunk {i} has {len} bytes"
+                );
+                assert!(
+                    len < 8 * CHUNK_BYTES + 2_000_000,
+                    "{format:?} chunk {i} too large: {len}"
+                );
             }
         }
-        let json = body(Format::Json, schema.clone(), batches.iter().map(|b| b.clone().unwrap()).collect()).await;
+        let json = body(
+            Format::Json,
+            schema.clone(),
+            batches.iter().map(|b| b.clone().unwrap()).collect(),
+        )
+        .await;
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 13 * 8192);
         assert_eq!(v[106_495]["id"], 106_495);
@@ -799,13 +921,21 @@ mod tests {
 
     #[tokio::test]
     async fn other_arrow_types_encode_or_fail_clearly() {
-        use arrow_array::{DictionaryArray, Int32Array, LargeStringArray, TimestampNanosecondArray, types::Int8Type};
-        let dict: DictionaryArray<Int8Type> = vec![Some("a"), None, Some("b")].into_iter().collect();
+        use arrow_array::{
+            DictionaryArray, Int32Array, LargeStringArray, TimestampNanosecondArray,
+            types::Int8Type,
+        };
+        let dict: DictionaryArray<Int8Type> =
+            vec![Some("a"), None, Some("b")].into_iter().collect();
         let schema = Arc::new(Schema::new(vec![
             Field::new("i", DataType::Int32, true),
             Field::new("s", DataType::LargeUtf8, true),
             Field::new("c", dict.data_type().clone(), true),
-            Field::new("ns", DataType::Timestamp(TimeUnit::Nanosecond, Some("+02:00".into())), true),
+            Field::new(
+                "ns",
+                DataType::Timestamp(TimeUnit::Nanosecond, Some("+02:00".into())),
+                true,
+            ),
         ]));
         let batch = RecordBatch::try_new(
             schema.clone(),
@@ -813,7 +943,10 @@ mod tests {
                 Arc::new(Int32Array::from(vec![1, 2, 3])),
                 Arc::new(LargeStringArray::from(vec!["x", "y", "z"])),
                 Arc::new(dict),
-                Arc::new(TimestampNanosecondArray::from(vec![1, 0, 1_000_000_000]).with_timezone("+02:00")),
+                Arc::new(
+                    TimestampNanosecondArray::from(vec![1, 0, 1_000_000_000])
+                        .with_timezone("+02:00"),
+                ),
             ],
         )
         .unwrap();
@@ -825,8 +958,14 @@ mod tests {
              {\"i\":3,\"s\":\"z\",\"c\":\"b\",\"ns\":\"1970-01-01T00:00:01Z\"}\n"
         );
 
-        let list = arrow_array::ListArray::from_iter_primitive::<Int32Type, _, _>(vec![Some(vec![Some(1)])]);
-        let schema = Arc::new(Schema::new(vec![Field::new("tags", list.data_type().clone(), true)]));
+        let list = arrow_array::ListArray::from_iter_primitive::<Int32Type, _, _>(vec![Some(
+            vec![Some(1)],
+        )]);
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "tags",
+            list.data_type().clone(),
+            true,
+        )]));
         let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(list)]).unwrap();
         let chunks = run(Format::Json, schema, vec![Ok(batch)]).await;
         let err = chunks.into_iter().find_map(|c| c.err()).unwrap();
@@ -843,8 +982,16 @@ mod tests {
         decimal(&mut o, "7", -2);
         o.push(b' ');
         decimal(&mut o, "99999999999999999999999999999999999999", 10);
-        assert_eq!(String::from_utf8(o).unwrap(), "123.45 -0.005 700 9999999999999999999999999999.9999999999");
-        for (days, s) in [(0, "1970-01-01"), (11_016, "2000-02-29"), (-719_528, "0000-01-01"), (2_932_896, "9999-12-31")] {
+        assert_eq!(
+            String::from_utf8(o).unwrap(),
+            "123.45 -0.005 700 9999999999999999999999999999.9999999999"
+        );
+        for (days, s) in [
+            (0, "1970-01-01"),
+            (11_016, "2000-02-29"),
+            (-719_528, "0000-01-01"),
+            (2_932_896, "9999-12-31"),
+        ] {
             let mut o = Vec::new();
             date(&mut o, days);
             assert_eq!(String::from_utf8(o).unwrap(), s);
@@ -864,9 +1011,18 @@ mod tests {
             (t.elapsed().as_secs_f64(), bytes)
         };
         let mut figures = Vec::new();
-        for (format, name) in [(Format::Json, "json"), (Format::Csv, "csv"), (Format::Arrow, "arrow")] {
+        for (format, name) in [
+            (Format::Json, "json"),
+            (Format::Csv, "csv"),
+            (Format::Arrow, "arrow"),
+        ] {
             let t = std::time::Instant::now();
-            let chunks = run(format, schema.clone(), batches.iter().cloned().map(Ok).collect()).await;
+            let chunks = run(
+                format,
+                schema.clone(),
+                batches.iter().cloned().map(Ok).collect(),
+            )
+            .await;
             let ours = t.elapsed().as_secs_f64();
             let bytes: usize = chunks.iter().map(|c| c.as_ref().unwrap().len()).sum();
             let (theirs, their_bytes) = match format {
@@ -895,7 +1051,10 @@ mod tests {
                 their_bytes
             ));
             // Generous margin: this is a regression tripwire, not a benchmark.
-            assert!(ours < theirs * 3.0 + 0.05, "{name}: ours {ours}s vs arrow writer {theirs}s");
+            assert!(
+                ours < theirs * 3.0 + 0.05,
+                "{name}: ours {ours}s vs arrow writer {theirs}s"
+            );
         }
         println!("{}", figures.join("\n"));
     }

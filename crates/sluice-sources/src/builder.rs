@@ -2,8 +2,8 @@
 //! per-value hot loop is a `match` rather than a dynamic dispatch through `ArrayBuilder`.
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
@@ -28,9 +28,9 @@ impl Col {
             DataType::Boolean => Col::Bool(BooleanBuilder::with_capacity(cap)),
             DataType::Int64 => Col::I64(Int64Builder::with_capacity(cap)),
             DataType::Float64 => Col::F64(Float64Builder::with_capacity(cap)),
-            DataType::Decimal128(p, s) => {
-                Col::Dec(Decimal128Builder::with_capacity(cap).with_data_type(DataType::Decimal128(*p, *s)))
-            }
+            DataType::Decimal128(p, s) => Col::Dec(
+                Decimal128Builder::with_capacity(cap).with_data_type(DataType::Decimal128(*p, *s)),
+            ),
             DataType::Binary => Col::Bin(BinaryBuilder::with_capacity(cap, cap * 16)),
             DataType::Date32 => Col::Date(Date32Builder::with_capacity(cap)),
             DataType::Timestamp(TimeUnit::Microsecond, tz) => Col::Ts(
@@ -69,13 +69,25 @@ impl Col {
 }
 
 pub(crate) fn new_cols(schema: &SchemaRef, cap: usize) -> Vec<Col> {
-    schema.fields().iter().map(|f| Col::new(f.data_type(), cap)).collect()
+    schema
+        .fields()
+        .iter()
+        .map(|f| Col::new(f.data_type(), cap))
+        .collect()
 }
 
 /// Finish the builders into a batch; builders are reset and reusable for the next batch.
 /// `rows` matters only for a statement without columns (`select from t`), which Arrow can
 /// still represent as a row count.
-pub(crate) fn finish(schema: &SchemaRef, cols: &mut [Col], rows: usize) -> Result<RecordBatch, arrow_schema::ArrowError> {
+pub(crate) fn finish(
+    schema: &SchemaRef,
+    cols: &mut [Col],
+    rows: usize,
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let arrays: Vec<ArrayRef> = cols.iter_mut().map(Col::finish).collect();
-    RecordBatch::try_new_with_options(schema.clone(), arrays, &RecordBatchOptions::new().with_row_count(Some(rows)))
+    RecordBatch::try_new_with_options(
+        schema.clone(),
+        arrays,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
 }

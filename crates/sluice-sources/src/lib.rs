@@ -51,7 +51,9 @@ pub struct QueryStream {
 
 impl std::fmt::Debug for QueryStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueryStream").field("schema", &self.schema).finish_non_exhaustive()
+        f.debug_struct("QueryStream")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,7 +79,10 @@ impl Default for Sources {
 
 impl Sources {
     pub fn new() -> Sources {
-        Sources { pools: Default::default(), batch_rows: DEFAULT_BATCH_ROWS }
+        Sources {
+            pools: Default::default(),
+            batch_rows: DEFAULT_BATCH_ROWS,
+        }
     }
 
     /// Rows per record batch (minimum 1).
@@ -89,7 +94,11 @@ impl Sources {
     /// Forget the pool of a source (its config changed or it was deleted). Connections close
     /// once in-flight queries return them.
     pub fn invalidate(&self, name: &str) {
-        let removed = self.pools.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let removed = self
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         if let Some((_, pool)) = removed {
             // Closing waits for checked-out connections; do it off the caller's path.
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -130,16 +139,16 @@ impl Sources {
                 };
                 sqlite::query(name, &pool, path, sql, params, self.batch_rows).await
             }
-            Pool::Postgres(pool) => pg::query(name, &pool, url_of(cfg), sql, params, self.batch_rows).await,
+            Pool::Postgres(pool) => {
+                pg::query(name, &pool, url_of(cfg), sql, params, self.batch_rows).await
+            }
         }
     }
 
     fn pool(&self, name: &str, cfg: &SourceConfig) -> Result<Pool> {
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((c, p)) = pools.get(name) {
-            if c == cfg {
-                return Ok(p.clone());
-            }
+        if let Some((_, p)) = pools.get(name).filter(|(c, _)| c == cfg) {
+            return Ok(p.clone());
         }
         let pool = match cfg {
             SourceConfig::Sqlite { path } => Pool::Sqlite(sqlite::pool(name, path)?),
@@ -166,7 +175,8 @@ pub(crate) fn sql_error(source: &str, e: sqlx::Error, secret: Option<&str>) -> E
             // Class 08 (connection exception), 28 (auth) and 3D (no such database) are about
             // reaching the source, not about the query.
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-            let connect = code.starts_with("08") || code.starts_with("28") || code.starts_with("3D");
+            let connect =
+                code.starts_with("08") || code.starts_with("28") || code.starts_with("3D");
             let mut msg = db.message().to_string();
             if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
                 if let Some(h) = pg.hint() {
@@ -201,8 +211,11 @@ pub(crate) fn sql_error(source: &str, e: sqlx::Error, secret: Option<&str>) -> E
 }
 
 pub(crate) fn query_failed(source: &str, message: impl std::fmt::Display) -> Error {
-    Error::new(Code::SourceQueryFailed, format!("query on data source '{source}' failed: {message}"))
-        .with("source", source)
+    Error::new(
+        Code::SourceQueryFailed,
+        format!("query on data source '{source}' failed: {message}"),
+    )
+    .with("source", source)
 }
 
 /// Channel-backed stream: the producer task stops (and drops its connection) as soon as the
@@ -210,5 +223,7 @@ pub(crate) fn query_failed(source: &str, message: impl std::fmt::Display) -> Err
 pub(crate) fn receiver_stream(
     rx: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
 ) -> BoxStream<'static, Result<RecordBatch>> {
-    Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) }))
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|v| (v, rx))
+    }))
 }

@@ -9,8 +9,12 @@ use crate::{QueryStream, query_failed, receiver_stream, sql_error};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use sluice_core::sqlparams::{Placeholder, check_bound, rewrite};
 use sluice_core::{Code, Error, Result};
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgTypeInfo, PgTypeKind, PgValueFormat};
-use sqlx::{Arguments, Column, Postgres, Connection, Executor, Row, Statement, Type, TypeInfo, ValueRef};
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgPoolOptions, PgTypeInfo, PgTypeKind, PgValueFormat,
+};
+use sqlx::{
+    Arguments, Column, Connection, Executor, Postgres, Row, Statement, Type, TypeInfo, ValueRef,
+};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +46,14 @@ enum Kind {
     Jsonb,
 }
 
+/// A result column as described by the prepared statement.
+struct PgCol {
+    name: String,
+    ty: PgTypeInfo,
+    /// (table oid, attribute number) when the column comes straight from a table.
+    table_column: Option<(u32, i16)>,
+}
+
 /// The password in a connection URL, so it can be scrubbed from any error text.
 fn password_of(url: &str) -> Option<String> {
     if let Some((_, q)) = url.split_once('?') {
@@ -63,7 +75,10 @@ fn options(name: &str, url: &str) -> Result<PgConnectOptions> {
         let e = sql_error(name, e, password_of(url).as_deref());
         Error::new(
             Code::SourceQueryFailed,
-            format!("{}; expected a URL like postgres://user:password@host:5432/database", e.message),
+            format!(
+                "{}; expected a URL like postgres://user:password@host:5432/database",
+                e.message
+            ),
         )
         .with("source", name)
     })
@@ -94,7 +109,10 @@ pub(crate) async fn test(url: &str) -> Result<()> {
             )
         })?
         .map_err(fail)?;
-    sqlx::query("select 1").execute(&mut conn).await.map_err(fail)?;
+    sqlx::query("select 1")
+        .execute(&mut conn)
+        .await
+        .map_err(fail)?;
     let _ = conn.close().await;
     Ok(())
 }
@@ -138,7 +156,12 @@ fn bind(
             }
             Value::Array(items) if items.iter().all(Value::is_string) => {
                 types.push(<Vec<String> as Type<Postgres>>::type_info());
-                args.add(items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect::<Vec<_>>())
+                args.add(
+                    items
+                        .iter()
+                        .filter_map(|i| i.as_str().map(str::to_string))
+                        .collect::<Vec<_>>(),
+                )
             }
             Value::Array(items) if items.iter().all(|i| i.as_i64().is_some()) => {
                 types.push(<Vec<i64> as Type<Postgres>>::type_info());
@@ -149,10 +172,16 @@ fn bind(
                 args.add(items.iter().filter_map(Value::as_f64).collect::<Vec<_>>())
             }
             Value::Array(_) => {
-                return Err(bad(n, "a list must hold only strings or only numbers (it is bound as a PostgreSQL array)"));
+                return Err(bad(
+                    n,
+                    "a list must hold only strings or only numbers (it is bound as a PostgreSQL array)",
+                ));
             }
             Value::Object(_) => {
-                return Err(bad(n, "an object cannot be bound to SQL; pass a string, number, boolean, null or list"));
+                return Err(bad(
+                    n,
+                    "an object cannot be bound to SQL; pass a string, number, boolean, null or list",
+                ));
             }
         };
         r.map_err(|e| bad(n, &e.to_string()))?;
@@ -240,31 +269,45 @@ pub(crate) async fn query(
 
     let fail = |e| sql_error(name, e, secret.as_deref());
     let mut conn = pool.acquire().await.map_err(fail)?;
-    let stmt = (&mut *conn).prepare_with(&text, &types).await.map_err(fail)?;
-    let cols: Vec<(String, PgTypeInfo, Option<(u32, i16)>)> = stmt
+    let stmt = (&mut *conn)
+        .prepare_with(&text, &types)
+        .await
+        .map_err(fail)?;
+    let cols: Vec<PgCol> = stmt
         .columns()
         .iter()
-        .map(|c| {
-            let rel = c.relation_id().zip(c.relation_attribute_no()).map(|(r, a)| (r.0, a));
-            (c.name().to_string(), c.type_info().clone(), rel)
+        .map(|c| PgCol {
+            name: c.name().to_string(),
+            ty: c.type_info().clone(),
+            table_column: c
+                .relation_id()
+                .zip(c.relation_attribute_no())
+                .map(|(r, a)| (r.0, a)),
         })
         .collect();
     drop(stmt);
 
     let mut kinds = Vec::with_capacity(cols.len());
     let mut fields = Vec::with_capacity(cols.len());
-    for (col, t, rel) in &cols {
+    for PgCol {
+        name: col,
+        ty: t,
+        table_column: rel,
+    } in &cols
+    {
         let mut kind = kind_of(name, col, t)?;
         let mut precision = None;
         // The result description does not carry numeric(p, s); the table's catalog does,
         // when the column comes straight from a table.
         if let (Kind::NumericText, Some((rel, att))) = (kind, rel) {
-            let typmod: Option<i32> = sqlx::query_scalar("select atttypmod from pg_attribute where attrelid = $1 and attnum = $2")
-                .bind(sqlx::postgres::types::Oid(*rel))
-                .bind(*att)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(fail)?;
+            let typmod: Option<i32> = sqlx::query_scalar(
+                "select atttypmod from pg_attribute where attrelid = $1 and attnum = $2",
+            )
+            .bind(sqlx::postgres::types::Oid(*rel))
+            .bind(*att)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(fail)?;
             if let Some(m) = typmod.filter(|m| *m >= 4) {
                 let p = ((m - 4) >> 16) & 0xffff;
                 let s = (m - 4) & 0xffff;
@@ -284,7 +327,10 @@ pub(crate) async fn query(
     let source = name.to_string();
     tokio::spawn(async move {
         let mut conn = conn;
-        let finished = read(&source, &mut conn, &text, args, &schema, &kinds, cols, batch_rows, &tx, secret).await;
+        let finished = read(
+            &source, &mut conn, &text, args, &schema, &kinds, cols, batch_rows, &tx, secret,
+        )
+        .await;
         if !finished {
             // Rows may still be in flight: do not hand a half-read connection back to the
             // pool (it would first drain the rest of a possibly huge result); closing it
@@ -292,7 +338,10 @@ pub(crate) async fn query(
             conn.close_on_drop();
         }
     });
-    Ok(QueryStream { schema: out_schema, batches: receiver_stream(rx) })
+    Ok(QueryStream {
+        schema: out_schema,
+        batches: receiver_stream(rx),
+    })
 }
 
 /// Read all rows into batches and send them; false if the stream ended early (consumer gone
@@ -305,7 +354,7 @@ async fn read(
     args: PgArguments,
     schema: &SchemaRef,
     kinds: &[Kind],
-    cols: Vec<(String, PgTypeInfo, Option<(u32, i16)>)>,
+    cols: Vec<PgCol>,
     batch_rows: usize,
     tx: &tokio::sync::mpsc::Sender<Result<arrow_array::RecordBatch>>,
     secret: Option<String>,
@@ -338,15 +387,24 @@ async fn read(
             };
             if let Err(e) = decoded {
                 let c = &cols[i];
-                let msg = format!("column '{}' ({}): could not read a value: {e}", c.0, c.1.name());
-                let _ = tx.send(Err(query_failed(source, msg).with("column", c.0.as_str()))).await;
+                let msg = format!(
+                    "column '{}' ({}): could not read a value: {e}",
+                    c.name,
+                    c.ty.name()
+                );
+                let _ = tx
+                    .send(Err(
+                        query_failed(source, msg).with("column", c.name.as_str())
+                    ))
+                    .await;
                 return false;
             }
         }
         n += 1;
         if n == batch_rows {
             n = 0;
-            let batch = finish(schema, &mut builders, batch_rows).map_err(|e| query_failed(source, e));
+            let batch =
+                finish(schema, &mut builders, batch_rows).map_err(|e| query_failed(source, e));
             if tx.send(batch).await.is_err() {
                 return false;
             }
@@ -363,11 +421,13 @@ async fn read(
 }
 
 fn be<const N: usize>(b: &[u8]) -> Result<[u8; N], String> {
-    b.try_into().map_err(|_| format!("expected {N} bytes, got {}", b.len()))
+    b.try_into()
+        .map_err(|_| format!("expected {N} bytes, got {}", b.len()))
 }
 
 fn utf8(b: &[u8]) -> Result<&str, String> {
-    std::str::from_utf8(b).map_err(|_| "text is not valid UTF-8 (is the database encoding UTF8?)".to_string())
+    std::str::from_utf8(b)
+        .map_err(|_| "text is not valid UTF-8 (is the database encoding UTF8?)".to_string())
 }
 
 fn append(col: &mut Col, kind: Kind, b: &[u8]) -> Result<(), String> {
@@ -380,7 +440,11 @@ fn append(col: &mut Col, kind: Kind, b: &[u8]) -> Result<(), String> {
         // Through the shortest decimal form, so real 0.1 reads as 0.1 and not 0.10000000149.
         (Col::F64(c), Kind::Float4) => {
             let f = f32::from_be_bytes(be(b)?);
-            c.append_value(if f.is_finite() { f.to_string().parse().unwrap_or(f as f64) } else { f as f64 })
+            c.append_value(if f.is_finite() {
+                f.to_string().parse().unwrap_or(f as f64)
+            } else {
+                f as f64
+            })
         }
         (Col::F64(c), Kind::Float8) => c.append_value(f64::from_be_bytes(be(b)?)),
         (Col::Dec(c), Kind::Decimal(s)) => match numeric_to_i128(b, s)? {
@@ -437,7 +501,9 @@ impl<'a> Numeric<'a> {
     fn parse(b: &'a [u8]) -> Result<Self, String> {
         let h = b.get(..8).ok_or("numeric shorter than its header")?;
         let ndigits = u16::from_be_bytes([h[0], h[1]]) as usize;
-        let digits = b.get(8..8 + 2 * ndigits).ok_or("numeric shorter than its digits")?;
+        let digits = b
+            .get(8..8 + 2 * ndigits)
+            .ok_or("numeric shorter than its digits")?;
         Ok(Numeric {
             weight: i16::from_be_bytes([h[2], h[3]]) as i32,
             sign: u16::from_be_bytes([h[4], h[5]]),
@@ -480,13 +546,22 @@ fn numeric_to_i128(b: &[u8], scale: i8) -> Result<Option<i128>, String> {
             if p > 10_000 || d % p != 0 {
                 return Err("value has more fractional digits than the column scale".into());
             }
-            acc = acc.checked_mul(10_000 / p).and_then(|a| a.checked_add(d / p)).ok_or_else(overflow)?;
+            acc = acc
+                .checked_mul(10_000 / p)
+                .and_then(|a| a.checked_add(d / p))
+                .ok_or_else(overflow)?;
         } else {
-            acc = acc.checked_mul(10_000).and_then(|a| a.checked_add(d)).ok_or_else(overflow)?;
+            acc = acc
+                .checked_mul(10_000)
+                .and_then(|a| a.checked_add(d))
+                .ok_or_else(overflow)?;
         }
     }
     if exp > 0 {
-        acc = 10i128.checked_pow(exp as u32).and_then(|p| acc.checked_mul(p)).ok_or_else(overflow)?;
+        acc = 10i128
+            .checked_pow(exp as u32)
+            .and_then(|p| acc.checked_mul(p))
+            .ok_or_else(overflow)?;
     }
     Ok(Some(if n.sign == NUMERIC_NEG { -acc } else { acc }))
 }
@@ -509,7 +584,11 @@ fn numeric_to_string(b: &[u8]) -> Result<String, String> {
         s.push('0');
     } else {
         for i in 0..=n.weight {
-            let _ = if i == 0 { write!(s, "{}", n.digit(i)) } else { write!(s, "{:04}", n.digit(i)) };
+            let _ = if i == 0 {
+                write!(s, "{}", n.digit(i))
+            } else {
+                write!(s, "{:04}", n.digit(i))
+            };
         }
     }
     if n.dscale > 0 {
@@ -531,8 +610,14 @@ mod tests {
 
     #[test]
     fn passwords_are_found_for_scrubbing() {
-        assert_eq!(password_of("postgres://u:s3cret@h:5432/db").as_deref(), Some("s3cret"));
-        assert_eq!(password_of("postgres://u@h/db?password=pw&sslmode=disable").as_deref(), Some("pw"));
+        assert_eq!(
+            password_of("postgres://u:s3cret@h:5432/db").as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(
+            password_of("postgres://u@h/db?password=pw&sslmode=disable").as_deref(),
+            Some("pw")
+        );
         assert_eq!(password_of("postgres://u@h/db"), None);
         assert_eq!(password_of("postgres://h/db"), None);
     }
@@ -561,15 +646,33 @@ mod tests {
         assert_eq!(numeric_to_string(&b).unwrap(), "-0.05");
         assert_eq!(numeric_to_i128(&b, 2).unwrap(), Some(-5));
         // 0.0001 (weight -1, digit 1) and 1e8 (weight 2, digit 1, trailing zero groups dropped)
-        assert_eq!(numeric_to_string(&numeric(-1, 0, 4, &[1])).unwrap(), "0.0001");
-        assert_eq!(numeric_to_string(&numeric(2, 0, 0, &[1])).unwrap(), "100000000");
-        assert_eq!(numeric_to_i128(&numeric(2, 0, 0, &[1]), 2).unwrap(), Some(10_000_000_000));
+        assert_eq!(
+            numeric_to_string(&numeric(-1, 0, 4, &[1])).unwrap(),
+            "0.0001"
+        );
+        assert_eq!(
+            numeric_to_string(&numeric(2, 0, 0, &[1])).unwrap(),
+            "100000000"
+        );
+        assert_eq!(
+            numeric_to_i128(&numeric(2, 0, 0, &[1]), 2).unwrap(),
+            Some(10_000_000_000)
+        );
         assert_eq!(numeric_to_string(&numeric(0, 0, 2, &[])).unwrap(), "0.00");
-        assert_eq!(numeric_to_string(&numeric(0, NUMERIC_NAN, 0, &[])).unwrap(), "NaN");
-        assert_eq!(numeric_to_i128(&numeric(0, NUMERIC_NAN, 0, &[]), 2).unwrap(), None);
+        assert_eq!(
+            numeric_to_string(&numeric(0, NUMERIC_NAN, 0, &[])).unwrap(),
+            "NaN"
+        );
+        assert_eq!(
+            numeric_to_i128(&numeric(0, NUMERIC_NAN, 0, &[]), 2).unwrap(),
+            None
+        );
         // 38 nines at scale 0 fits; 39 does not.
         let mut d = vec![99i16, 9999, 9999, 9999, 9999, 9999, 9999, 9999, 9999, 9999];
-        assert_eq!(numeric_to_i128(&numeric(9, 0, 0, &d), 0).unwrap(), Some(10i128.pow(38) - 1));
+        assert_eq!(
+            numeric_to_i128(&numeric(9, 0, 0, &d), 0).unwrap(),
+            Some(10i128.pow(38) - 1)
+        );
         d[0] = 999;
         assert!(numeric_to_i128(&numeric(9, 0, 0, &d), 0).is_err());
     }

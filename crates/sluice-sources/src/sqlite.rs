@@ -38,11 +38,16 @@ fn missing(path: &Path) -> Error {
 }
 
 fn options(path: &Path) -> SqliteConnectOptions {
-    SqliteConnectOptions::new().filename(path).read_only(true).create_if_missing(false)
+    SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .create_if_missing(false)
 }
 
 pub(crate) fn pool(_name: &str, path: &Path) -> Result<sqlx::SqlitePool> {
-    Ok(SqlitePoolOptions::new().max_connections(crate::MAX_CONNECTIONS).connect_lazy_with(options(path)))
+    Ok(SqlitePoolOptions::new()
+        .max_connections(crate::MAX_CONNECTIONS)
+        .connect_lazy_with(options(path)))
 }
 
 pub(crate) async fn test(path: &Path) -> Result<()> {
@@ -50,17 +55,28 @@ pub(crate) async fn test(path: &Path) -> Result<()> {
         return Err(missing(path));
     }
     let fail = |e| sql_error("(new)", e, None);
-    let mut conn = sqlx::SqliteConnection::connect_with(&options(path)).await.map_err(fail)?;
-    sqlx::query("select 1").execute(&mut conn).await.map_err(fail)?;
+    let mut conn = sqlx::SqliteConnection::connect_with(&options(path))
+        .await
+        .map_err(fail)?;
+    sqlx::query("select 1")
+        .execute(&mut conn)
+        .await
+        .map_err(fail)?;
     let _ = conn.close().await;
     Ok(())
 }
 
-fn bind(names: &[String], params: &serde_json::Map<String, serde_json::Value>) -> Result<SqliteArguments<'static>> {
+fn bind(
+    names: &[String],
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> Result<SqliteArguments<'static>> {
     use serde_json::Value;
     let mut args = SqliteArguments::default();
     for n in names {
-        let bad = |what: String| Error::new(Code::InvalidParameter, format!("parameter '{n}': {what}")).with("parameter", n.as_str());
+        let bad = |what: String| {
+            Error::new(Code::InvalidParameter, format!("parameter '{n}': {what}"))
+                .with("parameter", n.as_str())
+        };
         let r = match &params[n.as_str()] {
             Value::String(s) => args.add(s.clone()),
             Value::Number(x) if x.as_i64().is_some() => args.add(x.as_i64()),
@@ -74,7 +90,10 @@ fn bind(names: &[String], params: &serde_json::Map<String, serde_json::Value>) -
                 )));
             }
             Value::Object(_) => {
-                return Err(bad("an object cannot be bound to SQL; pass a string, number, boolean or null".into()));
+                return Err(bad(
+                    "an object cannot be bound to SQL; pass a string, number, boolean or null"
+                        .into(),
+                ));
             }
         };
         r.map_err(|e| bad(e.to_string()))?;
@@ -121,8 +140,12 @@ fn widen(t: SType, row: &SqliteRow, i: usize) -> SType {
         (t, c) if t == c => t,
         (SType::Bool, SType::Int) => SType::Bool,
         (SType::Int, SType::Real) | (SType::Real, SType::Int) => SType::Real,
-        (SType::Date, SType::Text) if text(v).is_some_and(|s| parse_date(s).is_some()) => SType::Date,
-        (SType::DateTime, SType::Text) if text(v).is_some_and(|s| parse_datetime(s).is_some()) => SType::DateTime,
+        (SType::Date, SType::Text) if text(v).is_some_and(|s| parse_date(s).is_some()) => {
+            SType::Date
+        }
+        (SType::DateTime, SType::Text) if text(v).is_some_and(|s| parse_datetime(s).is_some()) => {
+            SType::DateTime
+        }
         _ => SType::Text,
     }
 }
@@ -141,7 +164,7 @@ fn arrow_type(t: SType) -> DataType {
 
 /// A value as text (SQLite renders numbers as it prints them); decoding is unchecked because
 /// the point is to read across storage classes.
-fn text<'r>((row, i): (&'r SqliteRow, usize)) -> Option<&'r str> {
+fn text((row, i): (&SqliteRow, usize)) -> Option<&str> {
     row.try_get_unchecked::<&str, _>(i).ok()
 }
 
@@ -160,13 +183,20 @@ fn parse_datetime(s: &str) -> Option<i64> {
         let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
         return Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros());
     }
-    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
             return Some(t.and_utc().timestamp_micros());
         }
     }
     // With an offset or Z: store the UTC instant (the column type has no zone).
-    DateTime::parse_from_rfc3339(&s.replacen(' ', "T", 1)).ok().map(|t| t.timestamp_micros())
+    DateTime::parse_from_rfc3339(&s.replacen(' ', "T", 1))
+        .ok()
+        .map(|t| t.timestamp_micros())
 }
 
 pub(crate) async fn query(
@@ -191,14 +221,23 @@ pub(crate) async fn query(
     let source = name.to_string();
     tokio::spawn(async move {
         let mut conn = conn;
-        if !read(&source, &mut conn, &rw.sql, args, batch_rows, schema_tx, &tx).await {
+        if !read(
+            &source, &mut conn, &rw.sql, args, batch_rows, schema_tx, &tx,
+        )
+        .await
+        {
             conn.close_on_drop();
         }
     });
-    let schema = schema_rx
-        .await
-        .map_err(|_| Error::internal(format!("the reader of data source '{name}' stopped before the first row")))??;
-    Ok(QueryStream { schema, batches: receiver_stream(rx) })
+    let schema = schema_rx.await.map_err(|_| {
+        Error::internal(format!(
+            "the reader of data source '{name}' stopped before the first row"
+        ))
+    })??;
+    Ok(QueryStream {
+        schema,
+        batches: receiver_stream(rx),
+    })
 }
 
 /// Prepare, read the first batch, publish the schema, then stream. False if it ended early.
@@ -213,7 +252,11 @@ async fn read(
 ) -> bool {
     use futures::TryStreamExt;
     let (names, mut types): (Vec<String>, Vec<SType>) = match (&mut *conn).prepare(sql).await {
-        Ok(stmt) => stmt.columns().iter().map(|c| (c.name().to_string(), declared(c.type_info().name()))).unzip(),
+        Ok(stmt) => stmt
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_string(), declared(c.type_info().name())))
+            .unzip(),
         Err(e) => {
             let _ = schema_tx.send(Err(sql_error(source, e, None)));
             return false;
@@ -240,7 +283,11 @@ async fn read(
             *t = widen(*t, row, i);
         }
     }
-    let fields: Vec<Field> = names.iter().zip(&types).map(|(n, t)| Field::new(n, arrow_type(*t), true)).collect();
+    let fields: Vec<Field> = names
+        .iter()
+        .zip(&types)
+        .map(|(n, t)| Field::new(n, arrow_type(*t), true))
+        .collect();
     let schema: SchemaRef = Arc::new(Schema::new(fields));
     if schema_tx.send(Ok(schema.clone())).is_err() {
         return false;
@@ -254,7 +301,12 @@ async fn read(
             return false;
         }
     }
-    if n > 0 && tx.send(finish(&schema, &mut builders, n).map_err(|e| query_failed(source, e))).await.is_err() {
+    if n > 0
+        && tx
+            .send(finish(&schema, &mut builders, n).map_err(|e| query_failed(source, e)))
+            .await
+            .is_err()
+    {
         return false;
     }
     if !more {
@@ -283,7 +335,12 @@ async fn read(
             }
         }
     }
-    if n > 0 && tx.send(finish(&schema, &mut builders, n).map_err(|e| query_failed(source, e))).await.is_err() {
+    if n > 0
+        && tx
+            .send(finish(&schema, &mut builders, n).map_err(|e| query_failed(source, e)))
+            .await
+            .is_err()
+    {
         return false;
     }
     true
@@ -309,7 +366,10 @@ fn append_row(source: &str, names: &[String], builders: &mut [Col], row: &Sqlite
 /// Append one non-null value, coercing between storage classes where no information is
 /// lost; Err(storage class) when it cannot.
 fn append(b: &mut Col, row: &SqliteRow, i: usize) -> std::result::Result<(), String> {
-    let storage = row.try_get_raw(i).map(|v| v.type_info().name().to_string()).unwrap_or_default();
+    let storage = row
+        .try_get_raw(i)
+        .map(|v| v.type_info().name().to_string())
+        .unwrap_or_default();
     let class = declared(&storage);
     let v = (row, i);
     let int = || row.try_get_unchecked::<i64, _>(i).ok();
@@ -342,8 +402,18 @@ fn append(b: &mut Col, row: &SqliteRow, i: usize) -> std::result::Result<(), Str
             _ => c.append_value(text(v).ok_or_else(fail)?),
         },
         Col::Bin(c) => c.append_value(blob().ok_or_else(fail)?),
-        Col::Date(c) => c.append_value(text(v).filter(|_| class == SType::Text).and_then(parse_date).ok_or_else(fail)?),
-        Col::Ts(c) => c.append_value(text(v).filter(|_| class == SType::Text).and_then(parse_datetime).ok_or_else(fail)?),
+        Col::Date(c) => c.append_value(
+            text(v)
+                .filter(|_| class == SType::Text)
+                .and_then(parse_date)
+                .ok_or_else(fail)?,
+        ),
+        Col::Ts(c) => c.append_value(
+            text(v)
+                .filter(|_| class == SType::Text)
+                .and_then(parse_datetime)
+                .ok_or_else(fail)?,
+        ),
         Col::Dec(_) => return Err(fail()),
     }
     Ok(())

@@ -24,7 +24,10 @@ fn pg() -> SourceConfig {
 
 /// A table name no other test run uses at the same time.
 fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
@@ -51,9 +54,21 @@ async fn postgres_types_nulls_and_empty_results() {
     ))
     .await;
     let sources = Sources::new();
-    let s = sources.query("wh", &pg(), &format!("select * from {t} order by b nulls last"), &Map::new()).await;
+    let s = sources
+        .query(
+            "wh",
+            &pg(),
+            &format!("select * from {t} order by b nulls last"),
+            &Map::new(),
+        )
+        .await;
     let s = s.unwrap();
-    let types: Vec<DataType> = s.schema.fields().iter().map(|f| f.data_type().clone()).collect();
+    let types: Vec<DataType> = s
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
     assert_eq!(
         types,
         vec![
@@ -86,36 +101,89 @@ async fn postgres_types_nulls_and_empty_results() {
     assert_eq!(col("i2").as_primitive::<Int64Type>().value(0), 1);
     assert_eq!(col("i8").as_primitive::<Int64Type>().value(0), i64::MAX);
     assert_eq!(col("f4").as_primitive::<Float64Type>().value(0), 0.1);
-    assert_eq!(col("n").as_primitive::<Decimal128Type>().value(0), 123456789012);
+    assert_eq!(
+        col("n").as_primitive::<Decimal128Type>().value(0),
+        123456789012
+    );
     assert_eq!(col("n").as_primitive::<Decimal128Type>().value(1), -5);
-    assert_eq!(col("nf").as_string::<i32>().value(0), "3.14159265358979323846264338327950288419716939937510");
-    assert_eq!(col("nf").as_string::<i32>().value(1), "-12000000000000000000000000000000");
+    assert_eq!(
+        col("nf").as_string::<i32>().value(0),
+        "3.14159265358979323846264338327950288419716939937510"
+    );
+    assert_eq!(
+        col("nf").as_string::<i32>().value(1),
+        "-12000000000000000000000000000000"
+    );
     assert_eq!(col("tx").as_string::<i32>().value(0), "héllo, \"world\"");
     assert_eq!(col("ch").as_string::<i32>().value(0), "ab ");
     assert_eq!(col("d").as_primitive::<Date32Type>().value(0), 19_782); // 2024-02-29
-    assert_eq!(col("ts").as_primitive::<TimestampMicrosecondType>().value(0), 1_704_112_496_789_000);
-    assert_eq!(col("tz").as_primitive::<TimestampMicrosecondType>().value(0), 1_704_060_000_000_000);
-    assert_eq!(col("u").as_string::<i32>().value(0), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    assert_eq!(
+        col("ts")
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        1_704_112_496_789_000
+    );
+    assert_eq!(
+        col("tz")
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        1_704_060_000_000_000
+    );
+    assert_eq!(
+        col("u").as_string::<i32>().value(0),
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+    );
     assert_eq!(col("j").as_string::<i32>().value(0), "{\"a\": 1}");
     assert_eq!(col("jb").as_string::<i32>().value(0), "{\"b\": [1, 2]}");
     for (i, f) in b.schema().fields().iter().enumerate() {
         if !matches!(f.name().as_str(), "n" | "nf") {
-            assert!(b.column(i).is_null(1), "{} should be null in row 2", f.name());
+            assert!(
+                b.column(i).is_null(1),
+                "{} should be null in row 2",
+                f.name()
+            );
         }
     }
 
     // Zero rows: the schema still comes from the statement, and no batch is sent.
-    let s = sources.query("wh", &pg(), &format!("select d, n, tx from {t} where false"), &Map::new()).await.unwrap();
+    let s = sources
+        .query(
+            "wh",
+            &pg(),
+            &format!("select d, n, tx from {t} where false"),
+            &Map::new(),
+        )
+        .await
+        .unwrap();
     assert_eq!(s.schema.field(0).data_type(), &DataType::Date32);
     assert_eq!(s.schema.field(1).data_type(), &DataType::Decimal128(12, 2));
     assert!(collect(s).await.is_empty());
 
     // Types we cannot read yet fail before any row, naming the column and the fix.
-    let e = sources.query("wh", &pg(), "select interval '1 day' as gap", &Map::new()).await.unwrap_err();
+    let e = sources
+        .query("wh", &pg(), "select interval '1 day' as gap", &Map::new())
+        .await
+        .unwrap_err();
     assert_eq!(e.code, Code::SourceQueryFailed);
-    assert!(e.message.contains("'gap'") && e.message.contains("INTERVAL") && e.message.contains("::text"), "{e}");
-    let s = sources.query("wh", &pg(), "select interval '1 day'::text as gap", &Map::new()).await.unwrap();
-    assert_eq!(collect(s).await[0].column(0).as_string::<i32>().value(0), "1 day");
+    assert!(
+        e.message.contains("'gap'")
+            && e.message.contains("INTERVAL")
+            && e.message.contains("::text"),
+        "{e}"
+    );
+    let s = sources
+        .query(
+            "wh",
+            &pg(),
+            "select interval '1 day'::text as gap",
+            &Map::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        collect(s).await[0].column(0).as_string::<i32>().value(0),
+        "1 day"
+    );
     pg_exec(&format!("drop table {t}")).await;
 }
 
@@ -132,7 +200,12 @@ async fn postgres_named_params_lists_and_injection() {
         "select id, region from {t} where region = any(:regions) and id >= :min and id < :min + 10 and :flag order by id"
     );
     let s = sources
-        .query("wh", &pg(), &sql, &params(json!({"regions": ["north", "east"], "min": 3, "flag": true})))
+        .query(
+            "wh",
+            &pg(),
+            &sql,
+            &params(json!({"regions": ["north", "east"], "min": 3, "flag": true})),
+        )
         .await
         .unwrap();
     let b = collect(s).await;
@@ -143,13 +216,24 @@ async fn postgres_named_params_lists_and_injection() {
     // the old types.
     let sql = format!("select count(*) as n from {t} where id > :x");
     for (x, want) in [(json!(25), 5), (json!(25.5), 5), (json!("25"), -1)] {
-        let r = sources.query("wh", &pg(), &sql, &params(json!({ "x": x }))).await;
+        let r = sources
+            .query("wh", &pg(), &sql, &params(json!({ "x": x })))
+            .await;
         match r {
-            Ok(s) => assert_eq!(collect(s).await[0].column(0).as_primitive::<Int64Type>().value(0), want),
+            Ok(s) => assert_eq!(
+                collect(s).await[0]
+                    .column(0)
+                    .as_primitive::<Int64Type>()
+                    .value(0),
+                want
+            ),
             // text compared with an integer column: PostgreSQL refuses, and we say how to cast.
             Err(e) => {
                 assert_eq!(want, -1);
-                assert!(e.message.contains("::date") || e.message.contains("cast"), "{e}");
+                assert!(
+                    e.message.contains("::date") || e.message.contains("cast"),
+                    "{e}"
+                );
             }
         }
     }
@@ -157,22 +241,63 @@ async fn postgres_named_params_lists_and_injection() {
     // A value is a value: quotes and SQL in it are compared, never executed.
     let evil = format!("north'; drop table {t}; --");
     let s = sources
-        .query("wh", &pg(), &format!("select count(*) from {t} where region = :r"), &params(json!({"r": evil})))
+        .query(
+            "wh",
+            &pg(),
+            &format!("select count(*) from {t} where region = :r"),
+            &params(json!({"r": evil})),
+        )
         .await
         .unwrap();
-    assert_eq!(collect(s).await[0].column(0).as_primitive::<Int64Type>().value(0), 0);
-    let s = sources.query("wh", &pg(), &format!("select count(*) from {t}"), &Map::new()).await.unwrap();
-    assert_eq!(collect(s).await[0].column(0).as_primitive::<Int64Type>().value(0), 30, "table survived");
+    assert_eq!(
+        collect(s).await[0]
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .value(0),
+        0
+    );
+    let s = sources
+        .query(
+            "wh",
+            &pg(),
+            &format!("select count(*) from {t}"),
+            &Map::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        collect(s).await[0]
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .value(0),
+        30,
+        "table survived"
+    );
 
     // Missing parameter, unknown column, bad syntax: typed errors with the database's words.
-    let e = sources.query("wh", &pg(), "select :a", &Map::new()).await.unwrap_err();
+    let e = sources
+        .query("wh", &pg(), "select :a", &Map::new())
+        .await
+        .unwrap_err();
     assert!(e.message.contains(":a"), "{e}");
-    let e = sources.query("wh", &pg(), &format!("select nope from {t}"), &Map::new()).await.unwrap_err();
+    let e = sources
+        .query("wh", &pg(), &format!("select nope from {t}"), &Map::new())
+        .await
+        .unwrap_err();
     assert_eq!(e.code, Code::SourceQueryFailed);
-    assert!(e.message.contains("wh") && e.message.contains("nope"), "{e}");
-    let e = sources.query("wh", &pg(), "selec 1", &Map::new()).await.unwrap_err();
+    assert!(
+        e.message.contains("wh") && e.message.contains("nope"),
+        "{e}"
+    );
+    let e = sources
+        .query("wh", &pg(), "selec 1", &Map::new())
+        .await
+        .unwrap_err();
     assert!(e.message.contains("syntax error"), "{e}");
-    let e = sources.query("wh", &pg(), "select :o", &params(json!({"o": {"k": 1}}))).await.unwrap_err();
+    let e = sources
+        .query("wh", &pg(), "select :o", &params(json!({"o": {"k": 1}})))
+        .await
+        .unwrap_err();
     assert_eq!(e.code, Code::InvalidParameter);
     pg_exec(&format!("drop table {t}")).await;
 }
@@ -182,7 +307,10 @@ async fn postgres_streams_100k_rows_in_batches() {
     let sources = Sources::new();
     let sql = "select g as id, 'row ' || g as label, g * 0.5 as half, now()::date as day \
                from generate_series(1, :n) g";
-    let s = sources.query("big", &pg(), sql, &params(json!({"n": 100_000}))).await.unwrap();
+    let s = sources
+        .query("big", &pg(), sql, &params(json!({"n": 100_000})))
+        .await
+        .unwrap();
     let mut batches = s.batches;
     let mut sizes = Vec::new();
     let mut next_id = 1;
@@ -198,10 +326,19 @@ async fn postgres_streams_100k_rows_in_batches() {
 
     // Dropping a stream half-way releases the connection (the pool has 4; do it 6 times).
     for _ in 0..6 {
-        let mut s = sources.query("big", &pg(), sql, &params(json!({"n": 1_000_000}))).await.unwrap();
-        assert_eq!(s.batches.try_next().await.unwrap().unwrap().num_rows(), 8192);
+        let mut s = sources
+            .query("big", &pg(), sql, &params(json!({"n": 1_000_000})))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.batches.try_next().await.unwrap().unwrap().num_rows(),
+            8192
+        );
     }
-    let s = sources.query("big", &pg(), "select 1 as one", &Map::new()).await.unwrap();
+    let s = sources
+        .query("big", &pg(), "select 1 as one", &Map::new())
+        .await
+        .unwrap();
     assert_eq!(collect(s).await[0].num_rows(), 1);
 }
 
@@ -209,17 +346,33 @@ async fn postgres_streams_100k_rows_in_batches() {
 async fn connection_errors_are_clear_and_hide_passwords() {
     let sources = Sources::new();
     sources.test(&pg()).await.unwrap();
-    let refused = SourceConfig::Postgres { url: "postgres://postgres:hunter2secret@127.0.0.1:1/test".into() };
+    let refused = SourceConfig::Postgres {
+        url: "postgres://postgres:hunter2secret@127.0.0.1:1/test".into(),
+    };
     let e = sources.test(&refused).await.unwrap_err();
     assert_eq!(e.code, Code::SourceQueryFailed);
     assert!(!e.message.contains("hunter2secret"), "{e}");
-    let e = sources.query("dw", &refused, "select 1", &Map::new()).await.unwrap_err();
-    assert!(e.message.starts_with("could not connect to data source 'dw'"), "{e}");
+    let e = sources
+        .query("dw", &refused, "select 1", &Map::new())
+        .await
+        .unwrap_err();
+    assert!(
+        e.message
+            .starts_with("could not connect to data source 'dw'"),
+        "{e}"
+    );
     assert!(!e.message.contains("hunter2secret"), "{e}");
-    let nodb = SourceConfig::Postgres { url: "postgres://postgres@127.0.0.1:5432/no_such_db_sluice".into() };
+    let nodb = SourceConfig::Postgres {
+        url: "postgres://postgres@127.0.0.1:5432/no_such_db_sluice".into(),
+    };
     let e = sources.test(&nodb).await.unwrap_err();
-    assert!(e.message.contains("could not connect") && e.message.contains("no_such_db_sluice"), "{e}");
-    let missing = SourceConfig::Sqlite { path: "/nonexistent/dir/x.db".into() };
+    assert!(
+        e.message.contains("could not connect") && e.message.contains("no_such_db_sluice"),
+        "{e}"
+    );
+    let missing = SourceConfig::Sqlite {
+        path: "/nonexistent/dir/x.db".into(),
+    };
     let e = sources.test(&missing).await.unwrap_err();
     assert!(e.message.contains("does not exist"), "{e}");
 }
@@ -229,7 +382,9 @@ async fn sqlite_file() -> (tempfile::TempDir, SourceConfig) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.db");
     {
-        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
         let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
         sqlx::raw_sql(
             "create table t (id integer, name text, score real, day date, at datetime, raw blob, flag boolean, misc);
@@ -252,8 +407,16 @@ async fn sqlite_file() -> (tempfile::TempDir, SourceConfig) {
 async fn sqlite_types_params_and_errors() {
     let (_dir, cfg) = sqlite_file().await;
     let sources = Sources::new();
-    let s = sources.query("lite", &cfg, "select * from t order by id", &Map::new()).await.unwrap();
-    let types: Vec<DataType> = s.schema.fields().iter().map(|f| f.data_type().clone()).collect();
+    let s = sources
+        .query("lite", &cfg, "select * from t order by id", &Map::new())
+        .await
+        .unwrap();
+    let types: Vec<DataType> = s
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
     assert_eq!(
         types,
         vec![
@@ -272,46 +435,105 @@ async fn sqlite_types_params_and_errors() {
     assert_eq!(b.column(1).as_string::<i32>().value(0), "a, \"quoted\"");
     assert_eq!(b.column(2).as_primitive::<Float64Type>().value(1), 2.0);
     assert_eq!(b.column(3).as_string::<i32>().value(1), "2024-13-45");
-    assert_eq!(b.column(4).as_primitive::<TimestampMicrosecondType>().value(0), 1_704_164_645_500_000);
-    assert_eq!(b.column(4).as_primitive::<TimestampMicrosecondType>().value(1), 1_704_164_645_000_000);
+    assert_eq!(
+        b.column(4)
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        1_704_164_645_500_000
+    );
+    assert_eq!(
+        b.column(4)
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(1),
+        1_704_164_645_000_000
+    );
     assert_eq!(b.column(5).as_binary::<i32>().value(0), &[0u8, 255]);
     assert!(b.column(6).as_boolean().value(0) && !b.column(6).as_boolean().value(1));
     assert!(b.column(2).is_null(2) && b.column(6).is_null(2));
 
     let s = sources
-        .query("lite", &cfg, "select day from t where id = 1 and day = :d", &params(json!({"d": "2024-01-02"})))
+        .query(
+            "lite",
+            &cfg,
+            "select day from t where id = 1 and day = :d",
+            &params(json!({"d": "2024-01-02"})),
+        )
         .await
         .unwrap();
     assert_eq!(s.schema.field(0).data_type(), &DataType::Date32);
-    assert_eq!(collect(s).await[0].column(0).as_primitive::<Date32Type>().value(0), 19_724);
+    assert_eq!(
+        collect(s).await[0]
+            .column(0)
+            .as_primitive::<Date32Type>()
+            .value(0),
+        19_724
+    );
 
     // Repeated parameter, expression column typed from its first value, injection stays a value.
     let s = sources
-        .query("lite", &cfg, "select :k || name as label, id from t where id >= :k and id <= :k + 1", &params(json!({"k": 1})))
+        .query(
+            "lite",
+            &cfg,
+            "select :k || name as label, id from t where id >= :k and id <= :k + 1",
+            &params(json!({"k": 1})),
+        )
         .await
         .unwrap();
     let b = &collect(s).await[0];
     assert_eq!(b.schema().field(0).data_type(), &DataType::Utf8);
-    assert_eq!(b.column(1).as_primitive::<Int64Type>().values().to_vec(), vec![1, 2]);
+    assert_eq!(
+        b.column(1).as_primitive::<Int64Type>().values().to_vec(),
+        vec![1, 2]
+    );
     let s = sources
-        .query("lite", &cfg, "select count(*) from t where name = :n", &params(json!({"n": "x' or '1'='1"})))
+        .query(
+            "lite",
+            &cfg,
+            "select count(*) from t where name = :n",
+            &params(json!({"n": "x' or '1'='1"})),
+        )
         .await
         .unwrap();
-    assert_eq!(collect(s).await[0].column(0).as_primitive::<Int64Type>().value(0), 0);
+    assert_eq!(
+        collect(s).await[0]
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .value(0),
+        0
+    );
 
-    let e = sources.query("lite", &cfg, "select * from t where name in (:r)", &params(json!({"r": ["a"]}))).await;
+    let e = sources
+        .query(
+            "lite",
+            &cfg,
+            "select * from t where name in (:r)",
+            &params(json!({"r": ["a"]})),
+        )
+        .await;
     let e = e.unwrap_err();
     assert_eq!(e.code, Code::InvalidParameter);
     assert!(e.message.contains("json_each"), "{e}");
-    let e = sources.query("lite", &cfg, "select nope from t", &Map::new()).await.unwrap_err();
+    let e = sources
+        .query("lite", &cfg, "select nope from t", &Map::new())
+        .await
+        .unwrap_err();
     assert_eq!(e.code, Code::SourceQueryFailed);
     assert!(e.message.contains("nope"), "{e}");
     // Read-only: a feed cannot change the file.
-    let e = sources.query("lite", &cfg, "delete from t", &Map::new()).await.unwrap_err();
-    assert!(e.message.contains("readonly") || e.message.contains("read-only"), "{e}");
+    let e = sources
+        .query("lite", &cfg, "delete from t", &Map::new())
+        .await
+        .unwrap_err();
+    assert!(
+        e.message.contains("readonly") || e.message.contains("read-only"),
+        "{e}"
+    );
 
     // Empty result with declared types keeps them.
-    let s = sources.query("lite", &cfg, "select id, score from t where 0", &Map::new()).await.unwrap();
+    let s = sources
+        .query("lite", &cfg, "select id, score from t where 0", &Map::new())
+        .await
+        .unwrap();
     assert_eq!(s.schema.field(1).data_type(), &DataType::Float64);
     assert!(collect(s).await.is_empty());
 }
@@ -320,7 +542,15 @@ async fn sqlite_types_params_and_errors() {
 async fn sqlite_streams_in_batches_and_reports_late_type_surprises() {
     let (_dir, cfg) = sqlite_file().await;
     let sources = Sources::new().with_batch_rows(5000);
-    let s = sources.query("lite", &cfg, "select id, v from big order by id", &Map::new()).await.unwrap();
+    let s = sources
+        .query(
+            "lite",
+            &cfg,
+            "select id, v from big order by id",
+            &Map::new(),
+        )
+        .await
+        .unwrap();
     let sizes: Vec<usize> = collect(s).await.iter().map(RecordBatch::num_rows).collect();
     assert_eq!(sizes, vec![5000, 5000, 5000, 5000]);
 
@@ -329,5 +559,8 @@ async fn sqlite_streams_in_batches_and_reports_late_type_surprises() {
     let s = sources.query("lite", &cfg, sql, &Map::new()).await.unwrap();
     assert_eq!(s.schema.field(0).data_type(), &DataType::Int64);
     let e = s.batches.try_collect::<Vec<_>>().await.unwrap_err();
-    assert!(e.message.contains("'x'") && e.message.contains("oops") && e.message.contains("CAST"), "{e}");
+    assert!(
+        e.message.contains("'x'") && e.message.contains("oops") && e.message.contains("CAST"),
+        "{e}"
+    );
 }
