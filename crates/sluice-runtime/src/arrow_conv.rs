@@ -16,7 +16,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use serde::Deserialize;
 use serde_json::Value;
-use sluice_core::{Error, Result};
+use sluice_core::{Code, Error, Result};
 use std::sync::Arc;
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +64,8 @@ pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         .map(|(col, field)| {
             if col.data_type() == field.data_type() {
                 Ok(col.clone())
+            } else if field.data_type() == &DataType::Null && col.null_count() < col.len() {
+                Err(untyped_column(field.name()))
             } else {
                 arrow_cast::cast(col, field.data_type()).map_err(|e| {
                     Error::internal(format!(
@@ -82,6 +84,18 @@ pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
     )
     .map_err(|e| Error::internal(format!("could not assemble a record batch: {e}")))
+}
+
+/// The call's schema was sent before this value existed: casting it to Null would serve
+/// silently wrong data, so the call fails and says how to make the type known up front.
+fn untyped_column(name: &str) -> Error {
+    Error::new(
+        Code::FeedRaised,
+        format!(
+            "column '{name}' had only None values in the first rows of the result, so it was published without a type, and a later row has a value; make sure the first rows have a value for '{name}' (or convert the column to str), so its type is known before streaming starts"
+        ),
+    )
+    .with("column", name)
 }
 
 fn names(s: &Schema) -> String {
@@ -201,7 +215,13 @@ fn build_column<'a>(
 ) -> Result<ArrayRef> {
     let n = values.len();
     Ok(match field.data_type() {
-        DataType::Null => Arc::new(NullArray::new(n)),
+        DataType::Null => {
+            let mut values = values;
+            if values.any(|v| !v.is_null()) {
+                return Err(untyped_column(field.name()));
+            }
+            Arc::new(NullArray::new(n))
+        }
         DataType::Boolean => {
             let mut b = BooleanBuilder::with_capacity(n);
             for (i, v) in values.enumerate() {
@@ -420,6 +440,33 @@ mod tests {
             Some(&schema),
         );
         assert!(wrong.unwrap_err().message.contains("changed columns"));
+    }
+
+    #[test]
+    fn values_in_a_column_published_as_null_fail_loudly() {
+        let first = rows_to_batch(
+            &frame(json!({"columns": ["a"], "types": ["null"], "rows": [[null]]})),
+            None,
+        )
+        .unwrap();
+        let schema = first.schema();
+        let later = rows_to_batch(
+            &frame(json!({"columns": ["a"], "types": ["int"], "rows": [[null], [5]]})),
+            Some(&schema),
+        );
+        assert_eq!(later.unwrap_err().code, Code::FeedRaised);
+        let still_null = rows_to_batch(
+            &frame(json!({"columns": ["a"], "types": ["int"], "rows": [[null]]})),
+            Some(&schema),
+        );
+        assert_eq!(still_null.unwrap().num_rows(), 1);
+        let ints = RecordBatch::try_from_iter(vec![(
+            "a",
+            Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef,
+        )])
+        .unwrap();
+        let e = conform(ints, &schema).unwrap_err();
+        assert!(e.message.contains("column 'a'"), "{}", e.message);
     }
 
     #[test]

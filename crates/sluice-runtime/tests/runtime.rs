@@ -138,6 +138,11 @@ def big(n: int = 1000000):
         yield {"i": i, "s": "row"}
 
 @sluice.feed
+def late_type():
+    for i in range(30000):
+        yield {"i": i, "a": None if i < 20000 else i}
+
+@sluice.feed
 def passthrough(region: str = "EU"):
     return sluice.sql("warehouse", "select day, amount from sales where region = :region", region=region)
 "#;
@@ -584,6 +589,36 @@ async fn million_row_generator_streams() {
         "{count} batches, largest {largest}"
     );
     assert_eq!(done.await.unwrap().unwrap().rows, 1_000_000);
+}
+
+/// The SDK types a column by its first non-null value, but the call's schema is fixed by
+/// the first frame: a column that starts all-null cannot take values later without losing
+/// them, so the stream fails loudly instead, and the worker is replaced.
+#[tokio::test]
+async fn values_after_an_all_null_start_fail_loudly() {
+    let d = tempfile::tempdir().unwrap();
+    let rt = runtime(d.path()).await;
+    let m = module(22, SALES);
+    let CallOutput::Rows {
+        schema,
+        mut batches,
+        done,
+    } = rt.call(&m, call("late_type", json!({}))).await.unwrap()
+    else {
+        panic!("rows expected")
+    };
+    assert_eq!(schema.field(1).data_type(), &DataType::Null);
+    let mut err = None;
+    while let Some(b) = batches.next().await {
+        if let Err(e) = b {
+            err = Some(e);
+        }
+    }
+    let e = err.expect("the stream must not silently drop the values");
+    assert_eq!(e.code, Code::FeedRaised);
+    assert!(e.message.contains("column 'a'"), "{}", e.message);
+    assert_eq!(done.await.unwrap().unwrap_err().code, Code::FeedRaised);
+    assert!(rows(&rt, &m, "sales").await.is_ok());
 }
 
 #[tokio::test]
