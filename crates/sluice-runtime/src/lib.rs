@@ -267,6 +267,7 @@ impl Runtime {
             python: i.envs.python_for(&module.env_hash),
             sdk_dir: i.sdk_dir.clone(),
             module_path,
+            filename: module.filename.clone(),
             run_dir: i.run_dir.clone(),
             home: i.home.clone(),
             memory_mb: i.cfg.memory_limit_mb,
@@ -353,7 +354,7 @@ async fn write_module(dir: &Path, module: &ModuleSpec) -> Result<PathBuf> {
 
 /// LOAD_ERROR → `invalid_feed_module`, with our on-disk path replaced by the user's file
 /// name everywhere it appears.
-fn load_error(le: protocol::LoadError, path: &Path, filename: &str) -> Error {
+pub(crate) fn load_error(le: protocol::LoadError, path: &Path, filename: &str) -> Error {
     let ours = path.display().to_string();
     let fix = |s: &str| s.replace(&ours, filename);
     let file = match le.file {

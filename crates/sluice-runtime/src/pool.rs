@@ -174,11 +174,14 @@ impl Pool {
                 self.record_failure();
                 Err(match e {
                     StartError::Other(e) => e,
-                    StartError::Load(le) => Error::new(
-                        Code::InvalidFeedModule,
-                        format!("the feed module no longer loads: {}", le.message),
-                    )
-                    .with_traceback(le.traceback),
+                    StartError::Load(le) => {
+                        let e =
+                            crate::load_error(le, &self.launch.module_path, &self.launch.filename);
+                        Error {
+                            message: format!("the feed module no longer loads: {}", e.message),
+                            ..e
+                        }
+                    }
                 })
             }
         }

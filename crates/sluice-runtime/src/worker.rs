@@ -24,6 +24,8 @@ pub(crate) struct Launch {
     pub python: PathBuf,
     pub sdk_dir: PathBuf,
     pub module_path: PathBuf,
+    /// The user's name for the module, shown in errors instead of `module_path`.
+    pub filename: String,
     pub run_dir: PathBuf,
     pub home: PathBuf,
     pub memory_mb: u64,

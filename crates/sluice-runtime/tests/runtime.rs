@@ -223,6 +223,18 @@ async fn inspect_missing_import() {
             .unwrap_or_default()
             .contains(&d.path().display().to_string())
     );
+    // A call on a module that does not load says so the same way.
+    let e = rt
+        .call(&module(4, src), call("f", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, Code::InvalidFeedModule, "{e}");
+    assert_eq!(e.extra["file"], "sales.py");
+    assert!(
+        !e.message.contains(&d.path().display().to_string()),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test]
