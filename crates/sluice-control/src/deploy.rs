@@ -85,6 +85,19 @@ async fn load(gw: &Gateway, m: &Module, progress: &Progress) -> Result<(ModuleSp
     }
     for f in &feeds {
         names::validate("feed", &f.name).map_err(|e| e.with("file", m.filename.as_str()))?;
+        if let Some(p) = f.params.iter().find(|p| sluice_gateway::RESERVED_PARAMS.contains(&p.name.as_str())) {
+            return Err(Error::new(
+                Code::InvalidFeedModule,
+                format!(
+                    "feed '{}' has a parameter named '{}', which the gateway keeps for itself ({}): rename it",
+                    f.name,
+                    p.name,
+                    sluice_gateway::RESERVED_PARAMS.join(", ")
+                ),
+            )
+            .with("file", m.filename.as_str())
+            .with("parameter", p.name.as_str()));
+        }
     }
     Ok((spec, feeds))
 }
@@ -162,7 +175,7 @@ pub async fn deploy(
         let _ = tx.send(line(&end));
     });
     let stream = tokio_stream_from(rx);
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream.fuse())).into_response())
 }
 
 fn tokio_stream_from(mut rx: mpsc::UnboundedReceiver<String>) -> impl futures::Stream<Item = Result<String, Error>> {

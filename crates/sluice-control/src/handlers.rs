@@ -195,7 +195,7 @@ pub async fn logs(
             }
         }
     });
-    let body = Body::from_stream(backlog.chain(live));
+    let body = Body::from_stream(backlog.chain(live).fuse());
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 

@@ -130,10 +130,8 @@ impl Error {
         for (k, v) in &self.extra {
             doc.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        if show_traceback {
-            if let Some(tb) = &self.traceback {
-                doc.insert("traceback".into(), tb.clone().into());
-            }
+        if let Some(tb) = self.traceback.as_ref().filter(|_| show_traceback) {
+            doc.insert("traceback".into(), tb.clone().into());
         }
         serde_json::Value::Object(doc)
     }

@@ -34,12 +34,11 @@ pub fn hash(secret: &str) -> String {
 /// The lookup prefix of a presented key. Keys not made by [`generate`] (an admin key set
 /// with `SLUICE_ADMIN_KEY`) use the first 10 characters of their hash as prefix.
 pub fn prefix_of(secret: &str) -> String {
-    if let Some(rest) = secret.strip_prefix("sk_") {
-        if let Some((p, s)) = rest.split_once('_') {
-            if p.len() == 10 && !s.is_empty() {
-                return p.to_string();
-            }
-        }
+    if let Some((p, s)) = secret.strip_prefix("sk_").and_then(|rest| rest.split_once('_'))
+        && p.len() == 10
+        && !s.is_empty()
+    {
+        return p.to_string();
     }
     hash(secret)[..10].to_string()
 }

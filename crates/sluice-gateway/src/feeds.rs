@@ -28,6 +28,7 @@ use std::{
 /// Query names that belong to the gateway, not to the feed.
 pub const RESERVED: &[&str] = &["format", "api_key"];
 
+
 pub fn request_id(headers: &HeaderMap) -> String {
     headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string()
 }
@@ -198,7 +199,8 @@ async fn serve(
             }
         }
     });
-    Ok(response(format, feed, rev.number, Body::from_stream(stream), false))
+    // Fused: the gzip layer polls once more after the end, which a bare unfold forbids.
+    Ok(response(format, feed, rev.number, Body::from_stream(stream.fuse()), false))
 }
 
 fn response(format: Format, feed: &str, revision: i64, body: Body, cached: bool) -> Response {

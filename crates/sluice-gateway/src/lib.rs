@@ -20,6 +20,7 @@ mod recorder;
 mod state;
 
 pub use auth::Principal;
+pub use feeds::RESERVED as RESERVED_PARAMS;
 pub use problem::ApiError;
 pub use state::{Execution, Gateway, GatewayConfig, Logs, WorkspaceSources, module_of};
 

@@ -137,7 +137,8 @@ impl ServerConfig {
             Some(hex_key) => Some(parse_master_key(&hex_key)?),
             None => None,
         };
-        let public_url = args.public_url.clone().or(file.public_url).unwrap_or_else(|| format!("http://{listen}"));
+        // Without an explicit URL the server fills it in once it knows its bound address.
+        let public_url = args.public_url.clone().or(file.public_url).unwrap_or_default();
         let rf = file.runtime;
         let defaults = sluice_runtime::RuntimeConfig { data_dir: data_dir.clone(), ..Default::default() };
         let runtime = sluice_runtime::RuntimeConfig {

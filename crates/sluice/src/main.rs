@@ -26,7 +26,7 @@ enum Command {
     #[command(after_help = "Example:\n  sluice server --config /etc/sluice/sluice.toml")]
     Server(ServerArgs),
     #[command(flatten)]
-    Client(sluice_cli::ClientCommand),
+    Client(Box<sluice_cli::ClientCommand>),
 }
 
 fn init_logs(json: bool) {
@@ -47,26 +47,26 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(async move {
-        match cli.command {
-            Command::Up(args) => {
-                let cfg = ServerConfig::load(&args)?;
-                init_logs(cfg.log_json);
-                server::run(cfg, server::Mode::AllInOne).await
+    let server = |args: ServerArgs, mode: server::Mode| -> std::process::ExitCode {
+        let result = rt.block_on(async move {
+            let cfg = ServerConfig::load(&args)?;
+            init_logs(cfg.log_json);
+            server::run(cfg, mode).await
+        });
+        match result {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
             }
-            Command::Server(args) => {
-                let cfg = ServerConfig::load(&args)?;
-                init_logs(cfg.log_json);
-                server::run(cfg, server::Mode::Production).await
-            }
-            Command::Client(cmd) => sluice_cli::run(cmd).await,
         }
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+    };
+    match cli.command {
+        Command::Up(args) => server(args, server::Mode::AllInOne),
+        Command::Server(args) => server(args, server::Mode::Production),
+        Command::Client(cmd) => match rt.block_on(sluice_cli::run(*cmd)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => sluice_cli::report_error(&e),
+        },
     }
 }

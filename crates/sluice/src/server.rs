@@ -141,12 +141,19 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-pub async fn run(cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
+pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let url = match &cfg.database_url {
         Some(u) => u.clone(),
         None => format!("sqlite://{}", cfg.data_dir.join("sluice.db").display()),
     };
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}: is another server running there? pick one with --listen", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    if cfg.gateway.public_url.is_empty() {
+        cfg.gateway.public_url = format!("http://{addr}");
+    }
     let store = Store::open(&url, master_key(&cfg)?).await.with_context(|| "cannot open the metadata store".to_string())?;
     let admin_secret = ensure_admin_key(&store, &cfg, mode).await?;
     let runtime = sluice_runtime::Runtime::start(cfg.runtime.clone()).await?;
@@ -154,10 +161,6 @@ pub async fn run(cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
     let examples = bootstrap(&gw, &cfg, mode).await?;
     store.set_setting("initialized", "1").await?;
 
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}: is another server running there? pick one with --listen", cfg.listen))?;
-    let addr = listener.local_addr()?;
     println!("Sluice is running at http://{addr}");
     match &admin_secret {
         Some(k) => println!("Admin key: {k}"),

@@ -75,7 +75,10 @@ fn the_core_loop_from_init_to_delete() {
 
     // A second revision, then rollback to the first.
     let src = std::fs::read_to_string(h.join("top_products.py")).unwrap();
-    let v2 = src.replace("\"\"\"", "\"\"\"Revision two. ");
+    let (_, f1) = http.json("/api/v1/workspaces/demo/feeds/top_products", admin());
+    let doc1 = f1["doc"].as_str().unwrap().to_string();
+    assert!(!doc1.is_empty() && src.contains(&doc1), "{f1}");
+    let v2 = src.replacen(&doc1, &format!("Revision two. {doc1}"), 1);
     std::fs::write(h.join("top_products.py"), &v2).unwrap();
     s.cli(h, admin(), &["deploy", "top_products.py"]).ok();
     let (_, f) = http.json("/api/v1/workspaces/demo/feeds/top_products", admin());
@@ -92,6 +95,7 @@ fn the_core_loop_from_init_to_delete() {
     assert_eq!(r.headers()["x-sluice-revision"], "1");
 
     // Delete.
+    assert_eq!(f1["url"], format!("{}/feeds/demo/top_products", s.url), "links use the real address");
     s.cli(h, admin(), &["delete", "top_products", "--yes"]).ok();
     assert_eq!(http.get_key("/feeds/demo/top_products", admin()).status(), 404);
 
