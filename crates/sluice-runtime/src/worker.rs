@@ -88,7 +88,9 @@ impl Worker {
             .env("PYTHONPATH", &l.sdk_dir)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("PYTHONUNBUFFERED", "1")
-            .current_dir(l.module_path.parent().unwrap_or(&l.home))
+            // Not the module's folder: `python -m` puts the working directory first on
+            // sys.path, and a feed file named sluice.py there would shadow the SDK.
+            .current_dir(&l.home)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
