@@ -51,11 +51,21 @@ fn check_module(m: &Module) -> Result<(), Error> {
     if m.source.len() > MAX_SOURCE_BYTES {
         return Err(Error::new(
             Code::PayloadTooLarge,
-            format!("{} is {} bytes; feed modules are limited to {MAX_SOURCE_BYTES}: move data out of the code", m.filename, m.source.len()),
+            format!(
+                "{} is {} bytes; feed modules are limited to {MAX_SOURCE_BYTES}: move data out of the code",
+                m.filename,
+                m.source.len()
+            ),
         ));
     }
     if !m.filename.ends_with(".py") || m.filename.contains('/') || m.filename.contains('\\') {
-        return Err(Error::new(Code::BadRequest, format!("filename '{}' must be a bare name ending in .py", m.filename)));
+        return Err(Error::new(
+            Code::BadRequest,
+            format!(
+                "filename '{}' must be a bare name ending in .py",
+                m.filename
+            ),
+        ));
     }
     Ok(())
 }
@@ -63,10 +73,17 @@ fn check_module(m: &Module) -> Result<(), Error> {
 type Progress = Arc<dyn Fn(String) + Send + Sync>;
 
 /// Resolve, load and discover. Returns the module spec (with its env) and its feeds.
-async fn load(gw: &Gateway, m: &Module, progress: &Progress) -> Result<(ModuleSpec, Vec<FeedSignature>), Error> {
+async fn load(
+    gw: &Gateway,
+    m: &Module,
+    progress: &Progress,
+) -> Result<(ModuleSpec, Vec<FeedSignature>), Error> {
     check_module(m)?;
     let p = progress.clone();
-    let prepared = gw.runtime().prepare(&m.source, &move |msg: String| p(msg)).await?;
+    let prepared = gw
+        .runtime()
+        .prepare(&m.source, &move |msg: String| p(msg))
+        .await?;
     progress(format!("loading {} in a worker", m.filename));
     let spec = ModuleSpec {
         revision_id: scratch_id(),
@@ -79,13 +96,20 @@ async fn load(gw: &Gateway, m: &Module, progress: &Progress) -> Result<(ModuleSp
     if feeds.is_empty() {
         return Err(Error::new(
             Code::InvalidFeedModule,
-            format!("{} defines no feed: decorate a function with @sluice.feed", m.filename),
+            format!(
+                "{} defines no feed: decorate a function with @sluice.feed",
+                m.filename
+            ),
         )
         .with("file", m.filename.as_str()));
     }
     for f in &feeds {
         names::validate("feed", &f.name).map_err(|e| e.with("file", m.filename.as_str()))?;
-        if let Some(p) = f.params.iter().find(|p| sluice_gateway::RESERVED_PARAMS.contains(&p.name.as_str())) {
+        if let Some(p) = f
+            .params
+            .iter()
+            .find(|p| sluice_gateway::RESERVED_PARAMS.contains(&p.name.as_str()))
+        {
             return Err(Error::new(
                 Code::InvalidFeedModule,
                 format!(
@@ -102,7 +126,13 @@ async fn load(gw: &Gateway, m: &Module, progress: &Progress) -> Result<(ModuleSp
     Ok((spec, feeds))
 }
 
-async fn do_deploy(gw: &Gateway, p: &Principal, ws: &str, m: Module, progress: Progress) -> Result<Value, Error> {
+async fn do_deploy(
+    gw: &Gateway,
+    p: &Principal,
+    ws: &str,
+    m: Module,
+    progress: Progress,
+) -> Result<Value, Error> {
     let (spec, feeds) = load(gw, &m, &progress).await?;
     progress(format!("publishing {} feed(s)", feeds.len()));
     let mut before = Vec::new();
@@ -175,10 +205,16 @@ pub async fn deploy(
         let _ = tx.send(line(&end));
     });
     let stream = tokio_stream_from(rx);
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream.fuse())).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream.fuse()),
+    )
+        .into_response())
 }
 
-fn tokio_stream_from(mut rx: mpsc::UnboundedReceiver<String>) -> impl futures::Stream<Item = Result<String, Error>> {
+fn tokio_stream_from(
+    mut rx: mpsc::UnboundedReceiver<String>,
+) -> impl futures::Stream<Item = Result<String, Error>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok)))
 }
 
@@ -199,7 +235,12 @@ pub struct RunRequest {
 }
 
 /// Run a module's feed once without deploying: what `sluice run` and the IDE's preview use.
-pub async fn run(State(gw): State<Gateway>, Caller(p): Caller, Path(ws): Path<String>, JsonBody(r): JsonBody<RunRequest>) -> Response {
+pub async fn run(
+    State(gw): State<Gateway>,
+    Caller(p): Caller,
+    Path(ws): Path<String>,
+    JsonBody(r): JsonBody<RunRequest>,
+) -> Response {
     let editor = p.is_editor_of(&ws);
     match do_run(&gw, &p, &ws, r).await {
         Ok(v) => Json(v).into_response(),
@@ -211,20 +252,34 @@ async fn do_run(gw: &Gateway, p: &Principal, ws: &str, r: RunRequest) -> Result<
     p.authorize(ws, true)?;
     ensure_workspace(gw, ws).await?;
     let started = std::time::Instant::now();
-    let m = Module { source: r.source, filename: r.filename };
+    let m = Module {
+        source: r.source,
+        filename: r.filename,
+    };
     let quiet: Progress = Arc::new(|msg| tracing::debug!("run: {msg}"));
     let (spec, feeds) = load(gw, &m, &quiet).await?;
     let sig = match &r.feed {
         Some(name) => feeds.iter().find(|f| &f.name == name).ok_or_else(|| {
             let names: Vec<&str> = feeds.iter().map(|f| f.name.as_str()).collect();
-            Error::new(Code::FeedNotFound, format!("{} has no feed '{name}': it defines {}", m.filename, names.join(", ")))
+            Error::new(
+                Code::FeedNotFound,
+                format!(
+                    "{} has no feed '{name}': it defines {}",
+                    m.filename,
+                    names.join(", ")
+                ),
+            )
         })?,
         None if feeds.len() == 1 => &feeds[0],
         None => {
             let names: Vec<&str> = feeds.iter().map(|f| f.name.as_str()).collect();
             return Err(Error::new(
                 Code::BadRequest,
-                format!("{} defines several feeds ({}): pick one with --feed", m.filename, names.join(", ")),
+                format!(
+                    "{} defines several feeds ({}): pick one with --feed",
+                    m.filename,
+                    names.join(", ")
+                ),
             ));
         }
     };
@@ -233,7 +288,15 @@ async fn do_run(gw: &Gateway, p: &Principal, ws: &str, r: RunRequest) -> Result<
         .iter()
         .flat_map(|(k, v)| match v {
             Value::String(s) => vec![(k.clone(), s.clone())],
-            Value::Array(items) => items.iter().map(|i| (k.clone(), i.as_str().map(str::to_string).unwrap_or(i.to_string()))).collect(),
+            Value::Array(items) => items
+                .iter()
+                .map(|i| {
+                    (
+                        k.clone(),
+                        i.as_str().map(str::to_string).unwrap_or(i.to_string()),
+                    )
+                })
+                .collect(),
             other => vec![(k.clone(), other.to_string())],
         })
         .collect();
@@ -254,7 +317,12 @@ async fn do_run(gw: &Gateway, p: &Principal, ws: &str, r: RunRequest) -> Result<
     }))
 }
 
-type Collected = (Vec<String>, Vec<Value>, u64, Option<sluice_runtime::CallLogs>);
+type Collected = (
+    Vec<String>,
+    Vec<Value>,
+    u64,
+    Option<sluice_runtime::CallLogs>,
+);
 
 async fn run_and_collect(
     gw: &Gateway,
@@ -282,21 +350,48 @@ async fn run_and_collect(
     drop(batches);
     let logs = exec.logs.wait().await;
     let mut json_bytes = Vec::new();
-    let mut s = encode(Format::Json, schema, futures::stream::iter(kept.into_iter().map(Ok)).boxed());
+    let mut s = encode(
+        Format::Json,
+        schema,
+        futures::stream::iter(kept.into_iter().map(Ok)).boxed(),
+    );
     while let Some(chunk) = s.next().await {
         json_bytes.extend_from_slice(&chunk?);
     }
-    let objects: Vec<serde_json::Map<String, Value>> =
-        serde_json::from_slice(&json_bytes).map_err(|e| Error::internal(format!("could not re-read encoded rows: {e}")))?;
+    let objects: Vec<serde_json::Map<String, Value>> = serde_json::from_slice(&json_bytes)
+        .map_err(|e| Error::internal(format!("could not re-read encoded rows: {e}")))?;
     let rows = objects
         .into_iter()
-        .map(|mut o| Value::Array(columns.iter().map(|c| o.remove(c).unwrap_or(Value::Null)).collect()))
+        .map(|mut o| {
+            Value::Array(
+                columns
+                    .iter()
+                    .map(|c| o.remove(c).unwrap_or(Value::Null))
+                    .collect(),
+            )
+        })
         .collect();
     Ok((columns, rows, total, logs))
 }
 
 /// Deploy a module from inside the server (the examples `sluice up` starts with).
-pub async fn deploy_module(gw: &Gateway, by: &Principal, ws: &str, filename: &str, source: &str) -> Result<Value, Error> {
+pub async fn deploy_module(
+    gw: &Gateway,
+    by: &Principal,
+    ws: &str,
+    filename: &str,
+    source: &str,
+) -> Result<Value, Error> {
     let log: Progress = Arc::new(|msg| tracing::info!("{msg}"));
-    do_deploy(gw, by, ws, Module { source: source.to_string(), filename: filename.to_string() }, log).await
+    do_deploy(
+        gw,
+        by,
+        ws,
+        Module {
+            source: source.to_string(),
+            filename: filename.to_string(),
+        },
+        log,
+    )
+    .await
 }

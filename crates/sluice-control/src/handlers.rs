@@ -27,7 +27,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(JsonBody(v)),
-            Err(e) => Err(Error::new(Code::BadRequest, format!("invalid JSON body: {}", e.body_text())).into()),
+            Err(e) => Err(Error::new(
+                Code::BadRequest,
+                format!("invalid JSON body: {}", e.body_text()),
+            )
+            .into()),
         }
     }
 }
@@ -64,7 +68,10 @@ pub async fn whoami(Caller(p): Caller) -> Json<Value> {
     Json(json!({"name": p.name, "prefix": p.prefix, "role": p.role, "workspace": p.workspace}))
 }
 
-pub async fn list_workspaces(State(gw): State<Gateway>, Caller(p): Caller) -> ApiResult<Json<Value>> {
+pub async fn list_workspaces(
+    State(gw): State<Gateway>,
+    Caller(p): Caller,
+) -> ApiResult<Json<Value>> {
     let all = gw.store().list_workspaces().await?;
     let visible: Vec<_> = all
         .into_iter()
@@ -78,17 +85,30 @@ pub struct NewWorkspace {
     name: String,
 }
 
-pub async fn create_workspace(State(gw): State<Gateway>, Caller(p): Caller, JsonBody(b): JsonBody<NewWorkspace>) -> ApiResult {
+pub async fn create_workspace(
+    State(gw): State<Gateway>,
+    Caller(p): Caller,
+    JsonBody(b): JsonBody<NewWorkspace>,
+) -> ApiResult {
     p.require_admin()?;
     let ws = gw.store().create_workspace(&b.name).await?;
     Ok((StatusCode::CREATED, Json(json!(ws))).into_response())
 }
 
-pub async fn list_feeds(State(gw): State<Gateway>, Caller(p): Caller, Path(ws): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn list_feeds(
+    State(gw): State<Gateway>,
+    Caller(p): Caller,
+    Path(ws): Path<String>,
+) -> ApiResult<Json<Value>> {
     p.authorize(&ws, false)?;
     ensure_workspace(&gw, &ws).await?;
     let feeds = gw.store().list_feeds(&ws).await?;
-    Ok(Json(Value::Array(feeds.iter().map(|(f, r)| feed_json(&gw, f, r.as_ref())).collect())))
+    Ok(Json(Value::Array(
+        feeds
+            .iter()
+            .map(|(f, r)| feed_json(&gw, f, r.as_ref()))
+            .collect(),
+    )))
 }
 
 pub async fn ensure_workspace(gw: &Gateway, ws: &str) -> Result<(), Error> {
@@ -99,17 +119,28 @@ pub async fn ensure_workspace(gw: &Gateway, ws: &str) -> Result<(), Error> {
 }
 
 async fn feed_or_404(gw: &Gateway, ws: &str, feed: &str) -> Result<FeedRecord, Error> {
-    gw.store().feed(ws, feed).await?.ok_or_else(|| Error::not_found(Code::FeedNotFound, "feed", &format!("{ws}/{feed}")))
+    gw.store()
+        .feed(ws, feed)
+        .await?
+        .ok_or_else(|| Error::not_found(Code::FeedNotFound, "feed", &format!("{ws}/{feed}")))
 }
 
-pub async fn get_feed(State(gw): State<Gateway>, Caller(p): Caller, Path((ws, feed)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+pub async fn get_feed(
+    State(gw): State<Gateway>,
+    Caller(p): Caller,
+    Path((ws, feed)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     p.authorize(&ws, false)?;
     let f = feed_or_404(&gw, &ws, &feed).await?;
     let live = gw.store().live_revision(&ws, &feed).await?;
     Ok(Json(feed_json(&gw, &f, live.as_ref())))
 }
 
-pub async fn delete_feed(State(gw): State<Gateway>, Caller(p): Caller, Path((ws, feed)): Path<(String, String)>) -> ApiResult {
+pub async fn delete_feed(
+    State(gw): State<Gateway>,
+    Caller(p): Caller,
+    Path((ws, feed)): Path<(String, String)>,
+) -> ApiResult {
     p.authorize(&ws, true)?;
     let live = gw.store().live_revision(&ws, &feed).await?;
     if !gw.store().delete_feed(&ws, &feed).await? {
@@ -123,11 +154,19 @@ pub async fn delete_feed(State(gw): State<Gateway>, Caller(p): Caller, Path((ws,
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn list_revisions(State(gw): State<Gateway>, Caller(p): Caller, Path((ws, feed)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+pub async fn list_revisions(
+    State(gw): State<Gateway>,
+    Caller(p): Caller,
+    Path((ws, feed)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     p.authorize(&ws, false)?;
     let f = feed_or_404(&gw, &ws, &feed).await?;
     let revs = gw.store().list_revisions(&ws, &feed).await?;
-    Ok(Json(Value::Array(revs.iter().map(|r| revision_json(r, f.live_revision)).collect())))
+    Ok(Json(Value::Array(
+        revs.iter()
+            .map(|r| revision_json(r, f.live_revision))
+            .collect(),
+    )))
 }
 
 #[derive(Deserialize)]
@@ -207,9 +246,15 @@ fn line<T: serde::Serialize>(v: &T) -> String {
 
 pub async fn list_keys(State(gw): State<Gateway>, Caller(p): Caller) -> ApiResult<Json<Value>> {
     if !p.role.can_write() {
-        return Err(Error::new(Code::Forbidden, "listing keys needs an editor or admin key").into());
+        return Err(
+            Error::new(Code::Forbidden, "listing keys needs an editor or admin key").into(),
+        );
     }
-    let scope = if p.role.is_admin() { None } else { p.workspace.as_deref() };
+    let scope = if p.role.is_admin() {
+        None
+    } else {
+        p.workspace.as_deref()
+    };
     let keys = gw.store().list_keys(scope).await?;
     Ok(Json(Value::Array(keys.iter().map(key_json).collect())))
 }
@@ -228,31 +273,57 @@ pub struct CreateKey {
     workspace: Option<String>,
 }
 
-pub async fn create_key(State(gw): State<Gateway>, Caller(p): Caller, JsonBody(b): JsonBody<CreateKey>) -> ApiResult {
+pub async fn create_key(
+    State(gw): State<Gateway>,
+    Caller(p): Caller,
+    JsonBody(b): JsonBody<CreateKey>,
+) -> ApiResult {
     if b.name.trim().is_empty() {
-        return Err(Error::new(Code::BadRequest, "a key needs a name, e.g. the person or tool that will use it").into());
+        return Err(Error::new(
+            Code::BadRequest,
+            "a key needs a name, e.g. the person or tool that will use it",
+        )
+        .into());
     }
     match (b.role, &b.workspace) {
         (Role::Admin, Some(_)) => {
-            return Err(Error::new(Code::BadRequest, "admin keys are platform-wide: leave out the workspace").into());
+            return Err(Error::new(
+                Code::BadRequest,
+                "admin keys are platform-wide: leave out the workspace",
+            )
+            .into());
         }
         (Role::Admin, None) => p.require_admin()?,
         (_, None) => {
-            return Err(Error::new(Code::BadRequest, format!("{} keys belong to a workspace: pass one", b.role)).into());
+            return Err(Error::new(
+                Code::BadRequest,
+                format!("{} keys belong to a workspace: pass one", b.role),
+            )
+            .into());
         }
         (_, Some(ws)) => p.authorize(ws, true)?,
     }
     let k = keys::generate();
     let rec = gw
         .store()
-        .create_key(NewKey { name: b.name, prefix: k.prefix, hash: k.hash, role: b.role, workspace: b.workspace })
+        .create_key(NewKey {
+            name: b.name,
+            prefix: k.prefix,
+            hash: k.hash,
+            role: b.role,
+            workspace: b.workspace,
+        })
         .await?;
     let mut body = key_json(&rec);
     body["secret"] = Value::String(k.secret);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-pub async fn revoke_key(State(gw): State<Gateway>, Caller(p): Caller, Path(prefix): Path<String>) -> ApiResult {
+pub async fn revoke_key(
+    State(gw): State<Gateway>,
+    Caller(p): Caller,
+    Path(prefix): Path<String>,
+) -> ApiResult {
     let target = gw.store().key_by_prefix(&prefix).await?;
     let Some(target) = target else {
         return Err(Error::not_found(Code::NotFound, "key", &prefix).into());
@@ -290,12 +361,22 @@ pub struct AddSource {
     workspaces: Vec<String>,
 }
 
-pub async fn add_source(State(gw): State<Gateway>, Caller(p): Caller, JsonBody(b): JsonBody<AddSource>) -> ApiResult {
+pub async fn add_source(
+    State(gw): State<Gateway>,
+    Caller(p): Caller,
+    JsonBody(b): JsonBody<AddSource>,
+) -> ApiResult {
     p.require_admin()?;
     names::validate("data source", &b.name)?;
     let mut cfg_json = match b.config {
         Value::Object(m) => m,
-        _ => return Err(Error::new(Code::BadRequest, "config must be an object: {\"path\": ...} or {\"url\": ...}").into()),
+        _ => {
+            return Err(Error::new(
+                Code::BadRequest,
+                "config must be an object: {\"path\": ...} or {\"url\": ...}",
+            )
+            .into());
+        }
     };
     cfg_json.insert("kind".into(), Value::String(b.kind.clone()));
     let cfg: SourceConfig = serde_json::from_value(Value::Object(cfg_json.clone())).map_err(|e| {
@@ -309,13 +390,19 @@ pub async fn add_source(State(gw): State<Gateway>, Caller(p): Caller, JsonBody(b
     }
     gw.sources().test(&cfg).await?;
     cfg_json.remove("kind");
-    gw.store().upsert_source(&b.name, &b.kind, &Value::Object(cfg_json)).await?;
+    gw.store()
+        .upsert_source(&b.name, &b.kind, &Value::Object(cfg_json))
+        .await?;
     for ws in &b.workspaces {
         gw.store().grant_source(&b.name, ws).await?;
     }
     gw.sources().invalidate(&b.name);
     gw.invalidate_sources();
-    let rec = gw.store().source(&b.name).await?.ok_or_else(|| Error::internal("source vanished after saving"))?;
+    let rec = gw
+        .store()
+        .source(&b.name)
+        .await?
+        .ok_or_else(|| Error::internal("source vanished after saving"))?;
     Ok((StatusCode::CREATED, Json(source_json(&rec))).into_response())
 }
 
@@ -324,7 +411,12 @@ pub struct Grant {
     workspace: String,
 }
 
-pub async fn grant_source(State(gw): State<Gateway>, Caller(p): Caller, Path(name): Path<String>, JsonBody(b): JsonBody<Grant>) -> ApiResult {
+pub async fn grant_source(
+    State(gw): State<Gateway>,
+    Caller(p): Caller,
+    Path(name): Path<String>,
+    JsonBody(b): JsonBody<Grant>,
+) -> ApiResult {
     p.require_admin()?;
     ensure_workspace(&gw, &b.workspace).await?;
     if gw.store().source(&name).await?.is_none() {

@@ -23,11 +23,23 @@ pub fn router(gw: Gateway) -> Router {
     use handlers::*;
     Router::new()
         .route("/api/v1/whoami", get(whoami))
-        .route("/api/v1/workspaces", get(list_workspaces).post(create_workspace))
+        .route(
+            "/api/v1/workspaces",
+            get(list_workspaces).post(create_workspace),
+        )
         .route("/api/v1/workspaces/{ws}/feeds", get(list_feeds))
-        .route("/api/v1/workspaces/{ws}/feeds/{feed}", get(get_feed).delete(delete_feed))
-        .route("/api/v1/workspaces/{ws}/feeds/{feed}/revisions", get(list_revisions))
-        .route("/api/v1/workspaces/{ws}/feeds/{feed}/rollback", post(rollback))
+        .route(
+            "/api/v1/workspaces/{ws}/feeds/{feed}",
+            get(get_feed).delete(delete_feed),
+        )
+        .route(
+            "/api/v1/workspaces/{ws}/feeds/{feed}/revisions",
+            get(list_revisions),
+        )
+        .route(
+            "/api/v1/workspaces/{ws}/feeds/{feed}/rollback",
+            post(rollback),
+        )
         .route("/api/v1/workspaces/{ws}/feeds/{feed}/logs", get(logs))
         .route("/api/v1/workspaces/{ws}/deploy", post(deploy::deploy))
         .route("/api/v1/workspaces/{ws}/run", post(deploy::run))

@@ -86,7 +86,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), extra: Default::default(), traceback: None, retry_after: None }
+        Error {
+            code,
+            message: message.into(),
+            extra: Default::default(),
+            traceback: None,
+            retry_after: None,
+        }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
@@ -109,7 +115,11 @@ impl Error {
     }
 
     pub fn not_found(code: Code, what: &str, name: &str) -> Self {
-        Error::new(code, format!("{what} '{name}' does not exist or is not visible to this key")).with("name", name)
+        Error::new(
+            code,
+            format!("{what} '{name}' does not exist or is not visible to this key"),
+        )
+        .with("name", name)
     }
 
     pub fn status(&self) -> u16 {
@@ -119,7 +129,10 @@ impl Error {
     /// The RFC 9457 problem document. `show_traceback` is decided by the caller's role.
     pub fn problem(&self, show_traceback: bool, instance: Option<&str>) -> serde_json::Value {
         let mut doc = serde_json::Map::new();
-        doc.insert("type".into(), format!("https://sluice.dev/errors/{}", self.code.as_str()).into());
+        doc.insert(
+            "type".into(),
+            format!("https://sluice.dev/errors/{}", self.code.as_str()).into(),
+        );
         doc.insert("title".into(), self.code.title().into());
         doc.insert("status".into(), self.code.status().into());
         doc.insert("code".into(), self.code.as_str().into());
@@ -153,7 +166,11 @@ mod tests {
     fn codes_are_snake_case_and_map_to_status() {
         for c in Code::ALL {
             assert_eq!(Code::from_wire(c.as_str()), Some(*c));
-            assert!(c.as_str().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(
+                c.as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_')
+            );
         }
         assert_eq!(Code::InvalidParameter.as_str(), "invalid_parameter");
         assert_eq!(Code::InvalidParameter.status(), 400);

@@ -17,14 +17,20 @@ pub struct NewKey {
 
 fn random_string(n: usize) -> String {
     let mut rng = rand::rng();
-    (0..n).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..n)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 pub fn generate() -> NewKey {
     let prefix = random_string(10);
     let secret = format!("sk_{prefix}_{}", random_string(32));
     let hash = hash(&secret);
-    NewKey { secret, prefix, hash }
+    NewKey {
+        secret,
+        prefix,
+        hash,
+    }
 }
 
 pub fn hash(secret: &str) -> String {
@@ -34,7 +40,9 @@ pub fn hash(secret: &str) -> String {
 /// The lookup prefix of a presented key. Keys not made by [`generate`] (an admin key set
 /// with `SLUICE_ADMIN_KEY`) use the first 10 characters of their hash as prefix.
 pub fn prefix_of(secret: &str) -> String {
-    if let Some((p, s)) = secret.strip_prefix("sk_").and_then(|rest| rest.split_once('_'))
+    if let Some((p, s)) = secret
+        .strip_prefix("sk_")
+        .and_then(|rest| rest.split_once('_'))
         && p.len() == 10
         && !s.is_empty()
     {
@@ -45,7 +53,11 @@ pub fn prefix_of(secret: &str) -> String {
 
 /// Constant-time comparison of two hex hashes.
 pub fn hashes_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 #[cfg(test)]

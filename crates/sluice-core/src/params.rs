@@ -105,10 +105,14 @@ impl ParamValue {
             ParamValue::Null => J::Null,
             ParamValue::Str(s) => J::String(s.clone()),
             ParamValue::Int(i) => J::from(*i),
-            ParamValue::Float(f) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),
+            ParamValue::Float(f) => serde_json::Number::from_f64(*f)
+                .map(J::Number)
+                .unwrap_or(J::Null),
             ParamValue::Bool(b) => J::Bool(*b),
             ParamValue::Date(d) => J::String(d.format("%Y-%m-%d").to_string()),
-            ParamValue::DateTime(dt, None) => J::String(dt.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
+            ParamValue::DateTime(dt, None) => {
+                J::String(dt.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+            }
             ParamValue::DateTime(dt, Some(off)) => {
                 let aware = DateTime::<FixedOffset>::from_naive_utc_and_offset(*dt - *off, *off);
                 J::String(aware.to_rfc3339())
@@ -124,7 +128,12 @@ pub type Params = BTreeMap<String, ParamValue>;
 fn invalid(spec: &ParamSpec, value: &str) -> Error {
     Error::new(
         Code::InvalidParameter,
-        format!("parameter '{}' has value '{}': expected {}", spec.name, value, spec.ty.expected()),
+        format!(
+            "parameter '{}' has value '{}': expected {}",
+            spec.name,
+            value,
+            spec.ty.expected()
+        ),
     )
     .with("parameter", spec.name.as_str())
     .with("value", value)
@@ -139,12 +148,19 @@ pub fn parse_datetime(s: &str) -> Option<(NaiveDateTime, Option<FixedOffset>)> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return Some((dt.naive_local(), Some(*dt.offset())));
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some((dt, None));
         }
     }
-    parse_date(s).and_then(|d| d.and_hms_opt(0, 0, 0)).map(|dt| (dt, None))
+    parse_date(s)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|dt| (dt, None))
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -162,7 +178,12 @@ pub fn parse_value(spec: &ParamSpec, values: &[&str]) -> Result<ParamValue, Erro
             [v] => Ok(*v),
             _ => Err(Error::new(
                 Code::InvalidParameter,
-                format!("parameter '{}' was given {} times: expected one {}", spec.name, values.len(), spec.ty.expected()),
+                format!(
+                    "parameter '{}' was given {} times: expected one {}",
+                    spec.name,
+                    values.len(),
+                    spec.ty.expected()
+                ),
             )
             .with("parameter", spec.name.as_str())
             .with("expected", spec.ty.as_str())),
@@ -212,9 +233,16 @@ fn default_value(spec: &ParamSpec, v: &serde_json::Value) -> Result<ParamValue, 
     use serde_json::Value as J;
     Ok(match (spec.ty, v) {
         (_, J::Null) => ParamValue::Null,
-        (ParamType::ListStr, J::Array(items)) => {
-            ParamValue::ListStr(items.iter().map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string())).collect())
-        }
+        (ParamType::ListStr, J::Array(items)) => ParamValue::ListStr(
+            items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| i.to_string())
+                })
+                .collect(),
+        ),
         (_, J::String(s)) => parse_value(spec, &[s.as_str()])?,
         (_, other) => parse_value(spec, &[other.to_string().as_str()])?,
     })
@@ -237,11 +265,17 @@ impl FeedSignature {
                 } else {
                     format!("known parameters: {}", known.join(", "))
                 };
-                return Err(Error::new(Code::UnknownParameter, format!("unknown parameter '{k}' for feed '{}': {hint}", self.name))
-                    .with("parameter", k.as_str())
-                    .with("known", known));
+                return Err(Error::new(
+                    Code::UnknownParameter,
+                    format!("unknown parameter '{k}' for feed '{}': {hint}", self.name),
+                )
+                .with("parameter", k.as_str())
+                .with("known", known));
             };
-            grouped.entry(spec.name.as_str()).or_default().push(v.as_str());
+            grouped
+                .entry(spec.name.as_str())
+                .or_default()
+                .push(v.as_str());
         }
         let mut out = Params::new();
         for spec in &self.params {
@@ -254,7 +288,11 @@ impl FeedSignature {
                 None => {
                     return Err(Error::new(
                         Code::MissingParameter,
-                        format!("parameter '{}' is required: expected {}", spec.name, spec.ty.expected()),
+                        format!(
+                            "parameter '{}' is required: expected {}",
+                            spec.name,
+                            spec.ty.expected()
+                        ),
                     )
                     .with("parameter", spec.name.as_str())
                     .with("expected", spec.ty.as_str()));
@@ -293,34 +331,63 @@ mod tests {
     }
 
     fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn defaults_apply_and_values_coerce() {
-        let p = sig().coerce(&q(&[("needed", "3"), ("tags", "a,b"), ("tags", "c"), ("format", "csv")]), &["format"]).unwrap();
+        let p = sig()
+            .coerce(
+                &q(&[
+                    ("needed", "3"),
+                    ("tags", "a,b"),
+                    ("tags", "c"),
+                    ("format", "csv"),
+                ]),
+                &["format"],
+            )
+            .unwrap();
         assert_eq!(p["region"], ParamValue::Str("EU".into()));
         assert_eq!(p["limit"], ParamValue::Int(10));
         assert_eq!(p["needed"], ParamValue::Int(3));
         assert_eq!(p["active"], ParamValue::Bool(true));
-        assert_eq!(p["since"], ParamValue::Date(NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()));
+        assert_eq!(
+            p["since"],
+            ParamValue::Date(NaiveDate::from_ymd_opt(2024, 1, 1).unwrap())
+        );
         assert_eq!(p["at"], ParamValue::Null);
-        assert_eq!(p["tags"], ParamValue::ListStr(vec!["a".into(), "b".into(), "c".into()]));
+        assert_eq!(
+            p["tags"],
+            ParamValue::ListStr(vec!["a".into(), "b".into(), "c".into()])
+        );
         assert_eq!(params_to_json(&p)["since"], "2024-01-01");
     }
 
     #[test]
     fn bad_value_names_parameter_value_and_type() {
-        let e = sig().coerce(&q(&[("needed", "3"), ("limit", "ten")]), &[]).unwrap_err();
+        let e = sig()
+            .coerce(&q(&[("needed", "3"), ("limit", "ten")]), &[])
+            .unwrap_err();
         assert_eq!(e.code, Code::InvalidParameter);
-        assert!(e.message.contains("'limit'") && e.message.contains("'ten'") && e.message.contains("integer"), "{}", e.message);
+        assert!(
+            e.message.contains("'limit'")
+                && e.message.contains("'ten'")
+                && e.message.contains("integer"),
+            "{}",
+            e.message
+        );
         assert_eq!(e.extra["parameter"], "limit");
         assert_eq!(e.extra["expected"], "int");
     }
 
     #[test]
     fn unknown_and_missing_parameters_are_rejected() {
-        let e = sig().coerce(&q(&[("needed", "1"), ("regoin", "EU")]), &[]).unwrap_err();
+        let e = sig()
+            .coerce(&q(&[("needed", "1"), ("regoin", "EU")]), &[])
+            .unwrap_err();
         assert_eq!(e.code, Code::UnknownParameter);
         assert!(e.message.contains("regoin") && e.message.contains("region"));
         let e = sig().coerce(&q(&[]), &[]).unwrap_err();
@@ -331,13 +398,32 @@ mod tests {
     #[test]
     fn dates_and_datetimes_parse_strictly() {
         let s = sig();
-        assert!(s.coerce(&q(&[("needed", "1"), ("since", "2024-13-01")]), &[]).is_err());
-        let p = s.coerce(&q(&[("needed", "1"), ("at", "2024-03-01T10:00:00+02:00")]), &[]).unwrap();
+        assert!(
+            s.coerce(&q(&[("needed", "1"), ("since", "2024-13-01")]), &[])
+                .is_err()
+        );
+        let p = s
+            .coerce(
+                &q(&[("needed", "1"), ("at", "2024-03-01T10:00:00+02:00")]),
+                &[],
+            )
+            .unwrap();
         assert_eq!(params_to_json(&p)["at"], "2024-03-01T10:00:00+02:00");
-        let p = s.coerce(&q(&[("needed", "1"), ("at", "2024-03-01 10:00")]), &[]).unwrap();
+        let p = s
+            .coerce(&q(&[("needed", "1"), ("at", "2024-03-01 10:00")]), &[])
+            .unwrap();
         assert_eq!(params_to_json(&p)["at"], "2024-03-01T10:00:00");
-        assert!(s.coerce(&q(&[("needed", "1"), ("ratio", "NaN")]), &[]).is_err());
-        assert!(s.coerce(&q(&[("needed", "1"), ("active", "maybe")]), &[]).is_err());
-        assert!(s.coerce(&q(&[("needed", "1"), ("limit", "1"), ("limit", "2")]), &[]).is_err());
+        assert!(
+            s.coerce(&q(&[("needed", "1"), ("ratio", "NaN")]), &[])
+                .is_err()
+        );
+        assert!(
+            s.coerce(&q(&[("needed", "1"), ("active", "maybe")]), &[])
+                .is_err()
+        );
+        assert!(
+            s.coerce(&q(&[("needed", "1"), ("limit", "1"), ("limit", "2")]), &[])
+                .is_err()
+        );
     }
 }

@@ -55,7 +55,10 @@ pub fn rewrite(sql: &str, style: Placeholder) -> Result<Rewritten, Error> {
                 i += 2;
             }
             b':' if b.get(i + 1) == Some(&b':') => i += 2,
-            b':' if b.get(i + 1).is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') => {
+            b':' if b
+                .get(i + 1)
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') =>
+            {
                 let start = i + 1;
                 let mut j = start;
                 while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
@@ -70,7 +73,11 @@ pub fn rewrite(sql: &str, style: Placeholder) -> Result<Rewritten, Error> {
                     }
                 };
                 out.push_str(&sql[last..i]);
-                out.push(if style == Placeholder::Dollar { '$' } else { '?' });
+                out.push(if style == Placeholder::Dollar {
+                    '$'
+                } else {
+                    '?'
+                });
                 out.push_str(&pos.to_string());
                 i = j;
                 last = j;
@@ -102,7 +109,11 @@ mod tests {
 
     #[test]
     fn rewrites_names_to_positions() {
-        let r = rewrite("select * from t where a = :a and b >= :since and c = :a", Placeholder::Dollar).unwrap();
+        let r = rewrite(
+            "select * from t where a = :a and b >= :since and c = :a",
+            Placeholder::Dollar,
+        )
+        .unwrap();
         assert_eq!(r.sql, "select * from t where a = $1 and b >= $2 and c = $1");
         assert_eq!(r.names, vec!["a", "since"]);
         let r = rewrite("select :x", Placeholder::Question).unwrap();

@@ -34,7 +34,10 @@ impl Principal {
         if write && !self.role.can_write() {
             return Err(Error::new(
                 Code::Forbidden,
-                format!("key '{}' has role viewer in workspace '{ws}': this needs an editor or admin key", self.name),
+                format!(
+                    "key '{}' has role viewer in workspace '{ws}': this needs an editor or admin key",
+                    self.name
+                ),
             ));
         }
         Ok(())
@@ -44,7 +47,13 @@ impl Principal {
         if self.role.is_admin() {
             Ok(())
         } else {
-            Err(Error::new(Code::Forbidden, format!("key '{}' has role {}: this needs an admin key", self.name, self.role)))
+            Err(Error::new(
+                Code::Forbidden,
+                format!(
+                    "key '{}' has role {}: this needs an admin key",
+                    self.name, self.role
+                ),
+            ))
         }
     }
 
@@ -56,13 +65,24 @@ impl Principal {
 
 /// Pull the presented key out of a request, in order of preference.
 pub fn presented_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let auth = auth.trim();
-        if let Some(token) = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")) {
+        if let Some(token) = auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))
+        {
             return Some(token.trim().to_string());
         }
-        if let Some(b64) = auth.strip_prefix("Basic ").or_else(|| auth.strip_prefix("basic ")) {
-            let decoded = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+        if let Some(b64) = auth
+            .strip_prefix("Basic ")
+            .or_else(|| auth.strip_prefix("basic "))
+        {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()?;
             let text = String::from_utf8(decoded).ok()?;
             // user:password; the user is free (tools insist on one), the password is the key.
             let (_, password) = text.split_once(':')?;
@@ -72,12 +92,16 @@ pub fn presented_key(headers: &HeaderMap, query: Option<&str>) -> Option<String>
     if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(k.trim().to_string());
     }
-    query_pairs(query).into_iter().find(|(k, _)| k == "api_key").map(|(_, v)| v)
+    query_pairs(query)
+        .into_iter()
+        .find(|(k, _)| k == "api_key")
+        .map(|(_, v)| v)
 }
 
 /// Parse a query string into ordered pairs (names may repeat, `+` is a space).
 pub fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
-    q.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+    q.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
 }
 
 const CACHE_TTL: Duration = Duration::from_secs(30);
@@ -98,7 +122,11 @@ impl KeyCache {
 impl Gateway {
     /// Authenticate a request: 401 `unauthenticated` when no key was sent, 401
     /// `invalid_key` when it is unknown or revoked.
-    pub async fn authenticate(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Arc<Principal>, Error> {
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Arc<Principal>, Error> {
         let Some(secret) = presented_key(headers, query) else {
             return Err(Error::new(
                 Code::Unauthenticated,
@@ -106,10 +134,18 @@ impl Gateway {
             ));
         };
         let hash = keys::hash(&secret);
-        if let Some((at, p)) = self.inner.keys.entries.read().expect("key cache lock").get(&hash) {
-            if at.elapsed() < CACHE_TTL {
-                return Ok(p.clone());
-            }
+        let cached = self
+            .inner
+            .keys
+            .entries
+            .read()
+            .expect("key cache lock")
+            .get(&hash)
+            .cloned();
+        if let Some((at, p)) = cached
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(p);
         }
         let prefix = keys::prefix_of(&secret);
         let record = self.inner.store.key_by_prefix(&prefix).await?;
@@ -129,7 +165,12 @@ impl Gateway {
         tokio::spawn(async move {
             let _ = store.touch_key(&record.prefix).await;
         });
-        self.inner.keys.entries.write().expect("key cache lock").insert(hash, (Instant::now(), principal.clone()));
+        self.inner
+            .keys
+            .entries
+            .write()
+            .expect("key cache lock")
+            .insert(hash, (Instant::now(), principal.clone()));
         Ok(principal)
     }
 }
@@ -142,16 +183,25 @@ mod tests {
     #[test]
     fn key_is_found_in_every_place_tools_put_it() {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk_a"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk_a"),
+        );
         assert_eq!(presented_key(&h, None).as_deref(), Some("sk_a"));
         let mut h = HeaderMap::new();
         let b64 = base64::engine::general_purpose::STANDARD.encode("tableau:sk_b:with:colons");
-        h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {b64}")).unwrap());
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {b64}")).unwrap(),
+        );
         assert_eq!(presented_key(&h, None).as_deref(), Some("sk_b:with:colons"));
         let mut h = HeaderMap::new();
         h.insert("x-api-key", HeaderValue::from_static("sk_c"));
         assert_eq!(presented_key(&h, None).as_deref(), Some("sk_c"));
-        assert_eq!(presented_key(&HeaderMap::new(), Some("a=1&api_key=sk_d%2Bx")).as_deref(), Some("sk_d+x"));
+        assert_eq!(
+            presented_key(&HeaderMap::new(), Some("a=1&api_key=sk_d%2Bx")).as_deref(),
+            Some("sk_d+x")
+        );
         assert_eq!(presented_key(&HeaderMap::new(), Some("a=1")), None);
     }
 
@@ -166,18 +216,38 @@ mod tests {
     }
 
     fn p(role: Role, ws: Option<&str>) -> Principal {
-        Principal { name: "k".into(), prefix: "p".into(), role, workspace: ws.map(str::to_string) }
+        Principal {
+            name: "k".into(),
+            prefix: "p".into(),
+            role,
+            workspace: ws.map(str::to_string),
+        }
     }
 
     #[test]
     fn workspace_isolation_and_roles() {
         assert!(p(Role::Admin, None).authorize("any", true).is_ok());
-        assert_eq!(p(Role::Viewer, Some("a")).authorize("b", false).unwrap_err().code, Code::WorkspaceNotFound);
+        assert_eq!(
+            p(Role::Viewer, Some("a"))
+                .authorize("b", false)
+                .unwrap_err()
+                .code,
+            Code::WorkspaceNotFound
+        );
         assert!(p(Role::Viewer, Some("a")).authorize("a", false).is_ok());
-        assert_eq!(p(Role::Viewer, Some("a")).authorize("a", true).unwrap_err().code, Code::Forbidden);
+        assert_eq!(
+            p(Role::Viewer, Some("a"))
+                .authorize("a", true)
+                .unwrap_err()
+                .code,
+            Code::Forbidden
+        );
         assert!(p(Role::Editor, Some("a")).authorize("a", true).is_ok());
         assert!(p(Role::Editor, Some("a")).is_editor_of("a"));
         assert!(!p(Role::Viewer, Some("a")).is_editor_of("a"));
-        assert_eq!(p(Role::Editor, Some("a")).require_admin().unwrap_err().code, Code::Forbidden);
+        assert_eq!(
+            p(Role::Editor, Some("a")).require_admin().unwrap_err().code,
+            Code::Forbidden
+        );
     }
 }

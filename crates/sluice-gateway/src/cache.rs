@@ -40,7 +40,10 @@ pub struct ResultCache {
 
 impl ResultCache {
     pub fn new(max_bytes: usize) -> Self {
-        ResultCache { max_bytes, inner: Mutex::new((HashMap::new(), 0)) }
+        ResultCache {
+            max_bytes,
+            inner: Mutex::new((HashMap::new(), 0)),
+        }
     }
 
     pub fn key(revision_id: i64, format: &str, params: &serde_json::Value) -> String {
@@ -74,14 +77,27 @@ impl ResultCache {
             map.retain(|_, e| e.expires > now);
             *size = map.values().map(|e| e.body.len()).sum();
             while *size + body.len() > self.max_bytes {
-                let Some(k) = map.iter().min_by_key(|(_, e)| e.expires).map(|(k, _)| k.clone()) else { break };
+                let Some(k) = map
+                    .iter()
+                    .min_by_key(|(_, e)| e.expires)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
                 if let Some(e) = map.remove(&k) {
                     *size -= e.body.len();
                 }
             }
         }
         *size += body.len();
-        if let Some(old) = map.insert(key, Entry { body, rows, expires: now + ttl }) {
+        if let Some(old) = map.insert(
+            key,
+            Entry {
+                body,
+                rows,
+                expires: now + ttl,
+            },
+        ) {
             *size -= old.body.len();
         }
     }
@@ -105,15 +121,38 @@ mod tests {
     #[test]
     fn entries_expire_and_the_cache_stays_bounded() {
         let c = ResultCache::new(10);
-        c.put("a".into(), Bytes::from_static(b"12345"), 1, Duration::from_secs(60));
-        c.put("b".into(), Bytes::from_static(b"12345"), 1, Duration::from_secs(120));
+        c.put(
+            "a".into(),
+            Bytes::from_static(b"12345"),
+            1,
+            Duration::from_secs(60),
+        );
+        c.put(
+            "b".into(),
+            Bytes::from_static(b"12345"),
+            1,
+            Duration::from_secs(120),
+        );
         assert!(c.get("a").is_some());
-        c.put("c".into(), Bytes::from_static(b"123"), 1, Duration::from_secs(60));
-        assert!(c.get("a").is_none(), "the entry closest to expiry goes first");
+        c.put(
+            "c".into(),
+            Bytes::from_static(b"123"),
+            1,
+            Duration::from_secs(60),
+        );
+        assert!(
+            c.get("a").is_none(),
+            "the entry closest to expiry goes first"
+        );
         assert!(c.get("b").is_some() && c.get("c").is_some());
         c.put("d".into(), Bytes::from_static(b"x"), 1, Duration::ZERO);
         assert!(c.get("d").is_none());
-        c.put("huge".into(), Bytes::from(vec![0u8; 11]), 1, Duration::from_secs(60));
+        c.put(
+            "huge".into(),
+            Bytes::from(vec![0u8; 11]),
+            1,
+            Duration::from_secs(60),
+        );
         assert!(c.get("huge").is_none());
     }
 }

@@ -28,18 +28,24 @@ use std::{
 /// Query names that belong to the gateway, not to the feed.
 pub const RESERVED: &[&str] = &["format", "api_key"];
 
-
 pub fn request_id(headers: &HeaderMap) -> String {
-    headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string()
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string()
 }
 
 /// `?format=` wins over `Accept`; a browser's `*/*` gets JSON.
 pub fn negotiate(pairs: &[(String, String)], headers: &HeaderMap) -> Result<Format, Error> {
     if let Some((_, f)) = pairs.iter().find(|(k, _)| k == "format") {
         return Format::from_query(f).ok_or_else(|| {
-            Error::new(Code::UnsupportedFormat, format!("format '{f}' is not supported: use json, csv, ndjson or arrow"))
-                .with("parameter", "format")
-                .with("value", f.as_str())
+            Error::new(
+                Code::UnsupportedFormat,
+                format!("format '{f}' is not supported: use json, csv, ndjson or arrow"),
+            )
+            .with("parameter", "format")
+            .with("value", f.as_str())
         });
     }
     Ok(headers
@@ -75,7 +81,18 @@ pub async fn get_feed(
         Err(e) => return ApiError::from(e).into_response(),
     };
     let editor = principal.is_editor_of(&ws);
-    match serve(&gw, &ws, &feed, query.as_deref(), &headers, &rid, &principal, started).await {
+    match serve(
+        &gw,
+        &ws,
+        &feed,
+        query.as_deref(),
+        &headers,
+        &rid,
+        &principal,
+        started,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
             // Only feeds that exist get metric labels: random names must not grow the registry.
@@ -84,7 +101,14 @@ pub async fn get_feed(
                 Failure::Early(e) => {
                     if !matches!(e.code, Code::WorkspaceNotFound | Code::FeedNotFound) {
                         let secs = started.elapsed().as_secs_f64();
-                        gw.inner.metrics.record(&ws, &feed, e.status(), secs, 0, Some(e.code.as_str()));
+                        gw.inner.metrics.record(
+                            &ws,
+                            &feed,
+                            e.status(),
+                            secs,
+                            0,
+                            Some(e.code.as_str()),
+                        );
                     }
                     e
                 }
@@ -125,15 +149,22 @@ async fn serve(
         permit: None,
     };
 
-    let ttl = rev.signature.cache.as_deref().and_then(parse_ttl).filter(|t| !t.is_zero());
+    let ttl = rev
+        .signature
+        .cache
+        .as_deref()
+        .and_then(parse_ttl)
+        .filter(|t| !t.is_zero());
     let cache_key = ttl.map(|_| ResultCache::key(rev.id, format.extension(), &params_json));
-    if let Some(key) = &cache_key {
-        if let Some((body, rows)) = gw.inner.cache.get(key) {
-            gw.inner.metrics.cache_hits.get_or_create(&crate::metrics::Metrics::feed(ws, feed)).inc();
-            finish.rows.store(rows, Ordering::Relaxed);
-            finish.done(200, None);
-            return Ok(response(format, feed, rev.number, Body::from(body), true));
-        }
+    if let Some((body, rows)) = cache_key.as_ref().and_then(|k| gw.inner.cache.get(k)) {
+        gw.inner
+            .metrics
+            .cache_hits
+            .get_or_create(&crate::metrics::Metrics::feed(ws, feed))
+            .inc();
+        finish.rows.store(rows, Ordering::Relaxed);
+        finish.done(200, None);
+        return Ok(response(format, feed, rev.number, Body::from(body), true));
     }
 
     let permit = gw.limiter(ws, feed).acquire(feed).await;
@@ -166,7 +197,11 @@ async fn serve(
         finish: Option<Finish>,
         keep: Option<(String, Duration, BytesMut)>,
     }
-    let st = St { body, finish: Some(finish), keep: cache_key.zip(ttl).map(|(k, t)| (k, t, BytesMut::new())) };
+    let st = St {
+        body,
+        finish: Some(finish),
+        keep: cache_key.zip(ttl).map(|(k, t)| (k, t, BytesMut::new())),
+    };
     let stream = futures::stream::unfold(st, |mut st| async move {
         let finish = st.finish.as_ref()?;
         match st.body.next().await {
@@ -192,7 +227,9 @@ async fn serve(
             None => {
                 let f = st.finish.take()?;
                 if let Some((key, ttl, buf)) = st.keep.take() {
-                    f.gw.inner.cache.put(key, buf.freeze(), f.rows.load(Ordering::Relaxed), ttl);
+                    f.gw.inner
+                        .cache
+                        .put(key, buf.freeze(), f.rows.load(Ordering::Relaxed), ttl);
                 }
                 f.done(200, None);
                 None
@@ -200,18 +237,33 @@ async fn serve(
         }
     });
     // Fused: the gzip layer polls once more after the end, which a bare unfold forbids.
-    Ok(response(format, feed, rev.number, Body::from_stream(stream.fuse()), false))
+    Ok(response(
+        format,
+        feed,
+        rev.number,
+        Body::from_stream(stream.fuse()),
+        false,
+    ))
 }
 
 fn response(format: Format, feed: &str, revision: i64, body: Body, cached: bool) -> Response {
     let mut res = (StatusCode::OK, body).into_response();
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
-    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{feed}.{}\"", format.extension())) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "inline; filename=\"{feed}.{}\"",
+        format.extension()
+    )) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert("x-sluice-revision", HeaderValue::from(revision));
-    h.insert("x-sluice-cache", HeaderValue::from_static(if cached { "hit" } else { "miss" }));
+    h.insert(
+        "x-sluice-cache",
+        HeaderValue::from_static(if cached { "hit" } else { "miss" }),
+    );
     res
 }
 
@@ -237,19 +289,33 @@ impl Finish {
 
     /// The call failed before any row: keep what the feed printed, for `sluice logs`.
     fn fail(mut self, e: &Error) {
-        let text = |k: &str| e.extra.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let text = |k: &str| {
+            e.extra
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
         let (stdout, mut stderr) = (text("stdout"), text("stderr"));
         if let Some(tb) = &e.traceback {
             stderr.push_str(tb);
         }
-        self.logs = Some(Logs::Ready(sluice_runtime::CallLogs { stdout, stderr, rows: 0, duration_ms: 0.0 }));
+        self.logs = Some(Logs::Ready(sluice_runtime::CallLogs {
+            stdout,
+            stderr,
+            rows: 0,
+            duration_ms: 0.0,
+        }));
         self.log(e.status(), Some(e.code.as_str()));
     }
 
     fn log(&mut self, status: u16, error: Option<&str>) {
         let secs = self.started.elapsed().as_secs_f64();
         let rows = self.rows.load(Ordering::Relaxed);
-        self.gw.inner.metrics.record(&self.ws, &self.feed, status, secs, rows, error);
+        self.gw
+            .inner
+            .metrics
+            .record(&self.ws, &self.feed, status, secs, rows, error);
         self.permit.take();
         let logs = self.logs.take();
         let gw = self.gw.clone();

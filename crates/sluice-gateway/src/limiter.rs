@@ -19,7 +19,12 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(limit: usize, queue: usize) -> Self {
-        Limiter { permits: Arc::new(Semaphore::new(limit.max(1))), waiting: AtomicUsize::new(0), limit: limit.max(1), queue }
+        Limiter {
+            permits: Arc::new(Semaphore::new(limit.max(1))),
+            waiting: AtomicUsize::new(0),
+            limit: limit.max(1),
+            queue,
+        }
     }
 
     pub async fn acquire(&self, feed: &str) -> Result<OwnedSemaphorePermit, Error> {
@@ -44,7 +49,11 @@ impl Limiter {
             )
             .retry_after(1));
         }
-        self.permits.clone().acquire_owned().await.map_err(|_| Error::new(Code::RuntimeUnavailable, "the server is shutting down"))
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::new(Code::RuntimeUnavailable, "the server is shutting down"))
     }
 
     pub fn in_flight(&self) -> usize {

@@ -56,7 +56,10 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("sluice");
         let requests = Family::<StatusLabels, Counter>::default();
         let latency = Family::<FeedLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+            Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0,
+            ])
         });
         let rows = Family::<FeedLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
@@ -65,33 +68,95 @@ impl Default for Metrics {
         let workers_busy = Family::<PoolLabels, Gauge>::default();
         let waiting = Family::<PoolLabels, Gauge>::default();
         let restarts = Family::<PoolLabels, Gauge>::default();
-        registry.register("feed_requests", "Feed requests by HTTP status", requests.clone());
-        registry.register("feed_request_duration_seconds", "Feed request latency, first byte to last", latency.clone());
+        registry.register(
+            "feed_requests",
+            "Feed requests by HTTP status",
+            requests.clone(),
+        );
+        registry.register(
+            "feed_request_duration_seconds",
+            "Feed request latency, first byte to last",
+            latency.clone(),
+        );
         registry.register("feed_rows", "Rows served", rows.clone());
         registry.register("feed_errors", "Feed errors by code", errors.clone());
-        registry.register("feed_cache_hits", "Requests answered from the result cache", cache_hits.clone());
-        registry.register("workers", "Python worker processes per live revision", workers.clone());
-        registry.register("workers_busy", "Workers serving a call", workers_busy.clone());
-        registry.register("workers_waiting_calls", "Calls waiting for a worker", waiting.clone());
-        registry.register("worker_restarts", "Workers replaced after a crash or timeout", restarts.clone());
-        Metrics { registry, requests, latency, rows, errors, cache_hits, workers, workers_busy, waiting, restarts }
+        registry.register(
+            "feed_cache_hits",
+            "Requests answered from the result cache",
+            cache_hits.clone(),
+        );
+        registry.register(
+            "workers",
+            "Python worker processes per live revision",
+            workers.clone(),
+        );
+        registry.register(
+            "workers_busy",
+            "Workers serving a call",
+            workers_busy.clone(),
+        );
+        registry.register(
+            "workers_waiting_calls",
+            "Calls waiting for a worker",
+            waiting.clone(),
+        );
+        registry.register(
+            "worker_restarts",
+            "Workers replaced after a crash or timeout",
+            restarts.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            rows,
+            errors,
+            cache_hits,
+            workers,
+            workers_busy,
+            waiting,
+            restarts,
+        }
     }
 }
 
 impl Metrics {
     pub fn feed(ws: &str, feed: &str) -> FeedLabels {
-        FeedLabels { workspace: ws.to_string(), feed: feed.to_string() }
+        FeedLabels {
+            workspace: ws.to_string(),
+            feed: feed.to_string(),
+        }
     }
 
-    pub fn record(&self, ws: &str, feed: &str, status: u16, seconds: f64, rows: u64, error: Option<&str>) {
-        self.requests.get_or_create(&StatusLabels { workspace: ws.into(), feed: feed.into(), status }).inc();
+    pub fn record(
+        &self,
+        ws: &str,
+        feed: &str,
+        status: u16,
+        seconds: f64,
+        rows: u64,
+        error: Option<&str>,
+    ) {
+        self.requests
+            .get_or_create(&StatusLabels {
+                workspace: ws.into(),
+                feed: feed.into(),
+                status,
+            })
+            .inc();
         let labels = Self::feed(ws, feed);
         self.latency.get_or_create(&labels).observe(seconds);
         if rows > 0 {
             self.rows.get_or_create(&labels).inc_by(rows);
         }
         if let Some(code) = error {
-            self.errors.get_or_create(&ErrorLabels { workspace: ws.into(), feed: feed.into(), code: code.into() }).inc();
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    workspace: ws.into(),
+                    feed: feed.into(),
+                    code: code.into(),
+                })
+                .inc();
         }
     }
 }
@@ -103,7 +168,9 @@ pub async fn scrape(State(gw): State<Gateway>) -> Response {
     m.waiting.clear();
     m.restarts.clear();
     for s in gw.inner.runtime.stats() {
-        let l = PoolLabels { revision: s.revision_id.to_string() };
+        let l = PoolLabels {
+            revision: s.revision_id.to_string(),
+        };
         m.workers.get_or_create(&l).set(s.workers as i64);
         m.workers_busy.get_or_create(&l).set(s.busy as i64);
         m.waiting.get_or_create(&l).set(s.waiting as i64);
@@ -113,5 +180,12 @@ pub async fn scrape(State(gw): State<Gateway>) -> Response {
     if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &m.registry) {
         return crate::ApiError::from(sluice_core::Error::internal(e)).into_response();
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }

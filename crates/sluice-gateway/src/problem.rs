@@ -17,13 +17,19 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn for_editor(error: Error, editor: bool) -> Self {
-        ApiError { error, show_traceback: editor }
+        ApiError {
+            error,
+            show_traceback: editor,
+        }
     }
 }
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
-        ApiError { error, show_traceback: false }
+        ApiError {
+            error,
+            show_traceback: false,
+        }
     }
 }
 
@@ -41,13 +47,19 @@ pub fn problem_response(error: &Error, show_traceback: bool) -> Response {
     let body = error.problem(show_traceback, None).to_string();
     let mut res = (status, body).into_response();
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
     if let Some(secs) = error.retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     if status == StatusCode::UNAUTHORIZED {
         // Excel, Tableau and Qlik only send Basic credentials after this challenge.
-        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"sluice\", charset=\"UTF-8\""));
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"sluice\", charset=\"UTF-8\""),
+        );
     }
     res
 }

@@ -24,10 +24,10 @@ pub fn spawn(store: Store) -> (mpsc::Sender<NewInvocation>, tokio::task::JoinHan
             }
             batch.clear();
             flushes += 1;
-            if flushes % PRUNE_EVERY == 0 {
-                if let Err(e) = store.prune_invocations(KEEP_PER_FEED).await {
-                    tracing::warn!("could not prune invocations: {e}");
-                }
+            if flushes.is_multiple_of(PRUNE_EVERY)
+                && let Err(e) = store.prune_invocations(KEEP_PER_FEED).await
+            {
+                tracing::warn!("could not prune invocations: {e}");
             }
             // Let a burst accumulate into the next batch.
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -59,15 +59,18 @@ pub struct Gateway {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// (workspace, feed)
+type FeedKey = (String, String);
+
 pub(crate) struct Inner {
     pub store: Store,
     pub runtime: Runtime,
     pub sources: Sources,
     pub cfg: GatewayConfig,
     pub keys: KeyCache,
-    pub live: RwLock<HashMap<(String, String), (Instant, Arc<Revision>)>>,
+    pub live: RwLock<HashMap<FeedKey, (Instant, Arc<Revision>)>>,
     pub ws_sources: RwLock<HashMap<String, Arc<WorkspaceSources>>>,
-    pub limiters: Mutex<HashMap<(String, String), Arc<Limiter>>>,
+    pub limiters: Mutex<HashMap<FeedKey, Arc<Limiter>>>,
     pub cache: ResultCache,
     pub metrics: Metrics,
     pub recorder: mpsc::Sender<NewInvocation>,
@@ -149,16 +152,26 @@ impl Gateway {
         self.inner.ready.store(ready, Ordering::SeqCst);
     }
     pub fn feed_url(&self, ws: &str, feed: &str) -> String {
-        format!("{}/feeds/{ws}/{feed}", self.inner.cfg.public_url.trim_end_matches('/'))
+        format!(
+            "{}/feeds/{ws}/{feed}",
+            self.inner.cfg.public_url.trim_end_matches('/')
+        )
     }
 
     /// The live revision of a feed, from memory when fresh.
     pub async fn live_revision(&self, ws: &str, feed: &str) -> Result<Arc<Revision>> {
         let key = (ws.to_string(), feed.to_string());
-        if let Some((at, rev)) = self.inner.live.read().expect("live lock").get(&key) {
-            if at.elapsed() < self.inner.cfg.live_cache_ttl {
-                return Ok(rev.clone());
-            }
+        let cached = self
+            .inner
+            .live
+            .read()
+            .expect("live lock")
+            .get(&key)
+            .cloned();
+        if let Some((at, rev)) = cached
+            && at.elapsed() < self.inner.cfg.live_cache_ttl
+        {
+            return Ok(rev);
         }
         let rev = self
             .inner
@@ -167,13 +180,21 @@ impl Gateway {
             .await?
             .ok_or_else(|| Error::not_found(Code::FeedNotFound, "feed", &format!("{ws}/{feed}")))?;
         let rev = Arc::new(rev);
-        self.inner.live.write().expect("live lock").insert(key, (Instant::now(), rev.clone()));
+        self.inner
+            .live
+            .write()
+            .expect("live lock")
+            .insert(key, (Instant::now(), rev.clone()));
         Ok(rev)
     }
 
     /// Forget what is cached about a feed after a deploy, rollback or delete.
     pub fn invalidate_feed(&self, ws: &str, feed: &str) {
-        self.inner.live.write().expect("live lock").remove(&(ws.to_string(), feed.to_string()));
+        self.inner
+            .live
+            .write()
+            .expect("live lock")
+            .remove(&(ws.to_string(), feed.to_string()));
     }
 
     pub fn invalidate_keys(&self) {
@@ -203,21 +224,40 @@ impl Gateway {
             configs.insert(s.name.clone(), cfg);
             worker.insert(s.name.clone(), json);
         }
-        let ws_sources = Arc::new(WorkspaceSources { configs, worker_json: serde_json::Value::Object(worker) });
-        self.inner.ws_sources.write().expect("sources lock").insert(ws.to_string(), ws_sources.clone());
+        let ws_sources = Arc::new(WorkspaceSources {
+            configs,
+            worker_json: serde_json::Value::Object(worker),
+        });
+        self.inner
+            .ws_sources
+            .write()
+            .expect("sources lock")
+            .insert(ws.to_string(), ws_sources.clone());
         Ok(ws_sources)
     }
 
     pub fn limiter(&self, ws: &str, feed: &str) -> Arc<Limiter> {
         let mut map = self.inner.limiters.lock().expect("limiter lock");
         map.entry((ws.to_string(), feed.to_string()))
-            .or_insert_with(|| Arc::new(Limiter::new(self.inner.cfg.feed_concurrency, self.inner.cfg.feed_queue)))
+            .or_insert_with(|| {
+                Arc::new(Limiter::new(
+                    self.inner.cfg.feed_concurrency,
+                    self.inner.cfg.feed_queue,
+                ))
+            })
             .clone()
     }
 
     /// Call a feed and return its rows as a stream. A `sluice.sql(...)` returned unchanged
     /// is run here, natively, so its rows never pass through Python.
-    pub async fn execute(&self, ws: &str, module: &ModuleSpec, feed: &str, params: &Params, request_id: &str) -> Result<Execution> {
+    pub async fn execute(
+        &self,
+        ws: &str,
+        module: &ModuleSpec,
+        feed: &str,
+        params: &Params,
+        request_id: &str,
+    ) -> Result<Execution> {
         let sources = self.workspace_sources(ws).await?;
         let out = self
             .inner
@@ -234,7 +274,12 @@ impl Gateway {
             )
             .await?;
         match out {
-            CallOutput::Sql { source, query, params, logs } => {
+            CallOutput::Sql {
+                source,
+                query,
+                params,
+                logs,
+            } => {
                 let cfg = sources.configs.get(&source).ok_or_else(|| {
                     let known: Vec<&String> = sources.configs.keys().collect();
                     Error::new(
@@ -243,12 +288,28 @@ impl Gateway {
                     )
                     .with("source", source.as_str())
                 })?;
-                let q = self.inner.sources.query(&source, cfg, &query, &params).await?;
-                Ok(Execution { schema: q.schema, batches: q.batches, logs: Logs::Ready(logs), passthrough: true })
+                let q = self
+                    .inner
+                    .sources
+                    .query(&source, cfg, &query, &params)
+                    .await?;
+                Ok(Execution {
+                    schema: q.schema,
+                    batches: q.batches,
+                    logs: Logs::Ready(logs),
+                    passthrough: true,
+                })
             }
-            CallOutput::Rows { schema, batches, done } => {
-                Ok(Execution { schema, batches, logs: Logs::Pending(done), passthrough: false })
-            }
+            CallOutput::Rows {
+                schema,
+                batches,
+                done,
+            } => Ok(Execution {
+                schema,
+                batches,
+                logs: Logs::Pending(done),
+                passthrough: false,
+            }),
         }
     }
 

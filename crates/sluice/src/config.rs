@@ -119,44 +119,82 @@ impl ServerConfig {
     pub fn load(args: &ServerArgs) -> anyhow::Result<ServerConfig> {
         let file: FileConfig = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("config file {} is not valid", path.display()))?
             }
             None => FileConfig::default(),
         };
-        let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(".sluice"));
-        let data_dir = if data_dir.is_absolute() { data_dir } else { std::env::current_dir()?.join(data_dir) };
-        let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal address"));
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(".sluice"));
+        let data_dir = if data_dir.is_absolute() {
+            data_dir
+        } else {
+            std::env::current_dir()?.join(data_dir)
+        };
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal address"));
         let admin_key = args.admin_key.clone().or(file.admin_key);
-        if let Some(k) = &admin_key {
-            if k.len() < 32 {
-                bail!("SLUICE_ADMIN_KEY is {} characters long: use 32 or more (e.g. `openssl rand -hex 24`)", k.len());
-            }
+        if let Some(k) = admin_key.as_ref().filter(|k| k.len() < 32) {
+            bail!(
+                "SLUICE_ADMIN_KEY is {} characters long: use 32 or more (e.g. `openssl rand -hex 24`)",
+                k.len()
+            );
         }
         let master_key = match args.master_key.clone().or(file.master_key) {
             Some(hex_key) => Some(parse_master_key(&hex_key)?),
             None => None,
         };
         // Without an explicit URL the server fills it in once it knows its bound address.
-        let public_url = args.public_url.clone().or(file.public_url).unwrap_or_default();
+        let public_url = args
+            .public_url
+            .clone()
+            .or(file.public_url)
+            .unwrap_or_default();
         let rf = file.runtime;
-        let defaults = sluice_runtime::RuntimeConfig { data_dir: data_dir.clone(), ..Default::default() };
+        let defaults = sluice_runtime::RuntimeConfig {
+            data_dir: data_dir.clone(),
+            ..Default::default()
+        };
         let runtime = sluice_runtime::RuntimeConfig {
-            python: args.python.clone().or(rf.python).unwrap_or(defaults.python.clone()),
+            python: args
+                .python
+                .clone()
+                .or(rf.python)
+                .unwrap_or(defaults.python.clone()),
             uv: args.uv.clone().or(rf.uv),
             uv_cache_dir: args.uv_cache_dir.clone().or(rf.uv_cache_dir),
             pool_min: rf.workers_min.unwrap_or(defaults.pool_min),
-            pool_max: args.workers_max.or(rf.workers_max).unwrap_or(defaults.pool_max),
+            pool_max: args
+                .workers_max
+                .or(rf.workers_max)
+                .unwrap_or(defaults.pool_max),
             queue: rf.queue.unwrap_or(defaults.queue),
-            call_timeout: args.call_timeout.or(rf.call_timeout).map(Duration::from_secs).unwrap_or(defaults.call_timeout),
-            memory_limit_mb: args.worker_memory_mb.or(rf.worker_memory_mb).unwrap_or(defaults.memory_limit_mb),
+            call_timeout: args
+                .call_timeout
+                .or(rf.call_timeout)
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.call_timeout),
+            memory_limit_mb: args
+                .worker_memory_mb
+                .or(rf.worker_memory_mb)
+                .unwrap_or(defaults.memory_limit_mb),
             ..defaults
         };
         let gf = file.gateway;
         let gd = sluice_gateway::GatewayConfig::default();
         let gateway = sluice_gateway::GatewayConfig {
             public_url,
-            feed_concurrency: args.feed_concurrency.or(gf.feed_concurrency).unwrap_or(gd.feed_concurrency),
+            feed_concurrency: args
+                .feed_concurrency
+                .or(gf.feed_concurrency)
+                .unwrap_or(gd.feed_concurrency),
             feed_queue: args.feed_queue.or(gf.feed_queue).unwrap_or(gd.feed_queue),
             cache_bytes: gf.cache_mb.map(|m| m << 20).unwrap_or(gd.cache_bytes),
             ..gd
@@ -176,7 +214,9 @@ impl ServerConfig {
 
 fn parse_master_key(s: &str) -> anyhow::Result<[u8; 32]> {
     let bytes = hex::decode(s.trim()).context("SLUICE_MASTER_KEY must be 64 hex characters")?;
-    bytes.try_into().map_err(|_| anyhow::anyhow!("SLUICE_MASTER_KEY must be 64 hex characters (32 bytes)"))
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("SLUICE_MASTER_KEY must be 64 hex characters (32 bytes)"))
 }
 
 #[cfg(test)]
@@ -188,7 +228,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sluice.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:9000\"\npublic_url = \"https://data.example\"\n[runtime]\nworkers_max = 7\ncall_timeout = 5\n[gateway]\nfeed_queue = 3\n").unwrap();
-        let args = ServerArgs { config: Some(file), feed_queue: Some(9), ..Default::default() };
+        let args = ServerArgs {
+            config: Some(file),
+            feed_queue: Some(9),
+            ..Default::default()
+        };
         let c = ServerConfig::load(&args).unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.runtime.pool_max, 7);
@@ -200,12 +244,23 @@ mod tests {
 
     #[test]
     fn bad_values_are_explained() {
-        let args = ServerArgs { admin_key: Some("short".into()), ..Default::default() };
-        assert!(ServerConfig::load(&args).unwrap_err().to_string().contains("32 or more"));
+        let args = ServerArgs {
+            admin_key: Some("short".into()),
+            ..Default::default()
+        };
+        assert!(
+            ServerConfig::load(&args)
+                .unwrap_err()
+                .to_string()
+                .contains("32 or more")
+        );
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "lisen = 1").unwrap();
-        let args = ServerArgs { config: Some(file), ..Default::default() };
+        let args = ServerArgs {
+            config: Some(file),
+            ..Default::default()
+        };
         let e = format!("{:#}", ServerConfig::load(&args).unwrap_err());
         assert!(e.contains("lisen"), "{e}");
         assert!(parse_master_key("abcd").is_err());

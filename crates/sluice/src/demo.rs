@@ -7,7 +7,13 @@ use std::path::Path;
 
 pub const REGIONS: [&str; 4] = ["EU", "NA", "APAC", "LATAM"];
 pub const CHANNELS: [&str; 3] = ["online", "retail", "partner"];
-const CATEGORIES: [&str; 5] = ["hardware", "software", "services", "accessories", "training"];
+const CATEGORIES: [&str; 5] = [
+    "hardware",
+    "software",
+    "services",
+    "accessories",
+    "training",
+];
 const SEGMENTS: [&str; 3] = ["enterprise", "mid-market", "smb"];
 pub const PRODUCTS: i64 = 60;
 pub const CUSTOMERS: i64 = 2000;
@@ -39,7 +45,9 @@ pub async fn ensure_warehouse(path: &Path) -> anyhow::Result<()> {
     }
     let tmp = path.with_extension("db.partial");
     let _ = std::fs::remove_file(&tmp);
-    let opts = SqliteConnectOptions::new().filename(&tmp).create_if_missing(true);
+    let opts = SqliteConnectOptions::new()
+        .filename(&tmp)
+        .create_if_missing(true);
     let mut c = SqliteConnection::connect_with(&opts).await?;
     let mut tx = c.begin().await?;
     sqlx::raw_sql(
@@ -78,16 +86,23 @@ pub async fn ensure_warehouse(path: &Path) -> anyhow::Result<()> {
     // Multi-row inserts: one statement per 100 rows is ~20× faster than row by row.
     let row_sql = "(?, ?, ?, ?, ?, ?, ?)";
     let batch = 100;
-    let stmt = format!("insert into sales values {}", vec![row_sql; batch].join(", "));
+    let stmt = format!(
+        "insert into sales values {}",
+        vec![row_sql; batch].join(", ")
+    );
     for d in 0..DAYS {
-        let day = (first + chrono::Duration::days(d)).format("%Y-%m-%d").to_string();
+        let day = (first + chrono::Duration::days(d))
+            .format("%Y-%m-%d")
+            .to_string();
         for _ in 0..ROWS_PER_DAY / batch as i64 {
             let mut q = sqlx::query(&stmt);
             for _ in 0..batch {
                 let product = 1 + rng.below(PRODUCTS as u64) as i64;
                 let units = 1 + rng.below(20) as i64;
                 let discount = 1.0 - (rng.below(20) as f64) / 100.0;
-                let amount = ((prices[(product - 1) as usize] * units as f64 * discount) * 100.0).round() / 100.0;
+                let amount = ((prices[(product - 1) as usize] * units as f64 * discount) * 100.0)
+                    .round()
+                    / 100.0;
                 q = q
                     .bind(day.clone())
                     .bind(REGIONS[rng.below(4) as usize])
@@ -111,15 +126,26 @@ pub async fn ensure_warehouse(path: &Path) -> anyhow::Result<()> {
 
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
 }
 
 /// The example feeds deployed into `demo` on first start.
 pub const EXAMPLE_FEEDS: &[(&str, &str)] = &[
     ("hello.py", include_str!("../../../examples/feeds/hello.py")),
-    ("sales_by_region.py", include_str!("../../../examples/feeds/sales_by_region.py")),
-    ("customer_segments.py", include_str!("../../../examples/feeds/customer_segments.py")),
-    ("monthly_revenue.py", include_str!("../../../examples/feeds/monthly_revenue.py")),
+    (
+        "sales_by_region.py",
+        include_str!("../../../examples/feeds/sales_by_region.py"),
+    ),
+    (
+        "customer_segments.py",
+        include_str!("../../../examples/feeds/customer_segments.py"),
+    ),
+    (
+        "monthly_revenue.py",
+        include_str!("../../../examples/feeds/monthly_revenue.py"),
+    ),
 ];
 
 #[cfg(test)]
@@ -136,7 +162,9 @@ mod tests {
         ensure_warehouse(&b).await.unwrap();
         let mut sums = Vec::new();
         for p in [&a, &b] {
-            let mut c = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(p)).await.unwrap();
+            let mut c = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(p))
+                .await
+                .unwrap();
             let row = sqlx::query("select count(*), round(sum(amount), 2), min(day), max(day), count(distinct region) from sales")
                 .fetch_one(&mut c)
                 .await
@@ -146,7 +174,10 @@ mod tests {
             assert_eq!(row.get::<String, _>(2), FIRST_DAY);
             assert_eq!(row.get::<i64, _>(4), 4);
             sums.push(row.get::<f64, _>(1));
-            let p: i64 = sqlx::query_scalar("select count(*) from products").fetch_one(&mut c).await.unwrap();
+            let p: i64 = sqlx::query_scalar("select count(*) from products")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
             assert_eq!(p, PRODUCTS);
         }
         assert_eq!(sums[0], sums[1], "same seed, same data");

@@ -11,7 +11,11 @@ use config::{ServerArgs, ServerConfig};
 use tracing_subscriber::{EnvFilter, fmt};
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Publish Python functions as live, governed data feeds for BI tools")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Publish Python functions as live, governed data feeds for BI tools"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,17 +34,28 @@ enum Command {
 }
 
 fn init_logs(json: bool) {
-    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let filter = EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
     if json {
-        fmt().with_env_filter(filter).json().with_writer(std::io::stderr).init();
+        fmt()
+            .with_env_filter(filter)
+            .json()
+            .with_writer(std::io::stderr)
+            .init();
     } else {
-        fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
     }
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -39,13 +39,22 @@ fn master_key(cfg: &ServerConfig) -> anyhow::Result<[u8; 32]> {
     if let Some(k) = cfg.master_key {
         return Ok(k);
     }
-    if cfg.database_url.as_deref().is_some_and(|u| u.starts_with("postgres")) {
-        anyhow::bail!("a PostgreSQL store needs SLUICE_MASTER_KEY (64 hex characters, e.g. `openssl rand -hex 32`): it encrypts data-source credentials");
+    if cfg
+        .database_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("postgres"))
+    {
+        anyhow::bail!(
+            "a PostgreSQL store needs SLUICE_MASTER_KEY (64 hex characters, e.g. `openssl rand -hex 32`): it encrypts data-source credentials"
+        );
     }
     let path = cfg.data_dir.join("master.key");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        let bytes = hex::decode(text.trim()).with_context(|| format!("{} is damaged: restore it from a backup", path.display()))?;
-        return bytes.try_into().map_err(|_| anyhow::anyhow!("{} is damaged: restore it from a backup", path.display()));
+        let bytes = hex::decode(text.trim())
+            .with_context(|| format!("{} is damaged: restore it from a backup", path.display()))?;
+        return bytes.try_into().map_err(|_| {
+            anyhow::anyhow!("{} is damaged: restore it from a backup", path.display())
+        });
     }
     let key: [u8; 32] = rand::random();
     write_private(&path, &hex::encode(key))?;
@@ -55,7 +64,12 @@ fn master_key(cfg: &ServerConfig) -> anyhow::Result<[u8; 32]> {
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -63,11 +77,17 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 /// Make sure an admin key exists and return it when we know its secret.
-async fn ensure_admin_key(store: &Store, cfg: &ServerConfig, mode: Mode) -> anyhow::Result<Option<String>> {
+async fn ensure_admin_key(
+    store: &Store,
+    cfg: &ServerConfig,
+    mode: Mode,
+) -> anyhow::Result<Option<String>> {
     let key_file = cfg.data_dir.join("admin.key");
     let secret = match &cfg.admin_key {
         Some(k) => k.clone(),
-        None if mode == Mode::AllInOne && key_file.exists() => std::fs::read_to_string(&key_file)?.trim().to_string(),
+        None if mode == Mode::AllInOne && key_file.exists() => {
+            std::fs::read_to_string(&key_file)?.trim().to_string()
+        }
         None if store.setting("initialized").await?.is_some() => return Ok(None),
         None => keys::generate().secret,
     };
@@ -77,7 +97,13 @@ async fn ensure_admin_key(store: &Store, cfg: &ServerConfig, mode: Mode) -> anyh
         Some(k) if keys::hashes_equal(&k.hash, &hash) => {}
         _ => {
             store
-                .create_key(NewKey { name: "admin".into(), prefix, hash, role: Role::Admin, workspace: None })
+                .create_key(NewKey {
+                    name: "admin".into(),
+                    prefix,
+                    hash,
+                    role: Role::Admin,
+                    workspace: None,
+                })
                 .await?;
         }
     }
@@ -99,9 +125,13 @@ async fn bootstrap(gw: &Gateway, cfg: &ServerConfig, mode: Mode) -> anyhow::Resu
         if !wh.exists() {
             tracing::info!("generating the sample warehouse (one time, a few seconds)");
         }
-        demo::ensure_warehouse(&wh).await.context("could not create the sample warehouse")?;
+        demo::ensure_warehouse(&wh)
+            .await
+            .context("could not create the sample warehouse")?;
         if store.source("warehouse").await?.is_none() {
-            store.upsert_source("warehouse", "sqlite", &serde_json::json!({"path": wh})).await?;
+            store
+                .upsert_source("warehouse", "sqlite", &serde_json::json!({"path": wh}))
+                .await?;
             store.grant_source("warehouse", "demo").await?;
         }
     }
@@ -109,7 +139,12 @@ async fn bootstrap(gw: &Gateway, cfg: &ServerConfig, mode: Mode) -> anyhow::Resu
 }
 
 async fn deploy_examples(gw: Gateway) {
-    let admin = Principal { name: "sluice".into(), prefix: String::new(), role: Role::Admin, workspace: None };
+    let admin = Principal {
+        name: "sluice".into(),
+        prefix: String::new(),
+        role: Role::Admin,
+        workspace: None,
+    };
     let mut ok = true;
     for (file, source) in demo::EXAMPLE_FEEDS {
         match sluice_control::deploy_module(&gw, &admin, "demo", file, source).await {
@@ -142,29 +177,44 @@ async fn shutdown_signal() {
 }
 
 pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let url = match &cfg.database_url {
         Some(u) => u.clone(),
         None => format!("sqlite://{}", cfg.data_dir.join("sluice.db").display()),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .with_context(|| format!("cannot listen on {}: is another server running there? pick one with --listen", cfg.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is another server running there? pick one with --listen",
+                cfg.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
     if cfg.gateway.public_url.is_empty() {
         cfg.gateway.public_url = format!("http://{addr}");
     }
-    let store = Store::open(&url, master_key(&cfg)?).await.with_context(|| "cannot open the metadata store".to_string())?;
+    let store = Store::open(&url, master_key(&cfg)?)
+        .await
+        .with_context(|| "cannot open the metadata store".to_string())?;
     let admin_secret = ensure_admin_key(&store, &cfg, mode).await?;
     let runtime = sluice_runtime::Runtime::start(cfg.runtime.clone()).await?;
-    let gw = Gateway::new(store.clone(), runtime.clone(), sluice_sources::Sources::new(), cfg.gateway.clone());
+    let gw = Gateway::new(
+        store.clone(),
+        runtime.clone(),
+        sluice_sources::Sources::new(),
+        cfg.gateway.clone(),
+    );
     let examples = bootstrap(&gw, &cfg, mode).await?;
     store.set_setting("initialized", "1").await?;
 
     println!("Sluice is running at http://{addr}");
     match &admin_secret {
         Some(k) => println!("Admin key: {k}"),
-        None => println!("Admin key: set at first start (SLUICE_ADMIN_KEY) — create more with `sluice keys create`"),
+        None => println!(
+            "Admin key: set at first start (SLUICE_ADMIN_KEY) — create more with `sluice keys create`"
+        ),
     }
     println!("Try:  curl -u x:<key> 'http://{addr}/feeds/demo/hello?name=you&format=csv'");
     let _ = std::io::stdout().flush();
@@ -185,10 +235,14 @@ pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
         warm.set_ready(true);
     });
 
-    axum::serve(listener, app(gw.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app(gw.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     warming.abort();
     gw.set_ready(false);
-    tokio::time::timeout(Duration::from_secs(10), runtime.shutdown()).await.ok();
+    tokio::time::timeout(Duration::from_secs(10), runtime.shutdown())
+        .await
+        .ok();
     tracing::info!("stopped");
     Ok(())
 }

@@ -16,13 +16,27 @@ fn admin() -> &'static str {
 fn the_core_loop_from_init_to_delete() {
     let s = Server::start(Opts::default());
     let http = s.http();
-    assert!(s.stdout.iter().any(|l| l.contains(ADMIN_KEY)), "up prints the admin key: {:?}", s.stdout);
+    assert!(
+        s.stdout.iter().any(|l| l.contains(ADMIN_KEY)),
+        "up prints the admin key: {:?}",
+        s.stdout
+    );
 
     // The examples are live on first start.
     let (st, feeds) = http.json("/api/v1/workspaces/demo/feeds", admin());
     assert_eq!(st, 200, "{feeds}");
-    let names: Vec<&str> = feeds.as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
-    for n in ["hello", "sales_by_region", "customer_segments", "monthly_revenue"] {
+    let names: Vec<&str> = feeds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "hello",
+        "sales_by_region",
+        "customer_segments",
+        "monthly_revenue",
+    ] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
 
@@ -30,47 +44,97 @@ fn the_core_loop_from_init_to_delete() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let out = s.cli(h, admin(), &["login", &s.url, "--key", admin()]).ok();
-    assert!(out.stdout.contains("admin") || out.stderr.contains("admin"), "{out:?}");
+    assert!(
+        out.stdout.contains("admin") || out.stderr.contains("admin"),
+        "{out:?}"
+    );
     s.cli(h, admin(), &["init", "top_products"]).ok();
     assert!(h.join("top_products.py").exists());
     let again = s.cli(h, admin(), &["init", "top_products"]);
     assert_ne!(again.code, 0, "init must not overwrite");
 
-    let run = s.cli(h, admin(), &["run", "top_products.py", "-p", "limit=5", "--output", "json"]).ok();
-    let v: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    let run = s
+        .cli(
+            h,
+            admin(),
+            &[
+                "run",
+                "top_products.py",
+                "-p",
+                "limit=5",
+                "--output",
+                "json",
+            ],
+        )
+        .ok();
+    let v: Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
     assert_eq!(v["rows"].as_array().unwrap().len(), 5, "{v}");
     // Not deployed by run.
-    assert_eq!(http.get_key("/feeds/demo/top_products", admin()).status(), 404);
+    assert_eq!(
+        http.get_key("/feeds/demo/top_products", admin()).status(),
+        404
+    );
 
     let dep = s.cli(h, admin(), &["deploy", "top_products.py"]).ok();
     assert!(dep.stdout.contains("top_products"), "{dep:?}");
 
     // The same call a BI tool makes: Basic auth with the key as password, CSV.
-    let r = http.get("/feeds/demo/top_products?limit=5&format=csv").basic_auth("x", Some(admin())).send().unwrap();
+    let r = http
+        .get("/feeds/demo/top_products?limit=5&format=csv")
+        .basic_auth("x", Some(admin()))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
     let csv = r.text().unwrap();
     assert_eq!(csv.lines().count(), 6, "header + 5 rows:\n{csv}");
 
     // Every format, from ?format= and from Accept.
     let r = http.get_key("/feeds/demo/top_products?limit=3", admin());
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
     let rows: Vec<Value> = r.json().unwrap();
     assert_eq!(rows.len(), 3);
-    let nd = http.get("/feeds/demo/top_products?limit=3").bearer_auth(admin()).header("accept", "application/x-ndjson").send().unwrap();
+    let nd = http
+        .get("/feeds/demo/top_products?limit=3")
+        .bearer_auth(admin())
+        .header("accept", "application/x-ndjson")
+        .send()
+        .unwrap();
     let nd_text = nd.text().unwrap();
     assert_eq!(nd_text.lines().count(), 3);
     let first: Value = serde_json::from_str(nd_text.lines().next().unwrap()).unwrap();
     assert_eq!(first, rows[0], "ndjson and json agree");
     let arrow = http.get_key("/feeds/demo/top_products?limit=3&format=arrow", admin());
-    assert_eq!(arrow.headers()["content-type"], "application/vnd.apache.arrow.stream");
+    assert_eq!(
+        arrow.headers()["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
     let bytes = arrow.bytes().unwrap();
-    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None).unwrap();
+    let reader =
+        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None)
+            .unwrap();
     let n: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(n, 3);
 
     // CLI call streams the body.
-    let call = s.cli(h, admin(), &["call", "top_products", "-p", "limit=2", "--format", "csv"]).ok();
+    let call = s
+        .cli(
+            h,
+            admin(),
+            &["call", "top_products", "-p", "limit=2", "--format", "csv"],
+        )
+        .ok();
     assert_eq!(call.stdout.lines().count(), 3, "{call:?}");
 
     // A second revision, then rollback to the first.
@@ -83,8 +147,17 @@ fn the_core_loop_from_init_to_delete() {
     s.cli(h, admin(), &["deploy", "top_products.py"]).ok();
     let (_, f) = http.json("/api/v1/workspaces/demo/feeds/top_products", admin());
     assert_eq!(f["live_revision"], 2);
-    assert!(f["doc"].as_str().unwrap().starts_with("Revision two"), "{f}");
-    let revs = s.cli(h, admin(), &["revisions", "top_products", "--output", "json"]).ok();
+    assert!(
+        f["doc"].as_str().unwrap().starts_with("Revision two"),
+        "{f}"
+    );
+    let revs = s
+        .cli(
+            h,
+            admin(),
+            &["revisions", "top_products", "--output", "json"],
+        )
+        .ok();
     let revs: Value = serde_json::from_str(&revs.stdout).unwrap();
     assert_eq!(revs.as_array().unwrap().len(), 2);
     s.cli(h, admin(), &["rollback", "top_products", "1"]).ok();
@@ -95,14 +168,31 @@ fn the_core_loop_from_init_to_delete() {
     assert_eq!(r.headers()["x-sluice-revision"], "1");
 
     // Delete.
-    assert_eq!(f1["url"], format!("{}/feeds/demo/top_products", s.url), "links use the real address");
+    assert_eq!(
+        f1["url"],
+        format!("{}/feeds/demo/top_products", s.url),
+        "links use the real address"
+    );
     s.cli(h, admin(), &["delete", "top_products", "--yes"]).ok();
-    assert_eq!(http.get_key("/feeds/demo/top_products", admin()).status(), 404);
+    assert_eq!(
+        http.get_key("/feeds/demo/top_products", admin()).status(),
+        404
+    );
 
     // gzip when asked.
-    let r = http.get("/feeds/demo/sales_by_region?region=NA").bearer_auth(admin()).header("accept-encoding", "gzip").send().unwrap();
+    let r = http
+        .get("/feeds/demo/sales_by_region?region=NA")
+        .bearer_auth(admin())
+        .header("accept-encoding", "gzip")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers().get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
+    assert_eq!(
+        r.headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap()),
+        Some("gzip")
+    );
 
     // Request ids come back.
     let r = http.get_key("/feeds/demo/hello", admin());
@@ -117,35 +207,86 @@ fn auth_roles_and_parameter_errors() {
     // No key: 401 with a Basic challenge (Excel and Tableau need it to prompt).
     let r = http.get("/feeds/demo/hello").send().unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let p: Value = r.json().unwrap();
     assert_eq!(p["code"], "unauthenticated");
-    let (st, p) = http.json("/feeds/demo/hello", "sk_aaaaaaaaaa_wrongwrongwrongwrongwrongwrongwron");
+    let (st, p) = http.json(
+        "/feeds/demo/hello",
+        "sk_aaaaaaaaaa_wrongwrongwrongwrongwrongwrongwron",
+    );
     assert_eq!((st, p["code"].as_str()), (401, Some("invalid_key")));
 
     // Every place a key may travel.
-    assert_eq!(http.get("/feeds/demo/hello").header("x-api-key", admin()).send().unwrap().status(), 200);
-    assert_eq!(http.get(&format!("/feeds/demo/hello?api_key={}", admin())).send().unwrap().status(), 200);
+    assert_eq!(
+        http.get("/feeds/demo/hello")
+            .header("x-api-key", admin())
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(&format!("/feeds/demo/hello?api_key={}", admin()))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
 
     // Keys per workspace and role.
     let (st, _) = http.post("/api/v1/workspaces", admin(), json!({"name": "finance"}));
     assert_eq!(st, 201);
-    let (st, viewer) = http.post("/api/v1/keys", admin(), json!({"name": "tableau", "role": "viewer", "workspace": "demo"}));
+    let (st, viewer) = http.post(
+        "/api/v1/keys",
+        admin(),
+        json!({"name": "tableau", "role": "viewer", "workspace": "demo"}),
+    );
     assert_eq!(st, 201, "{viewer}");
     let viewer = viewer["secret"].as_str().unwrap().to_string();
-    let (_, other) = http.post("/api/v1/keys", admin(), json!({"name": "fin", "role": "editor", "workspace": "finance"}));
+    let (_, other) = http.post(
+        "/api/v1/keys",
+        admin(),
+        json!({"name": "fin", "role": "editor", "workspace": "finance"}),
+    );
     let other = other["secret"].as_str().unwrap().to_string();
 
-    assert_eq!(http.get_key("/feeds/demo/hello", &viewer).status(), 200, "a viewer may call feeds");
-    let (st, p) = http.deploy(&viewer, "demo", "x.py", "import sluice\n@sluice.feed\ndef x():\n    return []\n");
-    assert_eq!((st, p["code"].as_str()), (403, Some("forbidden")), "a viewer may not deploy: {p}");
+    assert_eq!(
+        http.get_key("/feeds/demo/hello", &viewer).status(),
+        200,
+        "a viewer may call feeds"
+    );
+    let (st, p) = http.deploy(
+        &viewer,
+        "demo",
+        "x.py",
+        "import sluice\n@sluice.feed\ndef x():\n    return []\n",
+    );
+    assert_eq!(
+        (st, p["code"].as_str()),
+        (403, Some("forbidden")),
+        "a viewer may not deploy: {p}"
+    );
     let (st, p) = http.json("/feeds/demo/hello", &other);
-    assert_eq!((st, p["code"].as_str()), (404, Some("workspace_not_found")), "other workspaces are invisible: {p}");
+    assert_eq!(
+        (st, p["code"].as_str()),
+        (404, Some("workspace_not_found")),
+        "other workspaces are invisible: {p}"
+    );
 
     // Revoked keys stop working at once.
     let prefix = viewer.split('_').nth(1).unwrap().to_string();
-    let r = http.client.delete(format!("{}/api/v1/keys/{prefix}", http.base)).bearer_auth(admin()).send().unwrap();
+    let r = http
+        .client
+        .delete(format!("{}/api/v1/keys/{prefix}", http.base))
+        .bearer_auth(admin())
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(http.get_key("/feeds/demo/hello", &viewer).status(), 401);
 
@@ -154,10 +295,17 @@ fn auth_roles_and_parameter_errors() {
     assert_eq!(st, 400);
     assert_eq!(p["code"], "invalid_parameter");
     assert_eq!(p["parameter"], "since");
-    assert!(p["detail"].as_str().unwrap().contains("yesterday") && p["detail"].as_str().unwrap().contains("YYYY-MM-DD"), "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("yesterday")
+            && p["detail"].as_str().unwrap().contains("YYYY-MM-DD"),
+        "{p}"
+    );
     let (st, p) = http.json("/feeds/demo/sales_by_region?regoin=EU", admin());
     assert_eq!((st, p["code"].as_str()), (400, Some("unknown_parameter")));
-    assert!(p["detail"].as_str().unwrap().contains("region"), "the error lists the known parameters: {p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("region"),
+        "the error lists the known parameters: {p}"
+    );
     let (st, p) = http.json("/feeds/demo/hello?format=xlsx", admin());
     assert_eq!((st, p["code"].as_str()), (400, Some("unsupported_format")));
     let (st, p) = http.json("/feeds/demo/nope", admin());
@@ -169,10 +317,30 @@ fn deploy_errors_name_the_cause() {
     let s = Server::start(Opts::default());
     let http = s.http();
     let cases = [
-        ("syntax.py", "import sluice\n\n@sluice.feed\ndef f(:\n    pass\n", "syntax", Some(4)),
-        ("imports.py", "import sluice\nimport not_a_module_xyz\n\n@sluice.feed\ndef f():\n    return []\n", "not_a_module_xyz", Some(2)),
-        ("nofeed.py", "def f():\n    return []\n", "@sluice.feed", None),
-        ("badtype.py", "import sluice\n\n@sluice.feed\ndef f(x: dict = {}):\n    return []\n", "dict", Some(4)),
+        (
+            "syntax.py",
+            "import sluice\n\n@sluice.feed\ndef f(:\n    pass\n",
+            "syntax",
+            Some(4),
+        ),
+        (
+            "imports.py",
+            "import sluice\nimport not_a_module_xyz\n\n@sluice.feed\ndef f():\n    return []\n",
+            "not_a_module_xyz",
+            Some(2),
+        ),
+        (
+            "nofeed.py",
+            "def f():\n    return []\n",
+            "@sluice.feed",
+            None,
+        ),
+        (
+            "badtype.py",
+            "import sluice\n\n@sluice.feed\ndef f(x: dict = {}):\n    return []\n",
+            "dict",
+            Some(4),
+        ),
         (
             "baddep.py",
             "# /// script\n# dependencies = [\"this-package-does-not-exist-sluice-test\"]\n# ///\nimport sluice\n@sluice.feed\ndef f():\n    return []\n",
@@ -218,22 +386,43 @@ def big(n: int = 1000000):
 
 #[test]
 fn failures_stay_inside_their_feed() {
-    let s = Server::start(Opts { env: vec![("SLUICE_CALL_TIMEOUT".into(), "3".into())], ..Default::default() });
+    let s = Server::start(Opts {
+        env: vec![("SLUICE_CALL_TIMEOUT".into(), "3".into())],
+        ..Default::default()
+    });
     let http = s.http();
     let (st, p) = http.deploy(admin(), "demo", "crashy.py", CRASHY);
     assert_eq!(st, 201, "{p}");
 
     let (st, p) = http.json("/feeds/demo/crashy?mode=raise", admin());
     assert_eq!((st, p["code"].as_str()), (500, Some("feed_raised")), "{p}");
-    assert!(p["traceback"].as_str().unwrap().contains("ValueError"), "editors see the traceback: {p}");
-    let (_, viewer) = http.post("/api/v1/keys", admin(), json!({"name": "v", "role": "viewer", "workspace": "demo"}));
-    let (st, p) = http.json("/feeds/demo/crashy?mode=raise", viewer["secret"].as_str().unwrap());
+    assert!(
+        p["traceback"].as_str().unwrap().contains("ValueError"),
+        "editors see the traceback: {p}"
+    );
+    let (_, viewer) = http.post(
+        "/api/v1/keys",
+        admin(),
+        json!({"name": "v", "role": "viewer", "workspace": "demo"}),
+    );
+    let (st, p) = http.json(
+        "/feeds/demo/crashy?mode=raise",
+        viewer["secret"].as_str().unwrap(),
+    );
     assert_eq!(st, 500);
     assert!(p.get("traceback").is_none(), "viewers don't: {p}");
 
     let (st, p) = http.json("/feeds/demo/crashy?mode=exit", admin());
-    assert_eq!((st, p["code"].as_str()), (502, Some("worker_crashed")), "{p}");
-    assert_eq!(http.get_key("/feeds/demo/hello", admin()).status(), 200, "other feeds are unaffected");
+    assert_eq!(
+        (st, p["code"].as_str()),
+        (502, Some("worker_crashed")),
+        "{p}"
+    );
+    assert_eq!(
+        http.get_key("/feeds/demo/hello", admin()).status(),
+        200,
+        "other feeds are unaffected"
+    );
     let (st, _) = http.json("/feeds/demo/crashy?mode=ok", admin());
     assert_eq!(st, 200, "the crashed worker was replaced");
 
@@ -247,12 +436,26 @@ fn failures_stay_inside_their_feed() {
     let (st, logs) = http.json("/api/v1/workspaces/demo/feeds/crashy/logs", admin());
     assert_eq!(st, 200, "{logs}");
     let logs = logs.as_array().unwrap();
-    assert!(logs.iter().any(|l| l["stdout"].as_str().unwrap_or("").contains("called with raise") && l["status"] == 500), "{logs:?}");
-    assert!(logs.iter().any(|l| l["error_code"] == "timeout"), "{logs:?}");
+    assert!(
+        logs.iter().any(|l| l["stdout"]
+            .as_str()
+            .unwrap_or("")
+            .contains("called with raise")
+            && l["status"] == 500),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter().any(|l| l["error_code"] == "timeout"),
+        "{logs:?}"
+    );
 
     // A 1M-row result streams: the server never holds it whole.
     let before = peak_rss_kib(s.pid());
-    let mut r = http.get("/feeds/demo/big?format=ndjson").bearer_auth(admin()).send().unwrap();
+    let mut r = http
+        .get("/feeds/demo/big?format=ndjson")
+        .bearer_auth(admin())
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     let mut lines = 0usize;
     let mut buf = [0u8; 65536];
@@ -266,10 +469,19 @@ fn failures_stay_inside_their_feed() {
     assert_eq!(lines, 1_000_000);
     let after = peak_rss_kib(s.pid());
     // 1M rows as NDJSON is ~30 MB; the server's peak may not grow by anything like it.
-    assert!(after.saturating_sub(before) < 25_000, "peak RSS grew {} KiB while streaming", after - before);
+    assert!(
+        after.saturating_sub(before) < 25_000,
+        "peak RSS grew {} KiB while streaming",
+        after - before
+    );
 
     let metrics = http.get("/metrics").send().unwrap().text().unwrap();
-    assert!(metrics.contains("sluice_feed_requests_total{workspace=\"demo\",feed=\"crashy\",status=\"502\"}"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "sluice_feed_requests_total{workspace=\"demo\",feed=\"crashy\",status=\"502\"}"
+        ),
+        "{metrics}"
+    );
     assert!(metrics.contains("sluice_feed_request_duration_seconds_bucket"));
     assert!(metrics.contains("sluice_workers{"));
 }
@@ -277,7 +489,10 @@ fn failures_stay_inside_their_feed() {
 #[test]
 fn a_full_queue_answers_429() {
     let s = Server::start(Opts {
-        env: vec![("SLUICE_FEED_CONCURRENCY".into(), "1".into()), ("SLUICE_FEED_QUEUE".into(), "0".into())],
+        env: vec![
+            ("SLUICE_FEED_CONCURRENCY".into(), "1".into()),
+            ("SLUICE_FEED_QUEUE".into(), "0".into()),
+        ],
         ..Default::default()
     });
     let http = s.http();
@@ -285,7 +500,12 @@ fn a_full_queue_answers_429() {
     assert_eq!(st, 201, "{p}");
     let base = s.url.clone();
     let busy = std::thread::spawn(move || {
-        reqwest::blocking::Client::new().get(format!("{base}/feeds/demo/slow?s=3")).bearer_auth(ADMIN_KEY).send().unwrap().status()
+        reqwest::blocking::Client::new()
+            .get(format!("{base}/feeds/demo/slow?s=3"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .unwrap()
+            .status()
     });
     std::thread::sleep(Duration::from_millis(800));
     let r = http.get_key("/feeds/demo/slow?s=0", admin());
@@ -305,19 +525,35 @@ fn restart_keeps_everything_and_sigterm_drains() {
     assert_eq!(st, 201, "{p}");
     let base = s.url.clone();
     let in_flight = std::thread::spawn(move || {
-        let r = reqwest::blocking::Client::new().get(format!("{base}/feeds/demo/slow?s=2")).bearer_auth(ADMIN_KEY).send().unwrap();
+        let r = reqwest::blocking::Client::new()
+            .get(format!("{base}/feeds/demo/slow?s=2"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .unwrap();
         (r.status().as_u16(), r.text().unwrap())
     });
     std::thread::sleep(Duration::from_millis(700));
     let status = s.stop();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     let (code, body) = in_flight.join().unwrap();
-    assert_eq!(code, 200, "the in-flight request finished during shutdown: {body}");
+    assert_eq!(
+        code, 200,
+        "the in-flight request finished during shutdown: {body}"
+    );
 
     let s = Server::start_in(dir, Some(tmp), Opts::default());
     let http = s.http();
     let (st, _) = http.json("/feeds/demo/slow?s=0", admin());
     assert_eq!(st, 200, "deployed feeds survive a restart");
     let (_, feeds) = http.json("/api/v1/workspaces/demo/feeds", admin());
-    assert_eq!(feeds.as_array().unwrap().iter().filter(|f| f["name"] == "hello").count(), 1, "examples are not deployed twice");
+    assert_eq!(
+        feeds
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["name"] == "hello")
+            .count(),
+        1,
+        "examples are not deployed twice"
+    );
 }

@@ -10,7 +10,8 @@ use std::process::Command;
 
 /// Base URL of a PostgreSQL we may create databases on.
 fn pg_base() -> String {
-    std::env::var("SLUICE_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("SLUICE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 struct TempDb {
@@ -31,20 +32,31 @@ impl TempDb {
 impl Drop for TempDb {
     fn drop(&mut self) {
         let _ = Command::new("psql")
-            .args([&format!("{}/postgres", pg_base()), "-qc", &format!("drop database if exists {} with (force)", self.name)])
+            .args([
+                &format!("{}/postgres", pg_base()),
+                "-qc",
+                &format!("drop database if exists {} with (force)", self.name),
+            ])
             .output();
     }
 }
 
 fn rand_suffix() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
 }
 
 fn psql(db: &str, sql: &str) -> String {
     let out = Command::new("psql").args([&format!("{}/{db}", pg_base()), "-qAtc", sql]).output().expect(
         "psql is needed for the PostgreSQL tests; a PostgreSQL must accept user postgres on 127.0.0.1:5432 (or set SLUICE_TEST_PG_URL)",
     );
-    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -79,31 +91,82 @@ fn a_postgresql_data_source_serves_natively_and_through_python() {
     let s = Server::start(Opts::default());
     let http = s.http();
     let home = tempfile::tempdir().unwrap();
-    let out = s.cli(home.path(), ADMIN_KEY, &["sources", "add", "shop", "--kind", "postgres", "--url", &db.url(), "--grant", "demo"]).ok();
-    assert!(!out.stdout.contains("postgres://"), "credentials are never echoed: {out:?}");
+    let out = s
+        .cli(
+            home.path(),
+            ADMIN_KEY,
+            &[
+                "sources",
+                "add",
+                "shop",
+                "--kind",
+                "postgres",
+                "--url",
+                &db.url(),
+                "--grant",
+                "demo",
+            ],
+        )
+        .ok();
+    assert!(
+        !out.stdout.contains("postgres://"),
+        "credentials are never echoed: {out:?}"
+    );
     let (st, sources) = http.json("/api/v1/sources", ADMIN_KEY);
     assert_eq!(st, 200);
-    assert!(!sources.to_string().contains(&db.url()), "the API never returns credentials: {sources}");
+    assert!(
+        !sources.to_string().contains(&db.url()),
+        "the API never returns credentials: {sources}"
+    );
 
     let (st, p) = http.deploy(ADMIN_KEY, "demo", "orders.py", ORDERS);
     assert_eq!(st, 201, "{p}");
 
-    let csv = http.get_key("/feeds/demo/orders?format=csv", ADMIN_KEY).text().unwrap();
+    let csv = http
+        .get_key("/feeds/demo/orders?format=csv", ADMIN_KEY)
+        .text()
+        .unwrap();
     assert_eq!(csv.lines().count(), 100_001, "header + every row");
-    assert_eq!(csv.lines().next().unwrap(), "id,customer,total,placed_at,status");
-    let rows: Vec<Value> = http.get_key("/feeds/demo/orders?min_total=99.5", ADMIN_KEY).json().unwrap();
-    let expected: usize = psql(&db.name, "select count(*) from orders where total >= 99.5").parse().unwrap();
+    assert_eq!(
+        csv.lines().next().unwrap(),
+        "id,customer,total,placed_at,status"
+    );
+    let rows: Vec<Value> = http
+        .get_key("/feeds/demo/orders?min_total=99.5", ADMIN_KEY)
+        .json()
+        .unwrap();
+    let expected: usize = psql(&db.name, "select count(*) from orders where total >= 99.5")
+        .parse()
+        .unwrap();
     assert_eq!(rows.len(), expected);
-    assert!(rows[0]["placed_at"].as_str().unwrap().ends_with('Z'), "timestamptz is served in UTC: {}", rows[0]);
-    let rows: Vec<Value> = http.get_key("/feeds/demo/orders?min_total=99&status=paid,shipped", ADMIN_KEY).json().unwrap();
-    let expected: usize = psql(&db.name, "select count(*) from orders where total >= 99 and status in ('paid','shipped')").parse().unwrap();
+    assert!(
+        rows[0]["placed_at"].as_str().unwrap().ends_with('Z'),
+        "timestamptz is served in UTC: {}",
+        rows[0]
+    );
+    let rows: Vec<Value> = http
+        .get_key(
+            "/feeds/demo/orders?min_total=99&status=paid,shipped",
+            ADMIN_KEY,
+        )
+        .json()
+        .unwrap();
+    let expected: usize = psql(
+        &db.name,
+        "select count(*) from orders where total >= 99 and status in ('paid','shipped')",
+    )
+    .parse()
+    .unwrap();
     assert_eq!(rows.len(), expected);
     // A value is a value, never SQL.
     let (st, rows) = http.json("/feeds/demo/orders?status=paid'%20or%20'1'='1", ADMIN_KEY);
     assert_eq!(st, 200);
     assert_eq!(rows.as_array().unwrap().len(), 0);
 
-    let rows: Vec<Value> = http.get_key("/feeds/demo/order_count", ADMIN_KEY).json().unwrap();
+    let rows: Vec<Value> = http
+        .get_key("/feeds/demo/order_count", ADMIN_KEY)
+        .json()
+        .unwrap();
     let total: i64 = rows.iter().map(|r| r["n"].as_i64().unwrap()).sum();
     assert_eq!(total, 100_000, "{rows:?}");
 }
@@ -124,12 +187,23 @@ fn sluice_server_keeps_its_metadata_in_postgresql() {
     let http = s.http();
     let (st, p) = http.deploy(ADMIN_KEY, "demo", "hi.py", "import sluice\n\n@sluice.feed\ndef hi(n: int = 2):\n    return [{\"i\": i} for i in range(n)]\n");
     assert_eq!(st, 201, "{p}");
-    let rows: Vec<Value> = http.get_key("/feeds/demo/hi?n=3", ADMIN_KEY).json().unwrap();
+    let rows: Vec<Value> = http
+        .get_key("/feeds/demo/hi?n=3", ADMIN_KEY)
+        .json()
+        .unwrap();
     assert_eq!(rows.len(), 3);
     assert!(s.stop().success());
-    assert_eq!(psql(&db.name, "select count(*) from revisions"), "1", "the revision is in PostgreSQL");
+    assert_eq!(
+        psql(&db.name, "select count(*) from revisions"),
+        "1",
+        "the revision is in PostgreSQL"
+    );
 
     let s = Server::start_in(dir, Some(tmp), opts());
-    let rows: Vec<Value> = s.http().get_key("/feeds/demo/hi?n=4", ADMIN_KEY).json().unwrap();
+    let rows: Vec<Value> = s
+        .http()
+        .get_key("/feeds/demo/hi?n=4", ADMIN_KEY)
+        .json()
+        .unwrap();
     assert_eq!(rows.len(), 4);
 }

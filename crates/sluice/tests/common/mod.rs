@@ -43,7 +43,12 @@ pub struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { subcommand: "up", env: vec![], args: vec![], wait_ready: true }
+        Opts {
+            subcommand: "up",
+            env: vec![],
+            args: vec![],
+            wait_ready: true,
+        }
     }
 }
 
@@ -56,7 +61,11 @@ impl Server {
 
     pub fn start_in(data_dir: PathBuf, tmp: Option<tempfile::TempDir>, opts: Opts) -> Server {
         let log_path = data_dir.with_extension("log");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
         let cache = shared_cache();
         let mut cmd = Command::new(bin());
         cmd.arg(opts.subcommand)
@@ -87,9 +96,14 @@ impl Server {
         let mut stdout = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(120);
         let url = loop {
-            let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_else(|_| {
-                panic!("sluice did not print its URL; log:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default())
-            });
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "sluice did not print its URL; log:\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    )
+                });
             stdout.push(line.clone());
             if let Some(rest) = line.strip_prefix("Sluice is running at ") {
                 break rest.trim().to_string();
@@ -99,7 +113,14 @@ impl Server {
         while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
             stdout.push(line);
         }
-        let s = Server { child, url, data_dir, _tmp: tmp, stdout, log_path };
+        let s = Server {
+            child,
+            url,
+            data_dir,
+            _tmp: tmp,
+            stdout,
+            log_path,
+        };
         if opts.wait_ready {
             s.wait_ready(Duration::from_secs(600));
         }
@@ -110,12 +131,16 @@ impl Server {
         let deadline = Instant::now() + limit;
         let client = reqwest::blocking::Client::new();
         loop {
-            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send() {
-                if r.status() == 200 {
-                    return;
-                }
+            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send()
+                && r.status() == 200
+            {
+                return;
             }
-            assert!(Instant::now() < deadline, "server not ready in time; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server not ready in time; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -126,7 +151,10 @@ impl Server {
 
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -142,7 +170,13 @@ impl Server {
     }
 
     pub fn http(&self) -> Http {
-        Http { base: self.url.clone(), client: reqwest::blocking::Client::builder().timeout(Duration::from_secs(300)).build().unwrap() }
+        Http {
+            base: self.url.clone(),
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(300))
+                .build()
+                .unwrap(),
+        }
     }
 
     /// Run a client command of the same binary against this server.
@@ -182,7 +216,11 @@ pub struct CliOut {
 impl CliOut {
     #[track_caller]
     pub fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "command failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -203,16 +241,38 @@ impl Http {
         let r = self.get_key(path, key);
         let status = r.status().as_u16();
         let text = r.text().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or_else(|_| serde_json::Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
     pub fn post(&self, path: &str, key: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let r = self.client.post(format!("{}{}", self.base, path)).bearer_auth(key).json(&body).send().unwrap();
+        let r = self
+            .client
+            .post(format!("{}{}", self.base, path))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .unwrap();
         let status = r.status().as_u16();
         let text = r.text().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or_else(|_| serde_json::Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
-    pub fn deploy(&self, key: &str, ws: &str, filename: &str, source: &str) -> (u16, serde_json::Value) {
-        self.post(&format!("/api/v1/workspaces/{ws}/deploy"), key, serde_json::json!({"filename": filename, "source": source}))
+    pub fn deploy(
+        &self,
+        key: &str,
+        ws: &str,
+        filename: &str,
+        source: &str,
+    ) -> (u16, serde_json::Value) {
+        self.post(
+            &format!("/api/v1/workspaces/{ws}/deploy"),
+            key,
+            serde_json::json!({"filename": filename, "source": source}),
+        )
     }
 }
 
