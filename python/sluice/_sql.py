@@ -322,7 +322,13 @@ def sql(source: str, query: str, /, **params: Any) -> SqlQuery:
 
 
 def _param_json(v: Any) -> Any:
-    if isinstance(v, (_dt.date, _dt.datetime, _dt.time)):
+    # Dates travel tagged so Rust binds them as dates (PostgreSQL compares a text
+    # parameter with a date column only after a cast); see docs/worker-protocol.md.
+    if isinstance(v, _dt.datetime):
+        return {"$timestamptz" if v.tzinfo is not None else "$timestamp": v.isoformat()}
+    if isinstance(v, _dt.date):
+        return {"$date": v.isoformat()}
+    if isinstance(v, _dt.time):
         return v.isoformat()
     if isinstance(v, (tuple, set, frozenset)):
         return list(v)

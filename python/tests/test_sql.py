@@ -95,12 +95,19 @@ def test_call_sources_override_configured_ones_only_during_the_call(shop: Path) 
         sluice.connect("shop")
 
 
-def test_frame_json_has_iso_dates_and_lists() -> None:
-    q = sluice.sql("w", "select :a, :b, :c, :d", a=dt.date(2024, 1, 2), b=dt.datetime(2024, 1, 2, 3, 4, 5), c=("x", "y"), d=None)
+def test_frame_json_tags_dates_and_keeps_lists() -> None:
+    aware = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    q = sluice.sql("w", "select :a, :b, :c, :d, :e", a=dt.date(2024, 1, 2), b=dt.datetime(2024, 1, 2, 3, 4, 5), c=("x", "y"), d=None, e=aware)
     assert q.to_frame_json() == {
         "source": "w",
-        "query": "select :a, :b, :c, :d",
-        "params": {"a": "2024-01-02", "b": "2024-01-02T03:04:05", "c": ["x", "y"], "d": None},
+        "query": "select :a, :b, :c, :d, :e",
+        "params": {
+            "a": {"$date": "2024-01-02"},
+            "b": {"$timestamp": "2024-01-02T03:04:05"},
+            "c": ["x", "y"],
+            "d": None,
+            "e": {"$timestamptz": "2024-01-02T03:04:05+02:00"},
+        },
     }
 
 

@@ -14,6 +14,16 @@
 
 #![forbid(unsafe_code)]
 
+/// A date or timestamp parameter as the SDK sends it: `{"$date": "2024-01-01"}`,
+/// `{"$timestamp": ...}` or `{"$timestamptz": ...}`. Returns the tag and the ISO text.
+pub(crate) fn tagged_temporal(
+    m: &serde_json::Map<String, serde_json::Value>,
+) -> Option<(&str, &str)> {
+    let (k, v) = m.iter().next().filter(|_| m.len() == 1)?;
+    matches!(k.as_str(), "$date" | "$timestamp" | "$timestamptz")
+        .then_some((k.as_str(), v.as_str()?))
+}
+
 mod builder;
 mod pg;
 mod sqlite;

@@ -177,11 +177,33 @@ fn bind(
                     "a list must hold only strings or only numbers (it is bound as a PostgreSQL array)",
                 ));
             }
-            Value::Object(_) => {
-                return Err(bad(
-                    n,
-                    "an object cannot be bound to SQL; pass a string, number, boolean, null or list",
-                ));
+            Value::Object(m) => {
+                let Some((tag, s)) = crate::tagged_temporal(m) else {
+                    return Err(bad(
+                        n,
+                        "an object cannot be bound to SQL; pass a string, number, boolean, null or list",
+                    ));
+                };
+                let invalid = || bad(n, &format!("'{s}' is not a valid {}", &tag[1..]));
+                match tag {
+                    "$date" => {
+                        types.push(<chrono::NaiveDate as Type<Postgres>>::type_info());
+                        args.add(
+                            chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                                .map_err(|_| invalid())?,
+                        )
+                    }
+                    "$timestamp" => {
+                        types.push(<chrono::NaiveDateTime as Type<Postgres>>::type_info());
+                        let (dt, _) = sluice_core::params::parse_datetime(s).ok_or_else(invalid)?;
+                        args.add(dt)
+                    }
+                    _ => {
+                        types.push(<chrono::DateTime<chrono::Utc> as Type<Postgres>>::type_info());
+                        let dt = chrono::DateTime::parse_from_rfc3339(s).map_err(|_| invalid())?;
+                        args.add(dt.with_timezone(&chrono::Utc))
+                    }
+                }
             }
         };
         r.map_err(|e| bad(n, &e.to_string()))?;

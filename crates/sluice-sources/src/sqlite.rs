@@ -83,11 +83,10 @@ fn bind(
             Value::Number(x) => args.add(x.as_f64()),
             Value::Bool(b) => args.add(*b),
             Value::Null => args.add(None::<String>),
-            Value::Array(_) => {
-                return Err(bad(format!(
-                    "SQLite has no list parameters; join against a table, or pass the list as a JSON string and write \
-                     `x in (select value from json_each(:{n}))`"
-                )));
+            // The same binding Python's sqlite3 path uses, so passthrough and Python agree.
+            Value::Array(items) => args.add(Value::Array(items.clone()).to_string()),
+            Value::Object(m) if crate::tagged_temporal(m).is_some() => {
+                args.add(crate::tagged_temporal(m).map(|(_, text)| text.to_string()))
             }
             Value::Object(_) => {
                 return Err(bad(
