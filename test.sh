@@ -10,4 +10,5 @@ python3 -m pip install --quiet --disable-pip-version-check -r python/requirement
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
+python3 -m openapi_spec_validator docs/openapi.json
 (cd python && python3 -m pytest -q)

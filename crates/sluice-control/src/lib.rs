@@ -7,6 +7,7 @@
 
 mod deploy;
 mod handlers;
+pub mod openapi;
 
 use axum::{
     Router,
@@ -18,6 +19,23 @@ use sluice_gateway::{ApiError, Gateway, Principal};
 use std::sync::Arc;
 
 pub use deploy::{MAX_SOURCE_BYTES, deploy_module};
+
+/// Every path this router serves (the OpenAPI test checks each is documented).
+pub const ROUTES: &[&str] = &[
+    "/api/v1/whoami",
+    "/api/v1/workspaces",
+    "/api/v1/workspaces/{ws}/feeds",
+    "/api/v1/workspaces/{ws}/feeds/{feed}",
+    "/api/v1/workspaces/{ws}/feeds/{feed}/revisions",
+    "/api/v1/workspaces/{ws}/feeds/{feed}/rollback",
+    "/api/v1/workspaces/{ws}/feeds/{feed}/logs",
+    "/api/v1/workspaces/{ws}/deploy",
+    "/api/v1/workspaces/{ws}/run",
+    "/api/v1/keys",
+    "/api/v1/keys/{prefix}",
+    "/api/v1/sources",
+    "/api/v1/sources/{name}/grants",
+];
 
 pub fn router(gw: Gateway) -> Router {
     use handlers::*;
@@ -47,6 +65,7 @@ pub fn router(gw: Gateway) -> Router {
         .route("/api/v1/keys/{prefix}", delete(revoke_key))
         .route("/api/v1/sources", get(list_sources).post(add_source))
         .route("/api/v1/sources/{name}/grants", post(grant_source))
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .with_state(gw)
 }
 

@@ -194,6 +194,12 @@ fn the_core_loop_from_init_to_delete() {
         Some("gzip")
     );
 
+    // The API describes itself, exactly as committed.
+    let doc: Value = http.get("/api/v1/openapi.json").send().unwrap().json().unwrap();
+    let committed: Value =
+        serde_json::from_str(include_str!("../../../docs/openapi.json")).unwrap();
+    assert_eq!(doc, committed);
+
     // Request ids come back.
     let r = http.get_key("/feeds/demo/hello", admin());
     assert!(r.headers().contains_key("x-request-id"));

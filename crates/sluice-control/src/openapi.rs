@@ -1,0 +1,195 @@
+//! The OpenAPI 3.1 description of the HTTP surface, built from one table so it stays next
+//! to the routes in `lib.rs`. `docs/openapi.json` is this document, committed; a test fails
+//! when the two drift (regenerate with `UPDATE_OPENAPI=1 cargo test -p sluice-control openapi`).
+
+use serde_json::{Value, json};
+
+fn r(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn arr(v: Value) -> Value {
+    json!({"type": "array", "items": v})
+}
+
+fn path_param(name: &str, what: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "description": what, "schema": {"type": "string"}})
+}
+
+/// One operation: summary, minimum role, request body schema, success status and schema.
+fn op(
+    summary: &str,
+    role: &str,
+    params: &[Value],
+    body: Option<Value>,
+    status: &str,
+    ok: Option<Value>,
+) -> Value {
+    let mut o = json!({
+        "summary": summary,
+        "description": format!("Needs role: {role}."),
+        "parameters": params,
+        "responses": {
+            status: match ok {
+                Some(schema) => json!({"description": "OK", "content": {"application/json": {"schema": schema}}}),
+                None => json!({"description": "Done"}),
+            },
+            "default": {"description": "An error", "content": {"application/problem+json": {"schema": r("Problem")}}},
+        },
+    });
+    if let Some(b) = body {
+        o["requestBody"] =
+            json!({"required": true, "content": {"application/json": {"schema": b}}});
+    }
+    o
+}
+
+pub fn document() -> Value {
+    let ws = path_param("ws", "workspace name");
+    let feed = path_param("feed", "feed name");
+    let module = json!({"type": "object", "required": ["source", "filename"], "properties": {
+        "source": {"type": "string", "description": "the Python module"},
+        "filename": {"type": "string", "description": "a bare name ending in .py"}}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Sluice",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Feeds and the control API. Authenticate with `Authorization: Bearer KEY`, HTTP Basic with the key as password, `X-API-Key`, or `?api_key=`. Errors are RFC 9457 problem documents with a stable `code`.",
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {"type": "http", "scheme": "basic"},
+                "header": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "query": {"type": "apiKey", "in": "query", "name": "api_key"},
+            },
+            "schemas": {
+                "Problem": {"type": "object", "required": ["type", "title", "status", "code", "detail"], "properties": {
+                    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                    "code": {"type": "string"}, "detail": {"type": "string"},
+                    "parameter": {"type": "string"}, "traceback": {"type": "string", "description": "editors only"}}},
+                "ParamSpec": {"type": "object", "required": ["name", "type", "required"], "properties": {
+                    "name": {"type": "string"},
+                    "type": {"enum": ["str", "int", "float", "bool", "date", "datetime", "list[str]"]},
+                    "default": {}, "required": {"type": "boolean"}}},
+                "Feed": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "workspace": {"type": "string"}, "doc": {"type": "string"},
+                    "params": arr(r("ParamSpec")), "cache": {"type": ["string", "null"]},
+                    "live_revision": {"type": ["integer", "null"]}, "url": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"}}},
+                "Revision": {"type": "object", "properties": {
+                    "number": {"type": "integer"}, "feed": {"type": "string"}, "filename": {"type": "string"},
+                    "env_hash": {"type": "string"}, "lock": {"type": "string"}, "signature": {"type": "object"},
+                    "created_at": {"type": "string", "format": "date-time"}, "created_by": {"type": "string"}, "live": {"type": "boolean"}}},
+                "Invocation": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "feed": {"type": "string"}, "revision": {"type": "integer"},
+                    "request_id": {"type": "string"}, "status": {"type": "integer"}, "duration_ms": {"type": "number"},
+                    "rows": {"type": "integer"}, "error_code": {"type": ["string", "null"]}, "stdout": {"type": "string"},
+                    "stderr": {"type": "string"}, "params": {"type": "object"}, "at": {"type": "string", "format": "date-time"}}},
+                "Key": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "prefix": {"type": "string"}, "role": {"enum": ["admin", "editor", "viewer"]},
+                    "workspace": {"type": ["string", "null"]}, "created_at": {"type": "string", "format": "date-time"},
+                    "last_used_at": {"type": ["string", "null"], "format": "date-time"},
+                    "secret": {"type": "string", "description": "only in the answer to POST /api/v1/keys"}}},
+                "Source": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "kind": {"enum": ["sqlite", "postgres"]},
+                    "workspaces": arr(json!({"type": "string"})), "created_at": {"type": "string", "format": "date-time"}}},
+                "Workspace": {"type": "object", "properties": {"name": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}}},
+                "Deployed": {"type": "object", "properties": {"feeds": arr(json!({"type": "object", "properties": {
+                    "name": {"type": "string"}, "revision": {"type": "integer"}, "url": {"type": "string"}, "env_hash": {"type": "string"}}}))}},
+                "RunResult": {"type": "object", "properties": {
+                    "feed": {"type": "string"}, "columns": arr(json!({"type": "string"})), "rows": arr(arr(json!({}))),
+                    "row_count": {"type": "integer"}, "truncated": {"type": "boolean"}, "stdout": {"type": "string"},
+                    "stderr": {"type": "string"}, "duration_ms": {"type": "number"}}},
+            },
+        },
+        "security": [{"bearer": []}, {"basic": []}, {"header": []}, {"query": []}],
+        "paths": {
+            "/feeds/{ws}/{feed}": {"get": {
+                "summary": "A feed's rows. Other query parameters are the feed's own, checked against its signature.",
+                "parameters": [ws, feed, {"name": "format", "in": "query", "schema": {"enum": ["json", "csv", "ndjson", "arrow"]}}],
+                "responses": {
+                    "200": {"description": "The rows", "content": {
+                        "application/json": {"schema": arr(json!({"type": "object"}))},
+                        "text/csv": {}, "application/x-ndjson": {}, "application/vnd.apache.arrow.stream": {}}},
+                    "default": {"description": "An error", "content": {"application/problem+json": {"schema": r("Problem")}}}}}},
+            "/api/v1/whoami": {"get": op("The calling key", "any", &[], None, "200", Some(json!({"type": "object"})))},
+            "/api/v1/workspaces": {
+                "get": op("Workspaces this key can see", "any", &[], None, "200", Some(arr(r("Workspace")))),
+                "post": op("Create a workspace", "admin", &[], Some(json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}})), "201", Some(r("Workspace")))},
+            "/api/v1/workspaces/{ws}/feeds": {"get": op("Feeds of a workspace", "viewer", &[ws.clone()], None, "200", Some(arr(r("Feed"))))},
+            "/api/v1/workspaces/{ws}/feeds/{feed}": {
+                "get": op("One feed", "viewer", &[ws.clone(), feed.clone()], None, "200", Some(r("Feed"))),
+                "delete": op("Delete a feed and its revisions", "editor", &[ws.clone(), feed.clone()], None, "204", None)},
+            "/api/v1/workspaces/{ws}/feeds/{feed}/revisions": {"get": op("Revisions, newest first", "viewer", &[ws.clone(), feed.clone()], None, "200", Some(arr(r("Revision"))))},
+            "/api/v1/workspaces/{ws}/feeds/{feed}/rollback": {"post": op("Make an earlier revision live", "editor", &[ws.clone(), feed.clone()],
+                Some(json!({"type": "object", "required": ["revision"], "properties": {"revision": {"type": "integer"}}})), "200", Some(r("Feed")))},
+            "/api/v1/workspaces/{ws}/feeds/{feed}/logs": {"get": op("Recent invocations, oldest first; follow=true streams NDJSON", "editor",
+                &[ws.clone(), feed.clone(),
+                  json!({"name": "after", "in": "query", "schema": {"type": "integer"}}),
+                  json!({"name": "limit", "in": "query", "schema": {"type": "integer"}}),
+                  json!({"name": "follow", "in": "query", "schema": {"type": "boolean"}})],
+                None, "200", Some(arr(r("Invocation"))))},
+            "/api/v1/workspaces/{ws}/deploy": {"post": op("Deploy a module: each @sluice.feed becomes a live revision. With Accept: application/x-ndjson, progress events stream.", "editor", &[ws.clone()], Some(module.clone()), "201", Some(r("Deployed")))},
+            "/api/v1/workspaces/{ws}/run": {"post": op("Run a module's feed once without deploying", "editor", &[ws.clone()],
+                Some(json!({"allOf": [module, {"type": "object", "properties": {
+                    "feed": {"type": ["string", "null"]}, "params": {"type": "object"}, "limit": {"type": ["integer", "null"]}}}]})),
+                "200", Some(r("RunResult")))},
+            "/api/v1/keys": {
+                "get": op("Keys (admin: all; editor: the workspace's)", "editor", &[], None, "200", Some(arr(r("Key")))),
+                "post": op("Create a key; the secret is in this answer only", "editor", &[],
+                    Some(json!({"type": "object", "required": ["name", "role"], "properties": {
+                        "name": {"type": "string"}, "role": {"enum": ["admin", "editor", "viewer"]}, "workspace": {"type": ["string", "null"]}}})),
+                    "201", Some(r("Key")))},
+            "/api/v1/keys/{prefix}": {"delete": op("Revoke a key", "editor", &[path_param("prefix", "the key's prefix")], None, "204", None)},
+            "/api/v1/sources": {
+                "get": op("Data sources this key can see (never credentials)", "any", &[], None, "200", Some(arr(r("Source")))),
+                "post": op("Add or replace a data source; it is tested first", "admin", &[],
+                    Some(json!({"type": "object", "required": ["name", "kind", "config"], "properties": {
+                        "name": {"type": "string"}, "kind": {"enum": ["sqlite", "postgres"]},
+                        "config": {"type": "object", "description": "{\"path\"} for sqlite, {\"url\"} for postgres"},
+                        "workspaces": arr(json!({"type": "string"}))}})),
+                    "201", Some(r("Source")))},
+            "/api/v1/sources/{name}/grants": {"post": op("Grant a data source to a workspace", "admin", &[path_param("name", "data source name")],
+                Some(json!({"type": "object", "required": ["workspace"], "properties": {"workspace": {"type": "string"}}})), "204", None)},
+        }
+    })
+}
+
+pub async fn serve() -> axum::Json<Value> {
+    axum::Json(document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COMMITTED: &str = include_str!("../../../docs/openapi.json");
+
+    #[test]
+    fn openapi_json_is_committed_and_current() {
+        let current = serde_json::to_string_pretty(&document()).unwrap() + "\n";
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+            std::fs::write(path, &current).unwrap();
+            return;
+        }
+        assert!(
+            COMMITTED == current,
+            "docs/openapi.json is out of date: run `UPDATE_OPENAPI=1 cargo test -p sluice-control openapi` and commit it"
+        );
+    }
+
+    #[test]
+    fn every_route_is_documented() {
+        let doc = document();
+        let paths = doc["paths"].as_object().unwrap();
+        for route in crate::ROUTES {
+            assert!(
+                paths.contains_key(*route),
+                "{route} is served but not in the OpenAPI document"
+            );
+        }
+    }
+}
