@@ -27,6 +27,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::new(
+                Code::PayloadTooLarge,
+                "the request body is larger than the server accepts (2 MiB): feed modules hold code, not data",
+            )
+            .into()),
             Err(e) => Err(Error::new(
                 Code::BadRequest,
                 format!("invalid JSON body: {}", e.body_text()),

@@ -195,7 +195,12 @@ fn the_core_loop_from_init_to_delete() {
     );
 
     // The API describes itself, exactly as committed.
-    let doc: Value = http.get("/api/v1/openapi.json").send().unwrap().json().unwrap();
+    let doc: Value = http
+        .get("/api/v1/openapi.json")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     let committed: Value =
         serde_json::from_str(include_str!("../../../docs/openapi.json")).unwrap();
     assert_eq!(doc, committed);
@@ -561,5 +566,108 @@ fn restart_keeps_everything_and_sigterm_drains() {
             .count(),
         1,
         "examples are not deployed twice"
+    );
+}
+
+#[test]
+fn the_cli_explains_what_went_wrong() {
+    let s = Server::start(Opts::default());
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+
+    // Wrong key: says so and what to do.
+    let out = s.cli(
+        h,
+        "sk_aaaaaaaaaa_notavalidkeynotavalidkeynotava",
+        &["feeds"],
+    );
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("the key was rejected") && out.stderr.contains("sluice login"),
+        "{out:?}"
+    );
+
+    // Server unreachable: says where it looked.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let out = std::process::Command::new(bin())
+        .args([
+            "feeds",
+            "--url",
+            &format!("http://{dead}"),
+            "--key",
+            ADMIN_KEY,
+        ])
+        .env("HOME", h)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("cannot reach Sluice") && stderr.contains(&dead.to_string()),
+        "{stderr}"
+    );
+
+    // A deploy error shows file:line from the server.
+    std::fs::write(
+        h.join("broken.py"),
+        "import sluice\n\n@sluice.feed\ndef broken(:\n    pass\n",
+    )
+    .unwrap();
+    let out = s.cli(h, ADMIN_KEY, &["deploy", "broken.py"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("broken.py") && out.stderr.contains('4'),
+        "{out:?}"
+    );
+
+    // --output json is machine-readable; logs show what a feed printed.
+    let out = s.cli(h, ADMIN_KEY, &["feeds", "--output", "json"]).ok();
+    let feeds: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        feeds
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "hello")
+    );
+    std::fs::write(
+        h.join("noisy.py"),
+        "import sluice\n\n@sluice.feed\ndef noisy(word: str = 'x'):\n    print('the word is', word)\n    return [{'w': word}]\n",
+    )
+    .unwrap();
+    s.cli(h, ADMIN_KEY, &["deploy", "noisy.py"]).ok();
+    s.cli(h, ADMIN_KEY, &["call", "noisy", "-p", "word=pelican"])
+        .ok();
+    std::thread::sleep(Duration::from_millis(600));
+    let out = s
+        .cli(h, ADMIN_KEY, &["logs", "noisy", "--output", "json"])
+        .ok();
+    assert!(out.stdout.contains("the word is pelican"), "{out:?}");
+
+    // Keys: the secret is printed once, and works.
+    let out = s
+        .cli(
+            h,
+            ADMIN_KEY,
+            &["keys", "create", "excel", "--role", "viewer", "-w", "demo"],
+        )
+        .ok();
+    let secret = out.stdout.trim().to_string();
+    assert!(secret.starts_with("sk_"), "{out:?}");
+    assert_eq!(s.http().get_key("/feeds/demo/hello", &secret).status(), 200);
+
+    // Oversized modules are refused with 413.
+    let big = format!(
+        "import sluice\n# {}\n@sluice.feed\ndef big():\n    return []\n",
+        "x".repeat(2 << 20)
+    );
+    let (st, p) = s.http().deploy(ADMIN_KEY, "demo", "big.py", &big);
+    assert_eq!(
+        (st, p["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{p}"
     );
 }
