@@ -671,3 +671,60 @@ fn the_cli_explains_what_went_wrong() {
         "{p}"
     );
 }
+
+#[test]
+fn a_new_revision_goes_live_while_old_calls_finish() {
+    let s = Server::start(Opts::default());
+    let http = s.http();
+    let v = |n: u32, sleep: f32| {
+        format!(
+            "import time, sluice\n\n@sluice.feed\ndef ver(s: float = {sleep}):\n    time.sleep(s)\n    return [{{\"v\": {n}}}]\n"
+        )
+    };
+    let (st, p) = http.deploy(ADMIN_KEY, "demo", "ver.py", &v(1, 2.0));
+    assert_eq!(st, 201, "{p}");
+    let base = s.url.clone();
+    let old_call = std::thread::spawn(move || {
+        let r = reqwest::blocking::Client::new()
+            .get(format!("{base}/feeds/demo/ver"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .unwrap();
+        r.json::<Value>().unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Progress streams while the deploy runs, then the result.
+    let r = http
+        .client
+        .post(format!("{}/api/v1/workspaces/demo/deploy", http.base))
+        .bearer_auth(ADMIN_KEY)
+        .header("accept", "application/x-ndjson")
+        .json(&json!({"filename": "ver.py", "source": v(2, 0.0)}))
+        .send()
+        .unwrap();
+    let events: Vec<Value> = r
+        .text()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["event"] == "progress"),
+        "{events:?}"
+    );
+    assert_eq!(events.last().unwrap()["event"], "done", "{events:?}");
+    assert_eq!(events.last().unwrap()["feeds"][0]["revision"], 2);
+
+    let (_, now) = http.json("/feeds/demo/ver", ADMIN_KEY);
+    assert_eq!(
+        now,
+        json!([{"v": 2}]),
+        "new calls get the new revision at once"
+    );
+    assert_eq!(
+        old_call.join().unwrap(),
+        json!([{"v": 1}]),
+        "the call in flight finished on the old one"
+    );
+}
