@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import importlib
+import importlib.util
 import json
 import math
 import types
@@ -60,6 +61,11 @@ class Frame(NamedTuple):
     kind: int
     payload: bytes
     rows: int
+
+
+def pyarrow_available() -> bool:
+    """Whether pyarrow can be imported, without importing it. Tests replace this too."""
+    return importlib.util.find_spec("pyarrow") is not None
 
 
 def load_pyarrow() -> Any:

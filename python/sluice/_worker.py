@@ -48,11 +48,26 @@ class Connection:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        # While corked, frames collect here and leave in one write: a small call's rows and
+        # its END then cost one syscall and one wake-up on the Rust side instead of two.
+        self.corked: Optional[List[bytes]] = None
 
     def send(self, kind: int, payload: bytes) -> None:
         if len(payload) + 1 > _encode.MAX_FRAME_BYTES:
             raise ValueError(f"frame of {len(payload)} bytes exceeds the protocol limit")
-        self.sock.sendall(struct.pack(">IB", len(payload) + 1, kind) + payload)
+        frame = struct.pack(">IB", len(payload) + 1, kind) + payload
+        if self.corked is not None:
+            self.corked.append(frame)
+        else:
+            self.sock.sendall(frame)
+
+    def cork(self) -> None:
+        self.corked = []
+
+    def uncork(self) -> None:
+        frames, self.corked = self.corked, None
+        if frames:
+            self.sock.sendall(b"".join(frames))
 
     def send_json(self, kind: int, obj: Any) -> None:
         self.send(kind, json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode())
@@ -273,13 +288,22 @@ class Worker:
     def __init__(self, conn: Connection, feeds: List[_feed.Feed]) -> None:
         self.conn = conn
         self.feeds = {f.name: f for f in feeds}
-        self.pa = _encode.load_pyarrow()
+        # pyarrow costs ~40 MB per process to import; a worker that only sends small
+        # results or SQL passthroughs never needs it, so it is imported on first use.
+        self.has_pyarrow = _encode.pyarrow_available()
+        self._pa: Any = None
+
+    @property
+    def pa(self) -> Any:
+        if self._pa is None and self.has_pyarrow:
+            self._pa = _encode.load_pyarrow()
+        return self._pa
 
     def hello(self) -> Dict[str, Any]:
         return {
             "pid": os.getpid(),
             "python": platform.python_version(),
-            "pyarrow": self.pa is not None,
+            "pyarrow": self.has_pyarrow,
             "feeds": [f.signature() for f in self.feeds.values()],
         }
 
@@ -305,7 +329,6 @@ class Worker:
 
     def call(self, call: Dict[str, Any]) -> None:
         started = time.perf_counter()
-        rows = 0
         name = call.get("feed")
         f = self.feeds.get(name) if isinstance(name, str) else None
         if f is None:
@@ -319,18 +342,28 @@ class Worker:
         except _feed.ParameterError as e:
             self.conn.send_json(ERROR, _error("invalid_parameter", "ParameterError", str(e)))
             return
+        try:
+            self._run(f, params, call, started)
+        finally:
+            self.conn.uncork()
+
+    def _run(self, f: _feed.Feed, params: Dict[str, Any], call: Dict[str, Any], started: float) -> None:
+        rows = 0
         capture = Capture()
         error: Optional[Dict[str, Any]] = None
         with _sql.call_sources(call.get("sources")), capture:
             try:
                 result = f.func(**params)
                 if isinstance(result, _sql.SqlQuery) and call.get("passthrough"):
+                    self.conn.cork()
                     self.conn.send_json(SQL, result.to_frame_json())
                 else:
                     # A few rows are cheaper as ROWS (~30 us) than as an Arrow IPC stream
                     # (~300 us, mostly fixed cost): it decides the latency of small feeds.
                     small = isinstance(result, (list, tuple)) and len(result) <= SMALL_RESULT_ROWS
                     pa = None if small else self.pa
+                    if small:
+                        self.conn.cork()
                     for frame in _encode.encode(result, columns=f.columns, pa=pa):
                         self.conn.send(frame.kind, frame.payload)
                         rows += frame.rows

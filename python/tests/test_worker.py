@@ -46,6 +46,7 @@ def shop(tmp_path: Path) -> Path:
 def serve_in_thread(pa_available: bool, monkeypatch: pytest.MonkeyPatch) -> Tuple[socket.socket, threading.Thread, Dict[str, int]]:
     if not pa_available:
         monkeypatch.setattr(_encode, "load_pyarrow", lambda: None)
+        monkeypatch.setattr(_encode, "pyarrow_available", lambda: False)
     ours, theirs = socket.socketpair()
     result: Dict[str, int] = {}
     worker = _worker.Worker(_worker.Connection(theirs), sluice.feeds())

@@ -147,6 +147,7 @@ async fn serve(
         rows: Arc::new(AtomicU64::new(0)),
         logs: None,
         permit: None,
+        limiter: gw.limiter(ws, feed),
     };
 
     let ttl = rev
@@ -167,7 +168,7 @@ async fn serve(
         return Ok(response(format, feed, rev.number, Body::from(body), true));
     }
 
-    let permit = gw.limiter(ws, feed).acquire(feed).await;
+    let permit = finish.limiter.acquire(feed).await;
     let exec = match permit {
         Ok(p) => {
             finish.permit = Some(p);
@@ -280,6 +281,7 @@ struct Finish {
     rows: Arc<AtomicU64>,
     logs: Option<Logs>,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    limiter: Arc<crate::limiter::Limiter>,
 }
 
 impl Finish {
@@ -334,8 +336,30 @@ impl Finish {
             at: chrono::Utc::now(),
         };
         self.revision = -1;
+        // Usually the logs are there by the time the body has ended: record them on the
+        // spot, and only spawn a task to wait when the worker is still finishing.
+        let logs = match logs {
+            Some(Logs::Pending(mut rx)) => match rx.try_recv() {
+                Ok(Ok(l)) => Some(Logs::Ready(l)),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => Some(Logs::Pending(rx)),
+                _ => None,
+            },
+            other => other,
+        };
+        let quiet = |l: Option<&sluice_runtime::CallLogs>| {
+            status == 200 && l.is_none_or(|l| l.stdout.is_empty() && l.stderr.is_empty())
+        };
+        let now = inv.at.timestamp() as u64;
         match logs {
+            None if quiet(None) && !self.limiter.sample_quiet(now) => {}
             None => gw.record(inv),
+            Some(Logs::Ready(l)) => {
+                if !quiet(Some(&l)) || self.limiter.sample_quiet(now) {
+                    inv.stdout = l.stdout;
+                    inv.stderr = l.stderr;
+                    gw.record(inv);
+                }
+            }
             Some(logs) => {
                 tokio::spawn(async move {
                     if let Some(l) = logs.wait().await {

@@ -45,6 +45,7 @@ pub struct Metrics {
     pub rows: Family<FeedLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub cache_hits: Family<FeedLabels, Counter>,
+    pub records_dropped: Counter,
     workers: Family<PoolLabels, Gauge>,
     workers_busy: Family<PoolLabels, Gauge>,
     waiting: Family<PoolLabels, Gauge>,
@@ -64,6 +65,7 @@ impl Default for Metrics {
         let rows = Family::<FeedLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         let cache_hits = Family::<FeedLabels, Counter>::default();
+        let records_dropped = Counter::default();
         let workers = Family::<PoolLabels, Gauge>::default();
         let workers_busy = Family::<PoolLabels, Gauge>::default();
         let waiting = Family::<PoolLabels, Gauge>::default();
@@ -84,6 +86,11 @@ impl Default for Metrics {
             "feed_cache_hits",
             "Requests answered from the result cache",
             cache_hits.clone(),
+        );
+        registry.register(
+            "invocation_records_dropped",
+            "Invocation log records dropped because the store could not keep up",
+            records_dropped.clone(),
         );
         registry.register(
             "workers",
@@ -112,6 +119,7 @@ impl Default for Metrics {
             rows,
             errors,
             cache_hits,
+            records_dropped,
             workers,
             workers_busy,
             waiting,

@@ -29,8 +29,11 @@ pub fn spawn(store: Store) -> (mpsc::Sender<NewInvocation>, tokio::task::JoinHan
             {
                 tracing::warn!("could not prune invocations: {e}");
             }
-            // Let a burst accumulate into the next batch.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // With a backlog, write the next batch at once; otherwise let a trickle
+            // gather into a batch instead of one transaction per request.
+            if n < BATCH {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     });
     (tx, handle)

@@ -313,9 +313,18 @@ impl Gateway {
         }
     }
 
+    /// Queue an invocation record. When the store can't keep up, records are dropped
+    /// (counted in `sluice_invocation_records_dropped_total`) rather than slowing requests.
     pub(crate) fn record(&self, inv: NewInvocation) {
         if self.inner.recorder.try_send(inv).is_err() {
-            tracing::warn!("invocation log queue is full: dropping one record");
+            let m = &self.inner.metrics;
+            let dropped = m.records_dropped.inc();
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    "invocation log queue is full: {} records dropped so far",
+                    dropped + 1
+                );
+            }
         }
     }
 }

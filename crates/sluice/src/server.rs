@@ -235,6 +235,12 @@ pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
         warm.set_ready(true);
     });
 
+    // Without TCP_NODELAY the last small chunk of a streamed body waits for the client's
+    // delayed ACK: ~40 ms on every uncached call (measured in bench/).
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app(gw.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
