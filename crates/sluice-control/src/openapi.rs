@@ -118,7 +118,7 @@ pub fn document() -> Value {
             "/api/v1/workspaces": {
                 "get": op("Workspaces this key can see", "any", &[], None, "200", Some(arr(r("Workspace")))),
                 "post": op("Create a workspace", "admin", &[], Some(json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}})), "201", Some(r("Workspace")))},
-            "/api/v1/workspaces/{ws}/feeds": {"get": op("Feeds of a workspace", "viewer", &[ws.clone()], None, "200", Some(arr(r("Feed"))))},
+            "/api/v1/workspaces/{ws}/feeds": {"get": op("Feeds of a workspace", "viewer", std::slice::from_ref(&ws), None, "200", Some(arr(r("Feed"))))},
             "/api/v1/workspaces/{ws}/feeds/{feed}": {
                 "get": op("One feed", "viewer", &[ws.clone(), feed.clone()], None, "200", Some(r("Feed"))),
                 "delete": op("Delete a feed and its revisions", "editor", &[ws.clone(), feed.clone()], None, "204", None)},
@@ -131,8 +131,8 @@ pub fn document() -> Value {
                   json!({"name": "limit", "in": "query", "schema": {"type": "integer"}}),
                   json!({"name": "follow", "in": "query", "schema": {"type": "boolean"}})],
                 None, "200", Some(arr(r("Invocation"))))},
-            "/api/v1/workspaces/{ws}/deploy": {"post": op("Deploy a module: each @sluice.feed becomes a live revision. With Accept: application/x-ndjson, progress events stream.", "editor", &[ws.clone()], Some(module.clone()), "201", Some(r("Deployed")))},
-            "/api/v1/workspaces/{ws}/run": {"post": op("Run a module's feed once without deploying", "editor", &[ws.clone()],
+            "/api/v1/workspaces/{ws}/deploy": {"post": op("Deploy a module: each @sluice.feed becomes a live revision. With Accept: application/x-ndjson, progress events stream.", "editor", std::slice::from_ref(&ws), Some(module.clone()), "201", Some(r("Deployed")))},
+            "/api/v1/workspaces/{ws}/run": {"post": op("Run a module's feed once without deploying", "editor", std::slice::from_ref(&ws),
                 Some(json!({"allOf": [module, {"type": "object", "properties": {
                     "feed": {"type": ["string", "null"]}, "params": {"type": "object"}, "limit": {"type": ["integer", "null"]}}}]})),
                 "200", Some(r("RunResult")))},
