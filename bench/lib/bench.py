@@ -301,9 +301,20 @@ def count_log_lines(server, needle):
         return 0
 
 
+def dropped_records(server):
+    """Sluice's own count of invocation records it could not store (0 for other servers)."""
+    try:
+        with urllib.request.urlopen(server.base + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except (OSError, ValueError):
+        return 0
+    m = re.search(r"^sluice_invocation_records_dropped_total (\d+)", text, re.M)
+    return int(m.group(1)) if m else 0
+
+
 def hello_bench(server, path, headers):
     url = server.base + path
-    drops0 = count_log_lines(server, "invocation log queue is full")
+    drops0 = dropped_records(server)
     warns0 = count_log_lines(server, "WARN")
     log(f"  wrk warm-up {WARM_SECONDS}s {url}")
     wrk(url, WARM_SECONDS, headers)
@@ -313,7 +324,7 @@ def hello_bench(server, path, headers):
     # Warm-up included: how many WARN lines the server logged, and how many of them were
     # invocation records it dropped (see BENCHMARKS.md).
     r["log_warnings"] = count_log_lines(server, "WARN") - warns0
-    r["invocation_records_dropped"] = count_log_lines(server, "invocation log queue is full") - drops0
+    r["invocation_records_dropped"] = dropped_records(server) - drops0
     r["server_after"] = server.process_summary()
     log(f"  -> {r.get('req_per_s')} req/s p50 {r.get('p50_ms')} ms p99 {r.get('p99_ms')} ms non2xx {r['non_2xx']}")
     return r

@@ -136,7 +136,7 @@ w(f"Headline (uncached, best `SLUICE_WORKERS_MAX` = {best_key.split('=')[1]}): *
   f"Target ≥ 3× Flask + gunicorn: **{'met' if ratio_flask >= 3 else 'not met'}**.")
 w("")
 drops = {k: r.get("invocation_records_dropped", 0) for k, r in list(sweep.items()) + [("cached", cached or {})]}
-w("Invocation records dropped by Sluice during each run (its log says `invocation log queue is full`): "
+w("Invocation records dropped by Sluice during each run (`sluice_invocation_records_dropped_total` in `/metrics`): "
   + ", ".join(f"{k}: {f(v)}" for k, v in drops.items()) + ".")
 w("")
 
