@@ -243,6 +243,20 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_a_valid_config() {
+        let doc = include_str!("../../../docs/config.md");
+        let toml_block = doc
+            .split("```toml")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .unwrap();
+        let parsed: FileConfig =
+            toml::from_str(toml_block).expect("docs/config.md's example parses");
+        assert_eq!(parsed.runtime.workers_max, Some(4));
+        assert_eq!(parsed.gateway.cache_mb, Some(64));
+    }
+
+    #[test]
     fn bad_values_are_explained() {
         let args = ServerArgs {
             admin_key: Some("short".into()),
