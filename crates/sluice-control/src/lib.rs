@@ -13,58 +13,50 @@ use axum::{
     Router,
     extract::FromRequestParts,
     http::request::Parts,
-    routing::{delete, get, post},
+    routing::{MethodRouter, delete, get, post},
 };
 use sluice_gateway::{ApiError, Gateway, Principal};
 use std::sync::Arc;
 
 pub use deploy::{MAX_SOURCE_BYTES, deploy_module};
 
-/// Every path this router serves (the OpenAPI test checks each is documented).
-pub const ROUTES: &[&str] = &[
-    "/api/v1/whoami",
-    "/api/v1/workspaces",
-    "/api/v1/workspaces/{ws}/feeds",
-    "/api/v1/workspaces/{ws}/feeds/{feed}",
-    "/api/v1/workspaces/{ws}/feeds/{feed}/revisions",
-    "/api/v1/workspaces/{ws}/feeds/{feed}/rollback",
-    "/api/v1/workspaces/{ws}/feeds/{feed}/logs",
-    "/api/v1/workspaces/{ws}/deploy",
-    "/api/v1/workspaces/{ws}/run",
-    "/api/v1/keys",
-    "/api/v1/keys/{prefix}",
-    "/api/v1/sources",
-    "/api/v1/sources/{name}/grants",
-];
-
-pub fn router(gw: Gateway) -> Router {
+/// Every route of the control API, in one table: the router is built from it and the
+/// OpenAPI test checks each path is documented.
+fn routes() -> Vec<(&'static str, MethodRouter<Gateway>)> {
     use handlers::*;
-    Router::new()
-        .route("/api/v1/whoami", get(whoami))
-        .route(
+    vec![
+        ("/api/v1/whoami", get(whoami)),
+        (
             "/api/v1/workspaces",
             get(list_workspaces).post(create_workspace),
-        )
-        .route("/api/v1/workspaces/{ws}/feeds", get(list_feeds))
-        .route(
+        ),
+        ("/api/v1/workspaces/{ws}/feeds", get(list_feeds)),
+        (
             "/api/v1/workspaces/{ws}/feeds/{feed}",
             get(get_feed).delete(delete_feed),
-        )
-        .route(
+        ),
+        (
             "/api/v1/workspaces/{ws}/feeds/{feed}/revisions",
             get(list_revisions),
-        )
-        .route(
+        ),
+        (
             "/api/v1/workspaces/{ws}/feeds/{feed}/rollback",
             post(rollback),
-        )
-        .route("/api/v1/workspaces/{ws}/feeds/{feed}/logs", get(logs))
-        .route("/api/v1/workspaces/{ws}/deploy", post(deploy::deploy))
-        .route("/api/v1/workspaces/{ws}/run", post(deploy::run))
-        .route("/api/v1/keys", get(list_keys).post(create_key))
-        .route("/api/v1/keys/{prefix}", delete(revoke_key))
-        .route("/api/v1/sources", get(list_sources).post(add_source))
-        .route("/api/v1/sources/{name}/grants", post(grant_source))
+        ),
+        ("/api/v1/workspaces/{ws}/feeds/{feed}/logs", get(logs)),
+        ("/api/v1/workspaces/{ws}/deploy", post(deploy::deploy)),
+        ("/api/v1/workspaces/{ws}/run", post(deploy::run)),
+        ("/api/v1/keys", get(list_keys).post(create_key)),
+        ("/api/v1/keys/{prefix}", delete(revoke_key)),
+        ("/api/v1/sources", get(list_sources).post(add_source)),
+        ("/api/v1/sources/{name}/grants", post(grant_source)),
+    ]
+}
+
+pub fn router(gw: Gateway) -> Router {
+    routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, methods)| r.route(path, methods))
         .route("/api/v1/openapi.json", get(openapi::serve))
         .with_state(gw)
 }

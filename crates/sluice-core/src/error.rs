@@ -117,7 +117,16 @@ impl Error {
     pub fn not_found(code: Code, what: &str, name: &str) -> Self {
         Error::new(
             code,
-            format!("{what} '{name}' does not exist or is not visible to this key"),
+            format!(
+                "{what} '{name}' does not exist or is not visible to this key: {}",
+                match code {
+                    Code::WorkspaceNotFound => "`sluice whoami` shows the key's workspace",
+                    Code::FeedNotFound => "`sluice feeds -w WORKSPACE` lists the feeds",
+                    Code::RevisionNotFound => "`sluice revisions FEED` lists the revisions",
+                    Code::SourceNotFound => "`sluice sources ls` lists the data sources",
+                    _ => "check the name",
+                }
+            ),
         )
         .with("name", name)
     }

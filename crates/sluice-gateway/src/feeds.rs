@@ -141,6 +141,7 @@ async fn serve(
         ws: ws.to_string(),
         feed: feed.to_string(),
         revision: rev.number,
+        logged: false,
         request_id: rid.to_string(),
         params: params_json.clone(),
         started,
@@ -275,6 +276,8 @@ struct Finish {
     ws: String,
     feed: String,
     revision: i64,
+    /// Set once the request is logged; a drop before that logs it as abandoned.
+    logged: bool,
     request_id: String,
     params: serde_json::Value,
     started: Instant,
@@ -335,7 +338,7 @@ impl Finish {
             params: std::mem::take(&mut self.params),
             at: chrono::Utc::now(),
         };
-        self.revision = -1;
+        self.logged = true;
         // Usually the logs are there by the time the body has ended: record them on the
         // spot, and only spawn a task to wait when the worker is still finishing.
         let logs = match logs {
@@ -375,7 +378,7 @@ impl Finish {
 
 impl Drop for Finish {
     fn drop(&mut self) {
-        if self.revision >= 0 {
+        if !self.logged {
             self.log(499, Some("client_closed"));
         }
     }

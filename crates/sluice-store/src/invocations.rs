@@ -28,22 +28,14 @@ pub struct NewInvocation {
     pub at: DateTime<Utc>,
 }
 
+/// A stored invocation: the record as written, plus its id. Serialized flat, so API
+/// clients see one object.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Invocation {
     /// Increasing: the cursor for `after_id`.
     pub id: i64,
-    pub workspace: String,
-    pub feed: String,
-    pub revision: i64,
-    pub request_id: String,
-    pub status: u16,
-    pub duration_ms: f64,
-    pub rows: i64,
-    pub error_code: Option<String>,
-    pub stdout: String,
-    pub stderr: String,
-    pub params: serde_json::Value,
-    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub record: NewInvocation,
 }
 
 #[derive(sqlx::FromRow)]
@@ -75,18 +67,20 @@ impl InvocationRow {
         let params = serde_json::from_str(&self.params).map_err(|_| bad("unreadable params"))?;
         Ok(Invocation {
             id: self.id,
-            workspace: self.workspace,
-            feed: self.feed,
-            revision: self.revision,
-            request_id: self.request_id,
-            status,
-            duration_ms: self.duration_ms,
-            rows: self.row_count,
-            error_code: self.error_code,
-            stdout: self.stdout,
-            stderr: self.stderr,
-            params,
-            at: ts(self.at),
+            record: NewInvocation {
+                workspace: self.workspace,
+                feed: self.feed,
+                revision: self.revision,
+                request_id: self.request_id,
+                status,
+                duration_ms: self.duration_ms,
+                rows: self.row_count,
+                error_code: self.error_code,
+                stdout: self.stdout,
+                stderr: self.stderr,
+                params,
+                at: ts(self.at),
+            },
         })
     }
 }

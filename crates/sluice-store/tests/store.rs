@@ -882,7 +882,7 @@ async fn invocations_are_batched_paged_and_pruned(env: Env) {
     let sales_ns: Vec<i64> = (1..=25).filter(|n| n % 2 == 1).collect(); // 13 records
     let last5 = store.invocations("demo", "sales", None, 5).await.unwrap();
     assert_eq!(
-        last5.iter().map(|i| i.rows / 10).collect::<Vec<_>>(),
+        last5.iter().map(|i| i.record.rows / 10).collect::<Vec<_>>(),
         sales_ns[8..]
     );
     assert!(last5.windows(2).all(|w| w[0].id < w[1].id));
@@ -895,19 +895,28 @@ async fn invocations_are_batched_paged_and_pruned(env: Env) {
     let expected = inv("sales", 1);
     assert_eq!(
         (
-            first.workspace.as_str(),
-            first.feed.as_str(),
-            first.revision,
-            first.request_id.as_str()
+            first.record.workspace.as_str(),
+            first.record.feed.as_str(),
+            first.record.revision,
+            first.record.request_id.as_str()
         ),
         ("demo", "sales", 1, "req-sales-1")
     );
     assert_eq!(
-        (first.status, first.duration_ms, first.rows),
+        (
+            first.record.status,
+            first.record.duration_ms,
+            first.record.rows
+        ),
         (expected.status, expected.duration_ms, expected.rows)
     );
     assert_eq!(
-        (&first.error_code, &first.stdout, &first.params, first.at),
+        (
+            &first.record.error_code,
+            &first.record.stdout,
+            &first.record.params,
+            first.record.at
+        ),
         (&None, &expected.stdout, &expected.params, expected.at)
     );
     let failed = store
@@ -915,9 +924,9 @@ async fn invocations_are_batched_paged_and_pruned(env: Env) {
         .await
         .unwrap()
         .into_iter()
-        .find(|i| i.status == 500)
+        .find(|i| i.record.status == 500)
         .unwrap();
-    assert_eq!(failed.error_code.as_deref(), Some("feed_raised"));
+    assert_eq!(failed.record.error_code.as_deref(), Some("feed_raised"));
 
     // after_id paging walks everything, oldest first, without gaps or repeats.
     let mut seen = Vec::new();
@@ -931,7 +940,7 @@ async fn invocations_are_batched_paged_and_pruned(env: Env) {
             break;
         }
         cursor = page.last().map(|i| i.id);
-        seen.extend(page.into_iter().map(|i| i.rows / 10));
+        seen.extend(page.into_iter().map(|i| i.record.rows / 10));
     }
     assert_eq!(seen, sales_ns);
     assert!(
@@ -955,7 +964,7 @@ async fn invocations_are_batched_paged_and_pruned(env: Env) {
     assert_eq!(deleted, (13 - 3) + (12 - 3));
     let kept = store.invocations("demo", "sales", None, 100).await.unwrap();
     assert_eq!(
-        kept.iter().map(|i| i.rows / 10).collect::<Vec<_>>(),
+        kept.iter().map(|i| i.record.rows / 10).collect::<Vec<_>>(),
         sales_ns[10..]
     );
     assert_eq!(
