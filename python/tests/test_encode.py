@@ -225,3 +225,38 @@ def test_materialised_sql_query_keeps_columns_even_when_empty(tmp_path: Path) ->
     assert decode(list(encode(q, pa=None))) == [{"a": 1, "b": "x"}, {"a": 2, "b": None}]
     (frame,) = encode(sluice.sql("t", "select a, b from t where a > :lo", lo=5), pa=None)
     assert json.loads(frame.payload)["columns"] == ["a", "b"]
+
+
+SMALL_CASES: List[Any] = [
+    [{"greeting": "Hello, world!", "length": 5}],
+    [{"a": 1, "b": None}, {"a": None, "b": "x"}, {"c": True}],
+    [{"x": 1}, {"x": 2.5}, {"x": None}],  # int and float make a float column
+    [{"x": None}, {"x": None}],  # a column of nulls only
+    [{"k": "é ✓ \"quoted\"\n"}],
+    [{"a": 1, "b": 2}, {"b": 3, "a": 4}],  # key order differs between rows
+    # Everything below is unusual: the fast path declines and the general path decides.
+    [{"d": dt.date(2024, 1, 2)}],
+    [{"x": 1}, {"x": "one"}],
+    [{"x": True}, {"x": 1}],
+    [{"x": float("nan")}],
+    [{"n": {"nested": [1, 2]}}],
+    [{"x": decimal.Decimal("1.5")}],
+    [{1: "non-string key"}],
+    [(1, 2)],
+    [],
+]
+
+
+@pytest.mark.parametrize("rows", SMALL_CASES, ids=range(len(SMALL_CASES)))
+def test_small_rows_fast_path_is_identical_to_the_general_path(rows: List[Any]) -> None:
+    quick = _encode.small_rows_frame(rows)
+    if quick is None:
+        return
+    general = list(encode(rows, pa=None))
+    assert [quick] == general
+
+
+def test_small_rows_fast_path_takes_the_common_cases() -> None:
+    # If it silently declined everything, the test above would prove nothing.
+    taken = [i for i, rows in enumerate(SMALL_CASES) if _encode.small_rows_frame(rows) is not None]
+    assert taken == [0, 1, 2, 3, 4, 5]
