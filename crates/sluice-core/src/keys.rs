@@ -2,6 +2,9 @@
 //! clear to find the row, the whole key only as a SHA-256 hash. Keys are 190 bits of
 //! randomness, so a fast hash is right here (a slow KDF is for low-entropy passwords and
 //! would put milliseconds on every BI request).
+//!
+//! Secret feed links (`fl_<prefix>_<secret>`) are made and stored the same way: a link is
+//! a key that opens one feed, carried in the URL path by tools that cannot send headers.
 
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -23,8 +26,19 @@ fn random_string(n: usize) -> String {
 }
 
 pub fn generate() -> NewKey {
+    generate_with("sk")
+}
+
+/// A new secret feed link token, `fl_<prefix>_<secret>`.
+pub fn generate_link() -> NewKey {
+    generate_with(LINK_TAG)
+}
+
+const LINK_TAG: &str = "fl";
+
+fn generate_with(tag: &str) -> NewKey {
     let prefix = random_string(10);
-    let secret = format!("sk_{prefix}_{}", random_string(32));
+    let secret = format!("{tag}_{prefix}_{}", random_string(32));
     let hash = hash(&secret);
     NewKey {
         secret,
@@ -51,6 +65,17 @@ pub fn prefix_of(secret: &str) -> String {
     hash(secret)[..10].to_string()
 }
 
+/// The lookup prefix of a presented feed link token, or `None` when the text is not
+/// shaped like one (then it cannot be a link, and no lookup is needed).
+pub fn link_prefix_of(token: &str) -> Option<String> {
+    let (p, s) = token
+        .strip_prefix(LINK_TAG)?
+        .strip_prefix('_')?
+        .split_once('_')?;
+    let ok = |t: &str| t.bytes().all(|b| ALPHABET.contains(&b));
+    (p.len() == 10 && s.len() == 32 && ok(p) && ok(s)).then(|| p.to_string())
+}
+
 /// Constant-time comparison of two hex hashes.
 pub fn hashes_equal(a: &str, b: &str) -> bool {
     a.len() == b.len()
@@ -70,6 +95,21 @@ mod tests {
         assert_eq!(prefix_of(&k.secret), k.prefix);
         assert!(hashes_equal(&hash(&k.secret), &k.hash));
         assert_ne!(generate().secret, k.secret);
+    }
+    #[test]
+    fn links_are_keys_with_their_own_tag() {
+        let l = generate_link();
+        assert!(l.secret.starts_with("fl_"), "{}", l.secret);
+        assert_eq!(
+            link_prefix_of(&l.secret).as_deref(),
+            Some(l.prefix.as_str())
+        );
+        assert!(hashes_equal(&hash(&l.secret), &l.hash));
+        // An API key is not a link, nor is anything malformed.
+        assert_eq!(link_prefix_of(&generate().secret), None);
+        assert_eq!(link_prefix_of("fl_short_x"), None);
+        assert_eq!(link_prefix_of(&l.secret.replace('_', "-")), None);
+        assert_eq!(link_prefix_of(&format!("{}/", l.secret)), None);
     }
     #[test]
     fn custom_keys_get_a_hash_prefix() {

@@ -1,5 +1,5 @@
-//! The metadata store: workspaces, API keys, data sources (credentials sealed at rest),
-//! feeds with their immutable revisions, and invocation records. It is the only crate that
+//! The metadata store: workspaces, API keys, secret feed links, data sources (credentials
+//! sealed at rest), feeds with their immutable revisions, and invocation records. It is the only crate that
 //! speaks SQL to the metadata database; everything else calls [`Store`].
 //!
 //! It runs on SQLite (the embedded default, one file in the data directory) and on
@@ -67,12 +67,14 @@ mod crypto;
 mod feeds;
 mod invocations;
 mod keys;
+mod links;
 mod sources;
 mod workspaces;
 
 pub use feeds::{FeedRecord, NewRevision, Revision};
 pub use invocations::{Invocation, MAX_INVOCATIONS_PAGE, NewInvocation};
 pub use keys::{KeyRecord, NewKey};
+pub use links::{LinkRecord, NewLink};
 pub use sources::SourceRecord;
 pub use workspaces::Workspace;
 

@@ -6,7 +6,7 @@
 
 use serde_json::json;
 use sluice_core::{Code, FeedSignature, Role};
-use sluice_store::{NewInvocation, NewKey, NewRevision, Store};
+use sluice_store::{NewInvocation, NewKey, NewLink, NewRevision, Store};
 use sqlx::{Connection, Executor};
 use std::future::Future;
 
@@ -163,6 +163,7 @@ on_both_backends!(
     concurrent_deploys_of_one_feed_get_distinct_numbers,
     deleting_a_feed_removes_its_revisions_and_invocations,
     invocations_are_batched_paged_and_pruned,
+    feed_links_are_hashed_scoped_revoked_and_go_with_their_feed,
 );
 
 fn sig(name: &str) -> FeedSignature {
@@ -243,7 +244,7 @@ async fn reopening_keeps_data_and_runs_migrations_once(env: Env) {
     }
     assert_eq!(
         env.raw_count("SELECT COUNT(*) FROM _sqlx_migrations").await,
-        1
+        2
     );
     if let Some(dir) = &env.dir {
         assert!(
@@ -859,6 +860,149 @@ async fn deleting_a_feed_removes_its_revisions_and_invocations(env: Env) {
             .unwrap()
             .is_empty()
     );
+}
+
+async fn feed_links_are_hashed_scoped_revoked_and_go_with_their_feed(env: Env) {
+    let store = env.open().await;
+    store.create_workspace("demo").await.unwrap();
+    store.create_workspace("other").await.unwrap();
+    store
+        .deploy("demo", vec![rev("sales", "s1"), rev("stock", "k1")])
+        .await
+        .unwrap();
+    store
+        .deploy("other", vec![rev("sales", "o1")])
+        .await
+        .unwrap();
+    let link = |ws: &str, feed: &str, name: &str| {
+        let t = sluice_core::keys::generate_link();
+        (
+            t.secret,
+            NewLink {
+                workspace: ws.into(),
+                feed: feed.into(),
+                name: name.into(),
+                prefix: t.prefix,
+                hash: t.hash,
+                created_by: "alice".into(),
+            },
+        )
+    };
+
+    let (token, new) = link("demo", "sales", "finance dashboard");
+    let created = store.create_link(new.clone()).await.unwrap();
+    assert_eq!(
+        (created.workspace.as_str(), created.feed.as_str()),
+        ("demo", "sales")
+    );
+    assert_eq!(created.revoked_at, None);
+    assert!(
+        serde_json::to_value(&created)
+            .unwrap()
+            .get("hash")
+            .is_none(),
+        "the hash is never serialized"
+    );
+    let stored_hash = env
+        .raw_scalar(
+            "SELECT hash FROM feed_links WHERE prefix = $1",
+            &created.prefix,
+        )
+        .await;
+    assert_eq!(stored_hash, sluice_core::keys::hash(&token));
+    assert_ne!(stored_hash, token, "the token itself is never stored");
+    assert_eq!(
+        store.create_link(new).await.unwrap_err().code,
+        Code::AlreadyExists
+    );
+    let (_, ghost) = link("demo", "ghost", "x");
+    assert_eq!(
+        store.create_link(ghost).await.unwrap_err().code,
+        Code::FeedNotFound
+    );
+
+    let (_, stock) = link("demo", "stock", "ops");
+    let stock = store.create_link(stock).await.unwrap();
+    let (_, theirs) = link("other", "sales", "theirs");
+    let theirs = store.create_link(theirs).await.unwrap();
+
+    let found = store
+        .link_by_prefix(&created.prefix)
+        .await
+        .unwrap()
+        .expect("found by prefix");
+    assert_eq!(found, created);
+    assert_eq!(store.link_by_prefix("nosuchlink").await.unwrap(), None);
+
+    let names = |v: Vec<sluice_store::LinkRecord>| -> Vec<String> {
+        v.into_iter().map(|l| l.name).collect()
+    };
+    assert_eq!(
+        names(store.list_links("demo", None).await.unwrap()),
+        ["finance dashboard", "ops"]
+    );
+    assert_eq!(
+        names(store.list_links("demo", Some("stock")).await.unwrap()),
+        ["ops"]
+    );
+    assert_eq!(
+        store.list_links("ghost", None).await.unwrap_err().code,
+        Code::WorkspaceNotFound
+    );
+    assert_eq!(
+        store
+            .list_links("demo", Some("ghost"))
+            .await
+            .unwrap_err()
+            .code,
+        Code::FeedNotFound
+    );
+
+    store.touch_link(&created.prefix).await.unwrap();
+    let touched = store
+        .link_by_prefix(&created.prefix)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        touched
+            .last_used_at
+            .is_some_and(|t| t >= created.created_at)
+    );
+
+    // Revoking is scoped to the workspace: another workspace's link is left alone.
+    assert!(!store.revoke_link("demo", &theirs.prefix).await.unwrap());
+    assert!(store.revoke_link("demo", &created.prefix).await.unwrap());
+    assert!(
+        !store.revoke_link("demo", &created.prefix).await.unwrap(),
+        "revoking twice reports nothing revoked"
+    );
+    let revoked = store
+        .link_by_prefix(&created.prefix)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        revoked.revoked_at.is_some(),
+        "a revoked link is still found"
+    );
+    assert_eq!(
+        names(store.list_links("demo", None).await.unwrap()),
+        ["ops"]
+    );
+    assert!(
+        store
+            .link_by_prefix(&theirs.prefix)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+
+    // Deleting a feed deletes its links: a new feed of the same name is not opened by them.
+    assert!(store.delete_feed("demo", "stock").await.unwrap());
+    assert_eq!(store.link_by_prefix(&stock.prefix).await.unwrap(), None);
 }
 
 async fn invocations_are_batched_paged_and_pruned(env: Env) {
