@@ -104,13 +104,15 @@ pub fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-const CACHE_TTL: Duration = Duration::from_secs(30);
+pub(crate) const CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// Verified keys by hash. Only successes are cached: a wrong key always costs a lookup,
-/// which is what we want for failed-login accounting later.
+/// which is what we want for failed-login accounting later. Resolved secret feed links
+/// (`links.rs`) live here too, under the same rules, cleared on their own.
 #[derive(Default)]
 pub struct KeyCache {
     entries: RwLock<HashMap<String, (Instant, Arc<Principal>)>>,
+    pub(crate) links: crate::links::LinkCache,
 }
 
 impl KeyCache {

@@ -75,24 +75,37 @@ pub async fn get_feed(
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
-    let rid = request_id(&headers);
     let principal = match gw.authenticate(&headers, query.as_deref()).await {
         Ok(p) => p,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let editor = principal.is_editor_of(&ws);
-    match serve(
+    respond(
         &gw,
         &ws,
         &feed,
         query.as_deref(),
         &headers,
-        &rid,
         &principal,
         started,
     )
     .await
-    {
+}
+
+/// A feed's rows for a caller who is already known: the one path behind `/feeds/{ws}/{feed}`
+/// and the secret links of `/links/{token}`, so both check parameters, negotiate formats,
+/// cache, log and fail alike.
+pub(crate) async fn respond(
+    gw: &Gateway,
+    ws: &str,
+    feed: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    principal: &crate::Principal,
+    started: Instant,
+) -> Response {
+    let rid = request_id(headers);
+    let editor = principal.is_editor_of(ws);
+    match serve(gw, ws, feed, query, headers, &rid, principal, started).await {
         Ok(r) => r,
         Err(e) => {
             // Only feeds that exist get metric labels: random names must not grow the registry.
@@ -102,8 +115,8 @@ pub async fn get_feed(
                     if !matches!(e.code, Code::WorkspaceNotFound | Code::FeedNotFound) {
                         let secs = started.elapsed().as_secs_f64();
                         gw.inner.metrics.record(
-                            &ws,
-                            &feed,
+                            ws,
+                            feed,
                             e.status(),
                             secs,
                             0,

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod encode;
 mod feeds;
 pub mod limiter;
+pub mod links;
 pub mod metrics;
 pub mod problem;
 mod recorder;
@@ -26,10 +27,11 @@ pub use state::{Execution, Gateway, GatewayConfig, Logs, WorkspaceSources, modul
 
 use axum::{Router, routing::get};
 
-/// Routes served by the gateway: feeds, health and metrics.
+/// Routes served by the gateway: feeds, secret feed links, health and metrics.
 pub fn router(gw: Gateway) -> Router {
     Router::new()
         .route("/feeds/{ws}/{feed}", get(feeds::get_feed))
+        .route("/links/{token}", get(links::get_link))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(state::readyz))
         .route("/metrics", get(metrics::scrape))
