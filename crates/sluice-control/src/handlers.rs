@@ -152,6 +152,8 @@ pub async fn delete_feed(
         return Err(Error::not_found(Code::FeedNotFound, "feed", &format!("{ws}/{feed}")).into());
     }
     gw.invalidate_feed(&ws, &feed);
+    // Its links went with it: a feed created again under the name must not open to them.
+    gw.invalidate_links();
     if let Some(r) = live {
         gw.runtime().retire(r.id).await;
     }

@@ -5,12 +5,14 @@
 //!
 //! The contract is `docs/api.md`.
 
+pub mod connect;
 mod deploy;
 mod handlers;
+mod links;
 pub mod openapi;
 
 use axum::{
-    Router,
+    Extension, Router,
     extract::FromRequestParts,
     http::request::Parts,
     routing::{MethodRouter, delete, get, post},
@@ -18,6 +20,7 @@ use axum::{
 use sluice_gateway::{ApiError, Gateway, Principal};
 use std::sync::Arc;
 
+pub use connect::ConnectInfo;
 pub use deploy::{MAX_SOURCE_BYTES, deploy_module};
 
 /// Every route of the control API, in one table: the router is built from it and the
@@ -44,6 +47,35 @@ fn routes() -> Vec<(&'static str, MethodRouter<Gateway>)> {
             post(rollback),
         ),
         ("/api/v1/workspaces/{ws}/feeds/{feed}/logs", get(logs)),
+        (
+            "/api/v1/workspaces/{ws}/feeds/{feed}/connect",
+            get(connect::handlers::feed_tools),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/feeds/{feed}/connect/{tool}",
+            get(connect::handlers::feed_file),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/connect",
+            get(connect::handlers::workspace_tools),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/connect/{tool}",
+            get(connect::handlers::workspace_file),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/feeds/{feed}/links",
+            get(links::list_for_feed).post(links::create),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/feeds/{feed}/links/{id}",
+            delete(links::revoke_for_feed),
+        ),
+        ("/api/v1/workspaces/{ws}/links", get(links::list_for_workspace)),
+        (
+            "/api/v1/workspaces/{ws}/links/{id}",
+            delete(links::revoke_in_workspace),
+        ),
         ("/api/v1/workspaces/{ws}/deploy", post(deploy::deploy)),
         ("/api/v1/workspaces/{ws}/run", post(deploy::run)),
         ("/api/v1/keys", get(list_keys).post(create_key)),
@@ -53,12 +85,15 @@ fn routes() -> Vec<(&'static str, MethodRouter<Gateway>)> {
     ]
 }
 
-pub fn router(gw: Gateway) -> Router {
+/// The control API. `connect` says where clients reach this server, for the connection
+/// files and links it hands out.
+pub fn router(gw: Gateway, connect: ConnectInfo) -> Router {
     routes()
         .into_iter()
         .fold(Router::new(), |r, (path, methods)| r.route(path, methods))
         .route("/api/v1/openapi.json", get(openapi::serve))
         .with_state(gw)
+        .layer(Extension(Arc::new(connect)))
 }
 
 /// The authenticated caller, as an extractor: every control route needs one.

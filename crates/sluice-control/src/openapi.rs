@@ -44,9 +44,32 @@ fn op(
     o
 }
 
+/// A connection file download: its media type depends on the tool.
+fn connect_file(summary: &str, params: &[Value]) -> Value {
+    json!({
+        "summary": summary,
+        "description": "Needs role: viewer.",
+        "parameters": params,
+        "responses": {
+            "200": {
+                "description": "The file, with Content-Disposition: attachment",
+                "content": {
+                    "application/json": {}, "text/x-ms-odc": {}, "application/xml": {},
+                    "text/plain": {}, "text/x-python": {}, "text/x-shellscript": {}}},
+            "default": {"description": "An error", "content": {"application/problem+json": {"schema": r("Problem")}}},
+        },
+    })
+}
+
 pub fn document() -> Value {
     let ws = path_param("ws", "workspace name");
     let feed = path_param("feed", "feed name");
+    let tool = json!({"name": "tool", "in": "path", "required": true,
+        "description": "the tool (or its file extension: pbids, odc, tds, qvs, pq, py, sh)",
+        "schema": {"type": "string", "examples": ["excel", "powerbi", "tableau", "qlik", "powerquery", "pandas", "curl"]}});
+    let link = json!({"name": "link", "in": "query", "required": false,
+        "description": "a secret link token of this feed to embed instead of asking for credentials (not for powerbi and tableau)",
+        "schema": {"type": "string"}});
     let module = json!({"type": "object", "required": ["source", "filename"], "properties": {
         "source": {"type": "string", "description": "the Python module"},
         "filename": {"type": "string", "description": "a bare name ending in .py"}}});
@@ -98,6 +121,20 @@ pub fn document() -> Value {
                 "Workspace": {"type": "object", "properties": {"name": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}}},
                 "Deployed": {"type": "object", "properties": {"feeds": arr(json!({"type": "object", "properties": {
                     "name": {"type": "string"}, "revision": {"type": "integer"}, "url": {"type": "string"}, "env_hash": {"type": "string"}}}))}},
+                "Link": {"type": "object", "properties": {
+                    "id": {"type": "string", "description": "the link's public id, for revoking"},
+                    "name": {"type": "string"}, "workspace": {"type": "string"}, "feed": {"type": "string"},
+                    "created_by": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
+                    "last_used_at": {"type": ["string", "null"], "format": "date-time"},
+                    "token": {"type": "string", "description": "only in the answer to POST: the secret"},
+                    "url": {"type": "string", "description": "only in the answer to POST: {public_url}/links/{token}"}}},
+                "Connect": {"type": "object", "description": "Where and how BI tools connect, and the connection files on offer.", "properties": {
+                    "workspace": {"type": "string"}, "feed": {"type": "string"}, "feeds": arr(json!({"type": "string"})),
+                    "http": {"type": "object"}, "odata": {"type": "object"}, "postgres": {"type": "object"}, "auth": {"type": "object"},
+                    "tools": arr(json!({"type": "object", "properties": {
+                        "tool": {"type": "string"}, "title": {"type": "string"}, "via": {"type": "string"},
+                        "kind": {"enum": ["file", "snippet"]}, "filename": {"type": "string"}, "media_type": {"type": "string"},
+                        "takes_link": {"type": "boolean"}, "url": {"type": "string"}}}))}},
                 "RunResult": {"type": "object", "properties": {
                     "feed": {"type": "string"}, "columns": arr(json!({"type": "string"})), "rows": arr(arr(json!({}))),
                     "row_count": {"type": "integer"}, "truncated": {"type": "boolean"}, "stdout": {"type": "string"},
@@ -109,6 +146,15 @@ pub fn document() -> Value {
             "/feeds/{ws}/{feed}": {"get": {
                 "summary": "A feed's rows. Other query parameters are the feed's own, checked against its signature.",
                 "parameters": [ws, feed, {"name": "format", "in": "query", "schema": {"enum": ["json", "csv", "ndjson", "arrow"]}}],
+                "responses": {
+                    "200": {"description": "The rows", "content": {
+                        "application/json": {"schema": arr(json!({"type": "object"}))},
+                        "text/csv": {}, "application/x-ndjson": {}, "application/vnd.apache.arrow.stream": {}}},
+                    "default": {"description": "An error", "content": {"application/problem+json": {"schema": r("Problem")}}}}}},
+            "/links/{token}": {"get": {
+                "summary": "A feed's rows through a secret feed link: no credentials, otherwise exactly like /feeds/{ws}/{feed}. A revoked link answers 401.",
+                "security": [],
+                "parameters": [path_param("token", "the link's secret token"), {"name": "format", "in": "query", "schema": {"enum": ["json", "csv", "ndjson", "arrow"]}}],
                 "responses": {
                     "200": {"description": "The rows", "content": {
                         "application/json": {"schema": arr(json!({"type": "object"}))},
@@ -131,6 +177,24 @@ pub fn document() -> Value {
                   json!({"name": "limit", "in": "query", "schema": {"type": "integer"}}),
                   json!({"name": "follow", "in": "query", "schema": {"type": "boolean"}})],
                 None, "200", Some(arr(r("Invocation"))))},
+            "/api/v1/workspaces/{ws}/feeds/{feed}/connect": {"get": op("How BI tools connect to a feed, and its connection files", "viewer", &[ws.clone(), feed.clone()], None, "200", Some(r("Connect")))},
+            "/api/v1/workspaces/{ws}/feeds/{feed}/connect/{tool}": {"get": connect_file(
+                "A feed's connection file or snippet, as an attachment. Other query parameters are the feed's own, checked against its signature, and replace its defaults.",
+                &[ws.clone(), feed.clone(), tool.clone(), link.clone()])},
+            "/api/v1/workspaces/{ws}/connect": {"get": op("How BI tools connect to a workspace, and its connection files", "viewer", std::slice::from_ref(&ws), None, "200", Some(r("Connect")))},
+            "/api/v1/workspaces/{ws}/connect/{tool}": {"get": connect_file(
+                "A workspace's connection file or snippet (OData service root, PostgreSQL database, or every feed), as an attachment",
+                &[ws.clone(), tool.clone()])},
+            "/api/v1/workspaces/{ws}/feeds/{feed}/links": {
+                "get": op("Active secret links of a feed", "editor", &[ws.clone(), feed.clone()], None, "200", Some(arr(r("Link")))),
+                "post": op("Create a secret feed link; the token and URL are in this answer only", "editor", &[ws.clone(), feed.clone()],
+                    Some(json!({"type": "object", "properties": {"name": {"type": ["string", "null"], "description": "who or what uses the link"}}})),
+                    "201", Some(r("Link")))},
+            "/api/v1/workspaces/{ws}/feeds/{feed}/links/{id}": {"delete": op("Revoke a feed's link; it stops working at once", "editor",
+                &[ws.clone(), feed.clone(), path_param("id", "the link's id")], None, "204", None)},
+            "/api/v1/workspaces/{ws}/links": {"get": op("Active secret links of every feed of a workspace", "editor", std::slice::from_ref(&ws), None, "200", Some(arr(r("Link"))))},
+            "/api/v1/workspaces/{ws}/links/{id}": {"delete": op("Revoke a link of the workspace; it stops working at once", "editor",
+                &[ws.clone(), path_param("id", "the link's id")], None, "204", None)},
             "/api/v1/workspaces/{ws}/deploy": {"post": op("Deploy a module: each @sluice.feed becomes a live revision. With Accept: application/x-ndjson, progress events stream.", "editor", std::slice::from_ref(&ws), Some(module.clone()), "201", Some(r("Deployed")))},
             "/api/v1/workspaces/{ws}/run": {"post": op("Run a module's feed once without deploying", "editor", std::slice::from_ref(&ws),
                 Some(json!({"allOf": [module, {"type": "object", "properties": {

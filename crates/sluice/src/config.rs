@@ -69,8 +69,6 @@ pub struct ServerArgs {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
-    /// Accepted now so config files written for issue #3 (Postgres wire) stay valid.
-    #[allow(dead_code)]
     pg_listen: Option<SocketAddr>,
     database_url: Option<String>,
     admin_key: Option<String>,
@@ -107,6 +105,8 @@ struct GatewayFile {
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// The PostgreSQL wire endpoint; connection files for Tableau and Qlik point there.
+    pub pg_listen: SocketAddr,
     pub database_url: Option<String>,
     pub admin_key: Option<String>,
     pub master_key: Option<[u8; 32]>,
@@ -140,6 +140,10 @@ impl ServerConfig {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("literal address"));
+        let pg_listen = args
+            .pg_listen
+            .or(file.pg_listen)
+            .unwrap_or_else(|| "127.0.0.1:5433".parse().expect("literal address"));
         let admin_key = args.admin_key.clone().or(file.admin_key);
         if let Some(k) = admin_key.as_ref().filter(|k| k.len() < 32) {
             bail!(
@@ -202,6 +206,7 @@ impl ServerConfig {
         Ok(ServerConfig {
             data_dir,
             listen,
+            pg_listen,
             database_url: args.database_url.clone().or(file.database_url),
             admin_key,
             master_key,
@@ -240,6 +245,7 @@ mod tests {
         assert_eq!(c.gateway.feed_queue, 9);
         assert_eq!(c.gateway.public_url, "https://data.example");
         assert!(c.data_dir.is_absolute());
+        assert_eq!(c.pg_listen.to_string(), "127.0.0.1:5433", "the default");
     }
 
     #[test]

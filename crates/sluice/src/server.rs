@@ -22,9 +22,9 @@ pub enum Mode {
     Production,
 }
 
-pub fn app(gw: Gateway) -> Router {
+pub fn app(gw: Gateway, connect: sluice_control::ConnectInfo) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    sluice_control::router(gw.clone())
+    sluice_control::router(gw.clone(), connect)
         .merge(sluice_gateway::router(gw))
         .layer(CompressionLayer::new().gzip(true))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -241,7 +241,8 @@ pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app(gw.clone()))
+    let connect = sluice_control::ConnectInfo::new(&cfg.gateway.public_url, cfg.pg_listen);
+    axum::serve(listener, app(gw.clone(), connect))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     warming.abort();
