@@ -49,6 +49,16 @@ pub enum ClientCommand {
     /// Manage API keys: create, ls, revoke.
     #[command(after_help = "Example:\n  sluice keys create tableau --role viewer -w demo")]
     Keys(KeysArgs),
+    /// Connection files and snippets for BI tools: Excel, Power BI, Tableau, Qlik, Power Query, pandas, curl.
+    #[command(
+        after_help = "Examples:\n  sluice connect sales_by_region --tool excel        # writes demo-sales_by_region.odc\n  sluice connect sales_by_region --tool pandas -p region=US\n  sluice connect sales_by_region --tool qlik --link  # a secret link, no credentials\n  sluice connect --tool powerbi                      # the whole workspace\n  sluice connect sales_by_region                     # what is on offer"
+    )]
+    Connect(ConnectArgs),
+    /// Manage secret feed links (a URL that reads one feed without credentials): create, ls, revoke.
+    #[command(
+        after_help = "Example:\n  sluice links create sales_by_region --name \"finance sheet\""
+    )]
+    Links(LinksArgs),
     /// Manage data sources: add, ls (adding needs an admin key).
     #[command(
         after_help = "Example:\n  sluice sources add crm --kind postgres --url postgres://crm.internal/crm --grant demo"
@@ -321,6 +331,119 @@ pub struct WhoamiArgs {
     pub conn: ConnArgs,
 }
 
+/// The BI tools `sluice connect` writes for (file extensions work too: odc, pbids, tds...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ToolArg {
+    /// Excel: an .odc file (OData; Basic auth with the key as password).
+    #[value(alias = "odc")]
+    Excel,
+    /// Power BI Desktop: a .pbids file (OData; Basic auth with the key as password).
+    #[value(alias = "pbids")]
+    Powerbi,
+    /// Tableau: a .tds file (PostgreSQL connector; the key as password).
+    #[value(alias = "tds")]
+    Tableau,
+    /// Qlik Sense: a load script (PostgreSQL connector, or a web file with --link).
+    #[value(alias = "qvs")]
+    Qlik,
+    /// Power Query M for Power BI or Excel, refreshable in the Power BI Service.
+    #[value(aliases = ["m", "pq"])]
+    Powerquery,
+    /// Python: pandas.read_csv with the key from $SLUICE_KEY.
+    #[value(alias = "python")]
+    Pandas,
+    /// A curl command with the key from $SLUICE_KEY.
+    Curl,
+}
+
+impl ToolArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolArg::Excel => "excel",
+            ToolArg::Powerbi => "powerbi",
+            ToolArg::Tableau => "tableau",
+            ToolArg::Qlik => "qlik",
+            ToolArg::Powerquery => "powerquery",
+            ToolArg::Pandas => "pandas",
+            ToolArg::Curl => "curl",
+        }
+    }
+
+    /// Tools whose output is a file to open (written to disk), not text to paste.
+    pub fn is_file(self) -> bool {
+        matches!(self, ToolArg::Excel | ToolArg::Powerbi | ToolArg::Tableau)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Feed name; leave out for the whole workspace (every feed).
+    pub feed: Option<String>,
+    /// The tool to connect; leave out to list what is on offer.
+    #[arg(short = 't', long, value_enum)]
+    pub tool: Option<ToolArg>,
+    /// A parameter value for the connection, as name=value (replaces the feed's default).
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Create a secret feed link and embed it, for tools that cannot send credentials
+    /// (needs an editor key; anyone with the output can read the feed until it is revoked).
+    #[arg(long)]
+    pub link: bool,
+    /// Write to this file [default: the server's file name for files; stdout for snippets].
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LinksArgs {
+    #[command(subcommand)]
+    pub cmd: LinksCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum LinksCommand {
+    /// Create a secret link to a feed; its URL is printed once.
+    #[command(
+        after_help = "Example:\n  sluice links create sales_by_region --name \"finance sheet\"\n  curl \"$(sluice links create sales_by_region)?format=csv&region=EU\""
+    )]
+    Create(LinkCreateArgs),
+    /// List the active links of the workspace, or of one feed.
+    #[command(after_help = "Example:\n  sluice links ls sales_by_region")]
+    Ls(LinkListArgs),
+    /// Revoke a link by its id (see `sluice links ls`); it stops working at once.
+    #[command(after_help = "Example:\n  sluice links revoke k3v9x0a2bq")]
+    Revoke(LinkRevokeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LinkCreateArgs {
+    /// Feed name.
+    pub feed: String,
+    /// Who or what uses the link, e.g. "finance sheet".
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LinkListArgs {
+    /// Only this feed's links.
+    pub feed: Option<String>,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LinkRevokeArgs {
+    /// The link's id, as shown by `sluice links ls`.
+    pub id: String,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct SourcesArgs {
     #[command(subcommand)]
@@ -462,6 +585,42 @@ mod tests {
                 assert_eq!(k.role, RoleArg::Viewer);
                 assert_eq!(k.conn.auth.workspace.as_deref(), Some("sales"));
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn connect_takes_tools_by_name_or_extension() {
+        match parse(&[
+            "connect",
+            "sales",
+            "--tool",
+            "odc",
+            "-p",
+            "region=US",
+            "--link",
+        ])
+        .unwrap()
+        {
+            ClientCommand::Connect(c) => {
+                assert_eq!(c.feed.as_deref(), Some("sales"));
+                assert_eq!(c.tool, Some(ToolArg::Excel));
+                assert!(c.link && c.tool.unwrap().is_file());
+                assert_eq!(c.params, vec![("region".into(), "US".into())]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["connect", "-t", "powerquery", "-w", "demo"]).unwrap() {
+            ClientCommand::Connect(c) => {
+                assert_eq!((c.feed, c.tool), (None, Some(ToolArg::Powerquery)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["connect", "x", "--tool", "looker"]).is_err());
+        match parse(&["links", "revoke", "abc", "--output", "json"]).unwrap() {
+            ClientCommand::Links(LinksArgs {
+                cmd: LinksCommand::Revoke(r),
+            }) => assert_eq!(r.id, "abc"),
             other => panic!("{other:?}"),
         }
     }

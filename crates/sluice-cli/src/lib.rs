@@ -1,4 +1,5 @@
-//! The sluice client commands: login, init, run, deploy, call, feeds, keys, sources, logs.
+//! The sluice client commands: login, init, run, deploy, call, feeds, keys, sources, logs,
+//! connect (connection files for BI tools) and links (secret feed links).
 //!
 //! This crate is a client of the control API (`docs/api.md`) and of the feed endpoints;
 //! it never links the server crates and must never touch the store or the runtime.

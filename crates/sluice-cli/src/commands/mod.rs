@@ -4,6 +4,7 @@
 //! request body is shaped) are pure functions here or next to their command.
 
 mod admin;
+mod connect;
 mod deploy;
 mod feeds;
 mod init;
@@ -11,7 +12,8 @@ mod login;
 mod run;
 
 use crate::cli::{
-    AuthArgs, ClientCommand, CommonArgs, ConnArgs, KeysCommand, OutputMode, SourcesCommand,
+    AuthArgs, ClientCommand, CommonArgs, ConnArgs, KeysCommand, LinksCommand, OutputMode,
+    SourcesCommand,
 };
 use crate::config::{self, Config};
 use crate::http::{Client, ClientError};
@@ -51,6 +53,21 @@ pub async fn dispatch(cmd: ClientCommand) -> Result<()> {
             }
             KeysCommand::Ls(a) => admin::keys_list(Ctx::new(&a.conn)?).await,
             KeysCommand::Revoke(a) => admin::key_revoke(Ctx::new(&a.conn)?, &a.prefix).await,
+        },
+        ClientCommand::Connect(a) => {
+            let ctx = Ctx::new(&a.conn)?;
+            connect::connect(ctx, a).await
+        }
+        ClientCommand::Links(l) => match l.cmd {
+            LinksCommand::Create(a) => {
+                let ctx = Ctx::new(&a.conn)?;
+                connect::link_create(ctx, &a.feed, a.name.as_deref()).await
+            }
+            LinksCommand::Ls(a) => {
+                let ctx = Ctx::new(&a.conn)?;
+                connect::links_list(ctx, a.feed.as_deref()).await
+            }
+            LinksCommand::Revoke(a) => connect::link_revoke(Ctx::new(&a.conn)?, &a.id).await,
         },
         ClientCommand::Sources(s) => match s.cmd {
             SourcesCommand::Add(a) => {
