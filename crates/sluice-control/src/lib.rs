@@ -71,7 +71,10 @@ fn routes() -> Vec<(&'static str, MethodRouter<Gateway>)> {
             "/api/v1/workspaces/{ws}/feeds/{feed}/links/{id}",
             delete(links::revoke_for_feed),
         ),
-        ("/api/v1/workspaces/{ws}/links", get(links::list_for_workspace)),
+        (
+            "/api/v1/workspaces/{ws}/links",
+            get(links::list_for_workspace),
+        ),
         (
             "/api/v1/workspaces/{ws}/links/{id}",
             delete(links::revoke_in_workspace),

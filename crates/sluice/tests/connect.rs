@@ -196,7 +196,7 @@ fn connection_files_and_secret_feed_links() {
             .unwrap();
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
-            "greeting,length\nHello, world!,5\n",
+            "greeting,length\r\n\"Hello, world!\",5\r\n",
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
@@ -306,7 +306,10 @@ fn connection_files_and_secret_feed_links() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.text().unwrap(), "greeting,length\nHello, link!,4\n");
+    assert_eq!(
+        r.text().unwrap(),
+        "greeting,length\r\n\"Hello, link!\",4\r\n"
+    );
     // Same parameter checks and errors as /feeds.
     let r = anon.get(format!("{url}?nmae=x")).send().unwrap();
     assert_eq!(r.status(), 400);
