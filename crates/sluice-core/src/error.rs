@@ -29,6 +29,7 @@ codes! {
     MissingParameter => "missing_parameter", 400, "Missing parameter";
     InvalidName => "invalid_name", 400, "Invalid name";
     UnsupportedFormat => "unsupported_format", 400, "Unsupported format";
+    InvalidQuery => "invalid_query", 400, "Invalid query";
     Unauthenticated => "unauthenticated", 401, "Authentication required";
     InvalidKey => "invalid_key", 401, "Invalid API key";
     Forbidden => "forbidden", 403, "Forbidden";
@@ -45,6 +46,7 @@ codes! {
     FeedRaised => "feed_raised", 500, "Feed raised an exception";
     SourceQueryFailed => "source_query_failed", 500, "Data source query failed";
     Internal => "internal", 500, "Internal error";
+    NotImplemented => "not_implemented", 501, "Not implemented";
     WorkerCrashed => "worker_crashed", 502, "Feed worker crashed";
     RuntimeUnavailable => "runtime_unavailable", 503, "Runtime unavailable";
     Timeout => "timeout", 504, "Feed timed out";

@@ -121,6 +121,13 @@ pub fn encode(
             }
         }
     };
+    run(encoder, batches)
+}
+
+fn run(
+    encoder: Encoder,
+    batches: BoxStream<'static, Result<RecordBatch>>,
+) -> BoxStream<'static, Result<Bytes>> {
     let state = State {
         encoder,
         batches,
@@ -153,6 +160,28 @@ pub fn encode(
         }
     })
     .boxed()
+}
+
+/// The closing part of a wrapped JSON body, produced after the last row.
+pub type Tail = Box<dyn FnOnce() -> Vec<u8> + Send>;
+
+/// JSON rows inside a caller's envelope (OData's `{"@odata.context":..,"value":[` ... `]}`):
+/// `head`, the rows as array elements, `]`, then `tail()`, called once the rows have ended
+/// so it can say what only the end knows (a next-page link). Timestamps without a zone are
+/// written as UTC with `Z`, as OData's DateTimeOffset requires.
+pub fn encode_wrapped(
+    schema: SchemaRef,
+    batches: BoxStream<'static, Result<RecordBatch>>,
+    head: Vec<u8>,
+    tail: Tail,
+) -> BoxStream<'static, Result<Bytes>> {
+    let mut t = TextEncoder::new(TextKind::Json, &schema);
+    let mut out = head;
+    out.append(&mut t.out);
+    t.out = out;
+    t.utc = true;
+    t.tail = Some(tail);
+    run(Encoder::Text(t), batches)
 }
 
 struct State {
@@ -216,6 +245,9 @@ struct TextEncoder {
     /// Per column, what precedes its value: `{"name":` / `,"name":` for JSON.
     keys: Vec<Vec<u8>>,
     rows: usize,
+    /// Write timestamps without a zone as UTC (`Z`) too.
+    utc: bool,
+    tail: Option<Tail>,
 }
 
 impl TextEncoder {
@@ -250,6 +282,8 @@ impl TextEncoder {
             out,
             keys,
             rows: 0,
+            utc: false,
+            tail: None,
         }
     }
 
@@ -259,7 +293,7 @@ impl TextEncoder {
             .columns()
             .iter()
             .zip(schema.fields())
-            .map(|(a, f)| Column::new(a, f.name()))
+            .map(|(a, f)| Column::new(a, f.name(), self.utc))
             .collect::<Result<Vec<_>>>()?;
         let json = self.kind != TextKind::Csv;
         let out = &mut self.out;
@@ -291,6 +325,9 @@ impl TextEncoder {
     fn end(&mut self) {
         if self.kind == TextKind::Json {
             self.out.push(b']');
+        }
+        if let Some(tail) = self.tail.take() {
+            self.out.extend_from_slice(&tail());
         }
     }
 }
@@ -325,13 +362,16 @@ enum Values<'a> {
     Date64(&'a [i64]),
     /// Values, sub-second digits of the unit (0, 3, 6, 9), and whether to write `Z`.
     Ts(&'a [i64], u32, bool),
+    /// Time of day since midnight, with the sub-second digits of the unit.
+    Time32(&'a [i32], u32),
+    Time64(&'a [i64], u32),
     Dec128(&'a [i128], i8),
     Dec256(&'a arrow_array::Decimal256Array, i8),
     Dict(Vec<usize>, Box<Column<'a>>),
 }
 
 impl<'a> Column<'a> {
-    fn new(a: &'a ArrayRef, name: &str) -> Result<Column<'a>> {
+    fn new(a: &'a ArrayRef, name: &str, utc: bool) -> Result<Column<'a>> {
         let values = match a.data_type() {
             DataType::Null => Values::Null,
             DataType::Boolean => Values::Bool(a.as_boolean()),
@@ -367,7 +407,23 @@ impl<'a> Column<'a> {
                 };
                 // Arrow stores instants in UTC whatever the zone; writing them as UTC with `Z`
                 // is exact for every zone and needs no time-zone database.
-                Values::Ts(v, digits, tz.is_some())
+                Values::Ts(v, digits, utc || tz.is_some())
+            }
+            DataType::Time32(unit) => {
+                let (v, digits) = match unit {
+                    TimeUnit::Millisecond => {
+                        (a.as_primitive::<Time32MillisecondType>().values(), 3)
+                    }
+                    _ => (a.as_primitive::<Time32SecondType>().values(), 0),
+                };
+                Values::Time32(v, digits)
+            }
+            DataType::Time64(unit) => {
+                let (v, digits) = match unit {
+                    TimeUnit::Nanosecond => (a.as_primitive::<Time64NanosecondType>().values(), 9),
+                    _ => (a.as_primitive::<Time64MicrosecondType>().values(), 6),
+                };
+                Values::Time64(v, digits)
             }
             DataType::Decimal128(_, s) => {
                 Values::Dec128(a.as_primitive::<Decimal128Type>().values(), *s)
@@ -376,7 +432,10 @@ impl<'a> Column<'a> {
             DataType::Dictionary(_, _) => {
                 let d = a.as_any_dictionary();
                 let values: &'a ArrayRef = d.values();
-                Values::Dict(d.normalized_keys(), Box::new(Column::new(values, name)?))
+                Values::Dict(
+                    d.normalized_keys(),
+                    Box::new(Column::new(values, name, utc)?),
+                )
             }
             other => {
                 return Err(Error::new(
@@ -428,6 +487,8 @@ impl<'a> Column<'a> {
             Values::Date32(v) => quoted(out, json, |o| date(o, v[row] as i64)),
             Values::Date64(v) => quoted(out, json, |o| date(o, v[row].div_euclid(86_400_000))),
             Values::Ts(v, digits, z) => quoted(out, json, |o| timestamp(o, v[row], *digits, *z)),
+            Values::Time32(v, digits) => quoted(out, json, |o| time(o, v[row] as i64, *digits)),
+            Values::Time64(v, digits) => quoted(out, json, |o| time(o, v[row], *digits)),
             Values::Dec128(v, s) => decimal(out, &v[row].to_string(), *s),
             Values::Dec256(a, s) => decimal(out, &a.value(row).to_string(), *s),
             Values::Dict(keys, values) => values.write(keys[row], out, json),
@@ -586,11 +647,20 @@ fn date(out: &mut Vec<u8>, days: i64) {
 /// the digits of the column's unit.
 fn timestamp(out: &mut Vec<u8>, v: i64, digits: u32, z: bool) {
     let per_sec = 10i64.pow(digits);
+    date(out, v.div_euclid(per_sec).div_euclid(86_400));
+    out.push(b'T');
+    time(out, v.rem_euclid(per_sec * 86_400), digits);
+    if z {
+        out.push(b'Z');
+    }
+}
+
+/// `hh:mm:ss[.fff]` of a time since midnight in units of 10^-digits s.
+fn time(out: &mut Vec<u8>, v: i64, digits: u32) {
+    let per_sec = 10i64.pow(digits);
     let secs = v.div_euclid(per_sec);
     let frac = v.rem_euclid(per_sec);
-    date(out, secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400) as u32;
-    out.push(b'T');
     pad(out, s / 3600, 2);
     out.push(b':');
     pad(out, s / 60 % 60, 2);
@@ -599,9 +669,6 @@ fn timestamp(out: &mut Vec<u8>, v: i64, digits: u32, z: bool) {
     if frac != 0 {
         out.push(b'.');
         pad(out, frac as u32, digits as usize);
-    }
-    if z {
-        out.push(b'Z');
     }
 }
 

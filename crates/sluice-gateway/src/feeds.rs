@@ -284,29 +284,29 @@ fn response(format: Format, feed: &str, revision: i64, body: Body, cached: bool)
 
 /// Everything needed to log one request when it ends, however it ends. If the client goes
 /// away mid-stream the stream is dropped, and so is this: it then logs status 499.
-struct Finish {
-    gw: Gateway,
-    ws: String,
-    feed: String,
-    revision: i64,
+pub(crate) struct Finish {
+    pub(crate) gw: Gateway,
+    pub(crate) ws: String,
+    pub(crate) feed: String,
+    pub(crate) revision: i64,
     /// Set once the request is logged; a drop before that logs it as abandoned.
-    logged: bool,
-    request_id: String,
-    params: serde_json::Value,
-    started: Instant,
-    rows: Arc<AtomicU64>,
-    logs: Option<Logs>,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    limiter: Arc<crate::limiter::Limiter>,
+    pub(crate) logged: bool,
+    pub(crate) request_id: String,
+    pub(crate) params: serde_json::Value,
+    pub(crate) started: Instant,
+    pub(crate) rows: Arc<AtomicU64>,
+    pub(crate) logs: Option<Logs>,
+    pub(crate) permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub(crate) limiter: Arc<crate::limiter::Limiter>,
 }
 
 impl Finish {
-    fn done(mut self, status: u16, error: Option<&str>) {
+    pub(crate) fn done(mut self, status: u16, error: Option<&str>) {
         self.log(status, error);
     }
 
     /// The call failed before any row: keep what the feed printed, for `sluice logs`.
-    fn fail(mut self, e: &Error) {
+    pub(crate) fn fail(mut self, e: &Error) {
         let text = |k: &str| {
             e.extra
                 .get(k)

@@ -16,12 +16,14 @@ mod feeds;
 pub mod limiter;
 pub mod links;
 pub mod metrics;
+mod open;
 pub mod problem;
 mod recorder;
 mod state;
 
 pub use auth::Principal;
 pub use feeds::RESERVED as RESERVED_PARAMS;
+pub use open::OpenFeed;
 pub use problem::ApiError;
 pub use state::{Execution, Gateway, GatewayConfig, Logs, WorkspaceSources, module_of};
 

@@ -25,6 +25,7 @@ pub enum Mode {
 pub fn app(gw: Gateway, connect: sluice_control::ConnectInfo) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     sluice_control::router(gw.clone(), connect)
+        .merge(sluice_odata::router(gw.clone()))
         .merge(sluice_gateway::router(gw))
         .layer(CompressionLayer::new().gzip(true))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

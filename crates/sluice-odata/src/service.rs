@@ -1,0 +1,428 @@
+//! The HTTP side: service document, `$metadata`, entity sets and `/$count`.
+
+use crate::csdl::{self, EntitySet};
+use crate::query::{self, Options, Shape, df_error};
+use arrow_schema::SchemaRef;
+use axum::{
+    Router,
+    body::Body,
+    extract::{Path, RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
+use sluice_core::{Code, Error, Result};
+use sluice_gateway::{Gateway, Principal, RESERVED_PARAMS, auth::query_pairs};
+use sluice_store::Revision;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+const JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
+
+#[derive(Clone)]
+pub struct OData {
+    gw: Gateway,
+    /// Result schemas by revision id, learnt by calling the feed with its defaults (or
+    /// from any call through OData). Revisions are immutable, so entries never go stale.
+    schemas: Arc<Mutex<HashMap<i64, SchemaRef>>>,
+}
+
+pub fn router(gw: Gateway) -> Router {
+    let state = OData {
+        gw,
+        schemas: Default::default(),
+    };
+    Router::new()
+        .route("/odata/{ws}", get(service_document))
+        .route("/odata/{ws}/", get(service_document))
+        .route("/odata/{ws}/$metadata", get(metadata))
+        .route("/odata/{ws}/{set}", get(entity_set))
+        .route("/odata/{ws}/{set}/$count", get(count))
+        .with_state(state)
+}
+
+/// A problem document (RFC 9457) that OData clients can also read: they look for
+/// `error.code` and `error.message`.
+fn error_response(e: Error, editor: bool) -> Response {
+    let mut body = e.problem(editor, None);
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert(
+            "error".into(),
+            serde_json::json!({"code": e.code.as_str(), "message": e.message}),
+        );
+    }
+    let mut res = sluice_gateway::problem::problem_response(&e, editor);
+    *res.body_mut() = Body::from(body.to_string());
+    odata_version(res)
+}
+
+fn odata_version(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert("odata-version", HeaderValue::from_static("4.0"));
+    res
+}
+
+fn ok(content_type: &'static str, body: Body) -> Response {
+    let mut res = (StatusCode::OK, body).into_response();
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    odata_version(res)
+}
+
+impl OData {
+    async fn principal(
+        &self,
+        ws: &str,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Arc<Principal>> {
+        let p = self.gw.authenticate(headers, query).await?;
+        p.authorize(ws, false)?;
+        Ok(p)
+    }
+
+    fn base(&self, ws: &str) -> String {
+        format!(
+            "{}/odata/{ws}",
+            self.gw.config().public_url.trim_end_matches('/')
+        )
+    }
+
+    /// The live revisions of the workspace's feeds.
+    async fn live(&self, ws: &str) -> Result<Vec<Revision>> {
+        let feeds = self.gw.store().list_feeds(ws).await?;
+        Ok(feeds.into_iter().filter_map(|(_, rev)| rev).collect())
+    }
+
+    /// The feed's result schema: remembered, or learnt by calling it with its defaults.
+    /// `None` when it has required parameters and was never called through OData.
+    async fn schema(&self, ws: &str, rev: &Arc<Revision>) -> Result<Option<SchemaRef>> {
+        if let Some(s) = self.schemas.lock().expect("schemas").get(&rev.id) {
+            return Ok(Some(s.clone()));
+        }
+        if rev.signature.params.iter().any(|p| p.required) {
+            return Ok(None);
+        }
+        let params = rev.signature.coerce(&[], RESERVED_PARAMS)?;
+        let open = self
+            .gw
+            .open_feed(ws, rev, &params, "odata-metadata")
+            .await?;
+        let schema = open.schema.clone();
+        // Reading to the end lets a Python worker finish its call normally; a native SQL
+        // stream is simply dropped, which stops the query.
+        let mut batches = open.batches;
+        while let Some(b) = batches.next().await {
+            b?;
+        }
+        if schema.fields().is_empty() {
+            return Ok(None); // an empty result says nothing about the columns
+        }
+        self.remember(rev.id, &schema);
+        Ok(Some(schema))
+    }
+
+    fn remember(&self, rev: i64, schema: &SchemaRef) {
+        if !schema.fields().is_empty() {
+            self.schemas
+                .lock()
+                .expect("schemas")
+                .insert(rev, schema.clone());
+        }
+    }
+}
+
+async fn service_document(
+    State(od): State<OData>,
+    Path(ws): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let run = async {
+        od.principal(&ws, &headers, q.as_deref()).await?;
+        let sets: Vec<serde_json::Value> = od
+            .live(&ws)
+            .await?
+            .iter()
+            .map(|r| serde_json::json!({"name": r.feed, "kind": "EntitySet", "url": r.feed}))
+            .collect();
+        let body = serde_json::json!({
+            "@odata.context": format!("{}/$metadata", od.base(&ws)),
+            "value": sets,
+        });
+        Ok::<_, Error>(ok(JSON, Body::from(body.to_string())))
+    };
+    run.await.unwrap_or_else(|e| error_response(e, false))
+}
+
+async fn metadata(
+    State(od): State<OData>,
+    Path(ws): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let run = async {
+        od.principal(&ws, &headers, q.as_deref()).await?;
+        let revs: Vec<Arc<Revision>> = od.live(&ws).await?.into_iter().map(Arc::new).collect();
+        // A few feeds at a time: learning schemas runs feeds, and a workspace may have many.
+        let found: Vec<(Arc<Revision>, Result<Option<SchemaRef>>)> = futures::stream::iter(revs)
+            .map(|rev| {
+                let od = od.clone();
+                let ws = ws.clone();
+                async move {
+                    let s = od.schema(&ws, &rev).await;
+                    (rev, s)
+                }
+            })
+            .buffered(4)
+            .collect()
+            .await;
+        let mut sets = Vec::new();
+        for (rev, schema) in found {
+            match schema {
+                Ok(Some(schema)) => {
+                    sets.push(EntitySet::new(&rev.feed, &schema, &rev.signature.key))
+                }
+                Ok(None) => tracing::info!(
+                    feed = %rev.feed,
+                    "left out of $metadata: its columns are unknown until it is called once with its required parameters"
+                ),
+                // One broken feed must not hide the others from a BI tool.
+                Err(e) => {
+                    tracing::warn!(feed = %rev.feed, "left out of $metadata: calling it with its defaults failed: {}", e.message)
+                }
+            }
+        }
+        Ok::<_, Error>(ok(
+            "application/xml",
+            Body::from(csdl::metadata(&ws, &sets)),
+        ))
+    };
+    run.await.unwrap_or_else(|e| error_response(e, false))
+}
+
+/// What every data request needs: the caller, the feed, its options and parameters.
+struct Request {
+    principal: Arc<Principal>,
+    rev: Arc<Revision>,
+    opts: Options,
+    params: sluice_core::Params,
+    pairs: Vec<(String, String)>,
+}
+
+async fn prepare(
+    od: &OData,
+    ws: &str,
+    set: &str,
+    q: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Request> {
+    let principal = od.principal(ws, headers, q).await?;
+    if set.contains('(') {
+        return Err(Error::new(
+            Code::NotImplemented,
+            format!(
+                "addressing a single entity ('{set}') is not supported: filter the entity set with $filter instead"
+            ),
+        ));
+    }
+    let rev = od.gw.live_revision(ws, set).await?;
+    let pairs = query_pairs(q);
+    let (opts, custom) = query::parse(&pairs)?;
+    let params = rev.signature.coerce(&custom, RESERVED_PARAMS)?;
+    Ok(Request {
+        principal,
+        rev,
+        opts,
+        params,
+        pairs,
+    })
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string()
+}
+
+/// Run the filter of `req` over a fresh call of the feed and count the rows.
+async fn count_rows(od: &OData, ws: &str, req: &Request, rid: &str) -> Result<u64> {
+    let open = od.gw.open_feed(ws, &req.rev, &req.params, rid).await?;
+    od.remember(req.rev.id, &open.schema);
+    let set = EntitySet::new(&req.rev.feed, &open.schema, &req.rev.signature.key);
+    let ctx = SessionContext::new();
+    let df = query::frame(
+        &ctx,
+        &set,
+        open.schema,
+        open.batches,
+        &req.opts,
+        Shape::Count,
+    )?;
+    Ok(df.count().await.map_err(df_error)? as u64)
+}
+
+async fn count(
+    State(od): State<OData>,
+    Path((ws, set)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let mut editor = false;
+    let run = async {
+        let req = prepare(&od, &ws, &set, q.as_deref(), &headers).await?;
+        editor = req.principal.is_editor_of(&ws);
+        let n = count_rows(&od, &ws, &req, &request_id(&headers)).await?;
+        Ok::<_, Error>(ok("text/plain", Body::from(n.to_string())))
+    };
+    let r = run.await;
+    r.unwrap_or_else(|e| error_response(e, editor))
+}
+
+/// `Prefer: odata.maxpagesize=N` (also inside a list of preferences).
+fn max_page_size(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| p.trim().strip_prefix("odata.maxpagesize="))
+        .filter_map(|n| n.trim().trim_matches('"').parse::<u64>().ok())
+        .find(|n| *n > 0)
+}
+
+/// The query string with `$skiptoken` replaced: OData clients follow the link as is.
+fn next_link(base: &str, set: &str, pairs: &[(String, String)], delivered: u64) -> String {
+    let mut q = String::new();
+    for (k, v) in pairs.iter().filter(|(k, _)| k != "$skiptoken") {
+        q.push_str(&encode(k));
+        q.push('=');
+        q.push_str(&encode(v));
+        q.push('&');
+    }
+    format!("{base}/{set}?{q}$skiptoken={delivered}")
+}
+
+/// Percent-encoding for query components; `$`, `'`, `(`, `)`, `,` and `:` stay readable.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'~'
+            | b'$'
+            | b'\''
+            | b'('
+            | b')'
+            | b','
+            | b':' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+async fn entity_set(
+    State(od): State<OData>,
+    Path((ws, set)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let mut editor = false;
+    let run = async {
+        let req = prepare(&od, &ws, &set, q.as_deref(), &headers).await?;
+        editor = req.principal.is_editor_of(&ws);
+        let rid = request_id(&headers);
+        let total = if req.opts.count {
+            Some(count_rows(&od, &ws, &req, &rid).await?)
+        } else {
+            None
+        };
+        let page = max_page_size(&headers);
+        let open = od.gw.open_feed(&ws, &req.rev, &req.params, &rid).await?;
+        od.remember(req.rev.id, &open.schema);
+        let es = EntitySet::new(&req.rev.feed, &open.schema, &req.rev.signature.key);
+        let ctx = SessionContext::new();
+        let df = query::frame(
+            &ctx,
+            &es,
+            open.schema,
+            open.batches,
+            &req.opts,
+            Shape::Page { size: page },
+        )?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let stream = df.execute_stream().await.map_err(df_error)?;
+
+        let base = od.base(&ws);
+        let select = req
+            .opts
+            .select
+            .as_ref()
+            .map(|s| format!("({})", s.join(",")))
+            .unwrap_or_default();
+        let mut head = format!(
+            r#"{{"@odata.context":{}"#,
+            serde_json::Value::String(format!("{base}/$metadata#{}{select}", req.rev.feed))
+        );
+        if let Some(n) = total {
+            head.push_str(&format!(r#","@odata.count":{n}"#));
+        }
+        head.push_str(r#","value":"#);
+
+        // Pass at most `page` rows; one more means there is a next page.
+        let limit = page.unwrap_or(u64::MAX);
+        let delivered_before = req.opts.skiptoken;
+        let more = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let more_w = more.clone();
+        let mut seen = 0u64;
+        let rows = stream
+            .map_err(df_error)
+            .try_filter_map(move |b| {
+                let left = limit.saturating_sub(seen);
+                let n = b.num_rows() as u64;
+                let out = if n > left {
+                    more_w.store(true, std::sync::atomic::Ordering::Relaxed);
+                    (left > 0).then(|| b.slice(0, left as usize))
+                } else {
+                    Some(b)
+                };
+                seen += out.as_ref().map_or(0, |b| b.num_rows() as u64);
+                futures::future::ready(Ok(out))
+            })
+            .boxed();
+        let pairs = req.pairs.clone();
+        let feed = req.rev.feed.clone();
+        let tail: sluice_gateway::encode::Tail = Box::new(move || {
+            if more.load(std::sync::atomic::Ordering::Relaxed) {
+                let link = next_link(&base, &feed, &pairs, delivered_before + limit);
+                format!(
+                    r#","@odata.nextLink":{}}}"#,
+                    serde_json::Value::String(link)
+                )
+                .into_bytes()
+            } else {
+                b"}".to_vec()
+            }
+        });
+        let body = sluice_gateway::encode::encode_wrapped(schema, rows, head.into_bytes(), tail);
+        let mut res = ok(JSON, Body::from_stream(body.fuse()));
+        if let Some(n) = page
+            && let Ok(v) = HeaderValue::from_str(&format!("odata.maxpagesize={n}"))
+        {
+            res.headers_mut().insert("preference-applied", v);
+        }
+        Ok::<_, Error>(res)
+    };
+    let r = run.await;
+    r.unwrap_or_else(|e| error_response(e, editor))
+}
