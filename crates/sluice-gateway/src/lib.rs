@@ -19,6 +19,7 @@ pub mod metrics;
 mod open;
 pub mod problem;
 mod recorder;
+mod schemas;
 mod state;
 
 pub use auth::Principal;

@@ -73,6 +73,8 @@ pub(crate) struct Inner {
     pub limiters: Mutex<HashMap<FeedKey, Arc<Limiter>>>,
     pub cache: ResultCache,
     pub metrics: Metrics,
+    /// Result schemas by revision id (see `schemas.rs`).
+    pub schemas: RwLock<HashMap<i64, SchemaRef>>,
     pub recorder: mpsc::Sender<NewInvocation>,
     pub ready: AtomicBool,
 }
@@ -130,6 +132,7 @@ impl Gateway {
                 ws_sources: Default::default(),
                 limiters: Default::default(),
                 metrics: Metrics::default(),
+                schemas: Default::default(),
                 recorder,
                 ready: AtomicBool::new(false),
             }),

@@ -16,24 +16,17 @@ use futures::{StreamExt, TryStreamExt};
 use sluice_core::{Code, Error, Result};
 use sluice_gateway::{Gateway, Principal, RESERVED_PARAMS, auth::query_pairs};
 use sluice_store::Revision;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
 
 #[derive(Clone)]
 pub struct OData {
     gw: Gateway,
-    /// Result schemas by revision id, learnt by calling the feed with its defaults (or
-    /// from any call through OData). Revisions are immutable, so entries never go stale.
-    schemas: Arc<Mutex<HashMap<i64, SchemaRef>>>,
 }
 
 pub fn router(gw: Gateway) -> Router {
-    let state = OData {
-        gw,
-        schemas: Default::default(),
-    };
+    let state = OData { gw };
     Router::new()
         .route("/odata/{ws}", get(service_document))
         .route("/odata/{ws}/", get(service_document))
@@ -95,43 +88,6 @@ impl OData {
         let feeds = self.gw.store().list_feeds(ws).await?;
         Ok(feeds.into_iter().filter_map(|(_, rev)| rev).collect())
     }
-
-    /// The feed's result schema: remembered, or learnt by calling it with its defaults.
-    /// `None` when it has required parameters and was never called through OData.
-    async fn schema(&self, ws: &str, rev: &Arc<Revision>) -> Result<Option<SchemaRef>> {
-        if let Some(s) = self.schemas.lock().expect("schemas").get(&rev.id) {
-            return Ok(Some(s.clone()));
-        }
-        if rev.signature.params.iter().any(|p| p.required) {
-            return Ok(None);
-        }
-        let params = rev.signature.coerce(&[], RESERVED_PARAMS)?;
-        let open = self
-            .gw
-            .open_feed(ws, rev, &params, "odata-metadata")
-            .await?;
-        let schema = open.schema.clone();
-        // Reading to the end lets a Python worker finish its call normally; a native SQL
-        // stream is simply dropped, which stops the query.
-        let mut batches = open.batches;
-        while let Some(b) = batches.next().await {
-            b?;
-        }
-        if schema.fields().is_empty() {
-            return Ok(None); // an empty result says nothing about the columns
-        }
-        self.remember(rev.id, &schema);
-        Ok(Some(schema))
-    }
-
-    fn remember(&self, rev: i64, schema: &SchemaRef) {
-        if !schema.fields().is_empty() {
-            self.schemas
-                .lock()
-                .expect("schemas")
-                .insert(rev, schema.clone());
-        }
-    }
 }
 
 async fn service_document(
@@ -172,7 +128,7 @@ async fn metadata(
                 let od = od.clone();
                 let ws = ws.clone();
                 async move {
-                    let s = od.schema(&ws, &rev).await;
+                    let s = od.gw.result_schema(&ws, &rev).await;
                     (rev, s)
                 }
             })
@@ -252,7 +208,7 @@ fn request_id(headers: &HeaderMap) -> String {
 /// Run the filter of `req` over a fresh call of the feed and count the rows.
 async fn count_rows(od: &OData, ws: &str, req: &Request, rid: &str) -> Result<u64> {
     let open = od.gw.open_feed(ws, &req.rev, &req.params, rid).await?;
-    od.remember(req.rev.id, &open.schema);
+    od.gw.remember_schema(req.rev.id, &open.schema);
     let set = EntitySet::new(&req.rev.feed, &open.schema, &req.rev.signature.key);
     let ctx = SessionContext::new();
     let df = query::frame(
@@ -349,7 +305,7 @@ async fn entity_set(
         };
         let page = max_page_size(&headers);
         let open = od.gw.open_feed(&ws, &req.rev, &req.params, &rid).await?;
-        od.remember(req.rev.id, &open.schema);
+        od.gw.remember_schema(req.rev.id, &open.schema);
         let es = EntitySet::new(&req.rev.feed, &open.schema, &req.rev.signature.key);
         let ctx = SessionContext::new();
         let df = query::frame(

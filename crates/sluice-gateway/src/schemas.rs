@@ -1,0 +1,61 @@
+//! The columns of a feed's result, for protocols that describe feeds before calling them
+//! (OData `$metadata`, the PostgreSQL catalog). A feed's result schema is only known by
+//! running it, so it is learnt by calling the feed with its defaults, or from any call
+//! made through those protocols, and kept per revision: revisions are immutable.
+
+use crate::{RESERVED_PARAMS, state::Gateway};
+use arrow_schema::SchemaRef;
+use futures::StreamExt;
+use sluice_core::Result;
+use sluice_store::Revision;
+use std::sync::Arc;
+
+impl Gateway {
+    /// The result schema of `rev`: remembered, or learnt now by calling the feed with its
+    /// defaults (a logged call like any other). `None` when the feed has required
+    /// parameters and was never called through a describing protocol, or returned no
+    /// columns.
+    pub async fn result_schema(&self, ws: &str, rev: &Arc<Revision>) -> Result<Option<SchemaRef>> {
+        if let Some(s) = self.known_schema(rev.id) {
+            return Ok(Some(s));
+        }
+        if rev.signature.params.iter().any(|p| p.required) {
+            return Ok(None);
+        }
+        let params = rev.signature.coerce(&[], RESERVED_PARAMS)?;
+        let open = self.open_feed(ws, rev, &params, "describe").await?;
+        let schema = open.schema.clone();
+        // Reading to the end lets a Python worker finish its call normally; a native SQL
+        // stream would be stopped by a drop, but both are read the same way for simplicity
+        // of accounting (the call is logged as a success).
+        let mut batches = open.batches;
+        while let Some(b) = batches.next().await {
+            b?;
+        }
+        if schema.fields().is_empty() {
+            return Ok(None);
+        }
+        self.remember_schema(rev.id, &schema);
+        Ok(Some(schema))
+    }
+
+    pub fn known_schema(&self, revision_id: i64) -> Option<SchemaRef> {
+        self.inner
+            .schemas
+            .read()
+            .expect("schemas lock")
+            .get(&revision_id)
+            .cloned()
+    }
+
+    /// Keep the schema a call of `revision_id` produced (empty results say nothing).
+    pub fn remember_schema(&self, revision_id: i64, schema: &SchemaRef) {
+        if !schema.fields().is_empty() {
+            self.inner
+                .schemas
+                .write()
+                .expect("schemas lock")
+                .insert(revision_id, schema.clone());
+        }
+    }
+}
