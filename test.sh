@@ -7,6 +7,9 @@ cd "$(dirname "$0")"
 
 python3 -m pip install --quiet --disable-pip-version-check -r python/requirements-test.txt 2>&1 | grep -v "Running pip as the 'root' user" || true
 
+# Real client libraries the protocol tests drive (crates/sluice/tests/clients).
+(cd crates/sluice/tests/clients && npm ci --silent --no-audit --no-fund)
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
