@@ -819,6 +819,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn wrapped_json_writes_utc_times_and_the_tail_after_the_rows() {
+        let (schema, batch) = sample();
+        let times = Schema::new(vec![
+            Field::new("t64", DataType::Time64(TimeUnit::Microsecond), true),
+            Field::new("t32", DataType::Time32(TimeUnit::Second), true),
+        ]);
+        let tb = RecordBatch::try_new(
+            Arc::new(times),
+            vec![
+                Arc::new(arrow_array::Time64MicrosecondArray::from(vec![Some(
+                    (13 * 3600 + 4 * 60 + 5) * 1_000_000 + 250_000,
+                )])) as ArrayRef,
+                Arc::new(arrow_array::Time32SecondArray::from(vec![Some(59)])),
+            ],
+        )
+        .unwrap();
+        let body = |schema: SchemaRef, batch: RecordBatch| async move {
+            let chunks: Vec<Result<Bytes>> = encode_wrapped(
+                schema,
+                futures::stream::iter(vec![Ok(batch)]).boxed(),
+                br#"{"head":1,"value":"#.to_vec(),
+                Box::new(|| br#","tail":2}"#.to_vec()),
+            )
+            .collect()
+            .await;
+            let bytes: Vec<u8> = chunks
+                .into_iter()
+                .flat_map(|c| c.unwrap().to_vec())
+                .collect();
+            String::from_utf8(bytes).unwrap()
+        };
+        let out = body(schema, batch).await;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["head"], 1);
+        assert_eq!(v["tail"], 2);
+        assert_eq!(v["value"].as_array().unwrap().len(), 3);
+        // A timestamp without a zone is written as UTC for OData's DateTimeOffset.
+        assert_eq!(v["value"][0]["ts"], "2024-01-01T00:00:00Z");
+        assert_eq!(v["value"][1]["ts"], "1969-12-31T23:59:59.999999Z");
+        let out = body(tb.schema(), tb).await;
+        assert_eq!(
+            out,
+            r#"{"head":1,"value":[{"t64":"13:04:05.250000","t32":"00:00:59"}],"tail":2}"#
+        );
+    }
+
+    #[tokio::test]
     async fn json_keeps_null_keys_and_formats_values() {
         let (schema, batch) = sample();
         let out = body(Format::Json, schema, vec![batch]).await;
