@@ -19,3 +19,15 @@ select g,
        random() * 100
 from generate_series(1, 100000) as g;
 analyze orders;
+
+-- The BI suite's table: the same shape, 1M rows.
+create table orders_1m as
+select g as id,
+       'customer-' || lpad((1 + (g * 7919) % 5000)::text, 5, '0') as customer,
+       round(((g * 104729) % 999900)::numeric / 100, 2) as amount,
+       timestamptz '2023-01-01 00:00:00+00' + ((g * 6151) % 63072000) * interval '1 second' as created_at,
+       (array['pending','paid','shipped','delivered','refunded'])[1 + g % 5] as status,
+       ((g * 2654435761) % 10000) / 100.0::double precision as score
+from generate_series(1, 1000000) as g;
+alter table orders_1m add primary key (id);
+analyze orders_1m;

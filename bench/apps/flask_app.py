@@ -46,3 +46,15 @@ def extract_json():
             for r in cur
         ]
     return jsonify(rows)
+
+
+@app.get("/bi.json")
+def bi_json():
+    """What an analyst writes by hand to serve a table to a BI tool: all rows, jsonify."""
+    with psycopg.connect(DSN) as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("select * from orders_1m")
+        rows = [
+            {**r, "amount": float(r["amount"]), "created_at": r["created_at"].isoformat()}
+            for r in cur
+        ]
+    return jsonify(rows)

@@ -29,6 +29,9 @@ CORES = os.cpu_count() or 1
 WRK_SECONDS = int(ENV.get("BENCH_WRK_SECONDS", "15"))
 WARM_SECONDS = int(ENV.get("BENCH_WARM_SECONDS", "3"))
 WORKERS_SWEEP = [int(x) for x in ENV.get("BENCH_SLUICE_WORKERS", "2,3,4").split(",")]
+# "core" (hello and the 100k extract over /feeds) and "bi" (1M rows over OData and the
+# PostgreSQL wire, against \copy and Flask).
+SUITES = set(ENV.get("BENCH_SUITES", "core,bi").split(","))
 ADMIN_KEY = "bench-" + os.urandom(16).hex()
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -222,12 +225,15 @@ def sluice_server(workers_max, data_dir):
            "RUST_LOG": ENV.get("BENCH_RUST_LOG", "warn")}
     if "BENCH_UV_CACHE" in ENV:
         env["SLUICE_UV_CACHE_DIR"] = ENV["BENCH_UV_CACHE"]
-    return Server(
+    pg_port = free_port()
+    server = Server(
         f"sluice-w{workers_max}",
         [SLUICE_BIN, "up", "--data-dir", data_dir, "--listen", "127.0.0.1:{port}",
-         "--pg-listen", f"127.0.0.1:{free_port()}"],
+         "--pg-listen", f"127.0.0.1:{pg_port}"],
         env=env,
-    ), {"workers_max": workers_max, "feed_concurrency": 16, "feed_queue": 256}
+    )
+    server.pg_port = pg_port
+    return server, {"workers_max": workers_max, "feed_concurrency": 16, "feed_queue": 256}
 
 
 def api(server, method, path, body=None):
@@ -384,11 +390,114 @@ def extract_bench(server, url, headers, repeats=3, parallel=4):
 # ---------------------------------------------------------------- the run
 
 
+def timed(cmd, pid_to_watch=None, env=None, discard=False):
+    """Wall time of a command; with pid_to_watch, the peak RSS of that process tree too.
+    With discard, its output goes to /dev/null (like curl -o /dev/null)."""
+    sampler = RssSampler(pid_to_watch) if pid_to_watch else None
+    if sampler:
+        sampler.__enter__()
+    t0 = time.monotonic()
+    out = subprocess.run(cmd, stdout=subprocess.DEVNULL if discard else subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, timeout=600, env=env)
+    dt = time.monotonic() - t0
+    if sampler:
+        sampler.__exit__()
+    if out.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {out.stderr[-2000:]}")
+    return dt, out.stdout, (round(sampler.peak_kb / 1024, 1) if sampler else None)
+
+
+PSYCOPG_READ = """
+import sys, time, psycopg
+rows = 0
+with psycopg.connect(sys.argv[1]) as conn, conn.cursor() as cur:
+    cur.execute(sys.argv[2])
+    while True:
+        batch = cur.fetchmany(10000)
+        if not batch:
+            break
+        rows += len(batch)
+print(rows)
+"""
+
+
+def bi_bench(results, data_dir):
+    """1M rows to a BI tool: OData read in full and the PostgreSQL wire read by psycopg,
+    against PostgreSQL's own \copy and psycopg reading PostgreSQL directly, and against a
+    hand-written Flask + psycopg jsonify endpoint. Best of `repeats` for each."""
+    repeats = 3
+    bi = results["bi"] = {"rows": 1_000_000, "repeats": repeats}
+    pg_env = dict(os.environ)
+    # Reference: PostgreSQL itself.
+    copy = ["psql", "-X", "-q", DSN, "-c", "\\copy (select * from orders_1m) to stdout"]
+    times = [timed(copy, discard=True)[0] for _ in range(repeats)]
+    bi["pg_copy_s"] = round(min(times), 3)
+    times = [timed([sys.executable, "-c", PSYCOPG_READ, DSN, "select * from orders_1m"], env=pg_env)[0]
+             for _ in range(repeats)]
+    bi["psycopg_direct_s"] = round(min(times), 3)
+    log(f"  postgres: \\copy {bi['pg_copy_s']}s, psycopg direct {bi['psycopg_direct_s']}s")
+
+    # Flask + psycopg + jsonify, one request at a time.
+    server, conf = gunicorn_server()
+    try:
+        server.start("/hello")
+        runs = [timed(curl_cmd(f"{server.base}/bi.json", {}), server.proc.pid) for _ in range(repeats)]
+        bi["flask_json"] = {"best_s": round(min(r[0] for r in runs), 3), "peak_rss_mb": max(r[2] for r in runs),
+                            "bytes": parse_curl(runs[0][1])[1]}
+    finally:
+        server.stop()
+    log(f"  flask jsonify: {bi['flask_json']}")
+
+    server, _ = sluice_server(WORKERS_SWEEP[-1], data_dir)
+    try:
+        server.start("/readyz")
+        sluice_prepare(server, first=False)
+        deploy_extra(server, "bench_bi.py")
+        pg_port = server.pg_port
+        # OData: the whole entity set in one streamed response, at 100k and 1M rows (memory
+        # should not grow with the row count).
+        for size in ("100k", "1m"):
+            url = f"{server.base}/odata/demo/bench_bi?size={size}"
+            timed(curl_cmd(url, AUTH), server.proc.pid)  # warm-up (learns the schema)
+            runs = [timed(curl_cmd(url, AUTH), server.proc.pid) for _ in range(repeats)]
+            bi[f"sluice_odata_{size}"] = {"best_s": round(min(r[0] for r in runs), 3),
+                                          "peak_rss_mb": max(r[2] for r in runs),
+                                          "bytes": parse_curl(runs[0][1])[1]}
+            log(f"  sluice odata {size}: {bi[f'sluice_odata_{size}']}")
+        # The PostgreSQL wire, read by psycopg like any BI tool's driver.
+        dsn = f"postgresql://bench:{ADMIN_KEY}@127.0.0.1:{pg_port}/demo?sslmode=disable"
+        try:
+            for size in ("100k", "1m"):
+                sql = f"select * from bench_bi where size = '{size}'"
+                timed([sys.executable, "-c", PSYCOPG_READ, dsn, sql], server.proc.pid)  # warm-up
+                runs = [timed([sys.executable, "-c", PSYCOPG_READ, dsn, sql], server.proc.pid)
+                        for _ in range(repeats)]
+                bi[f"sluice_pgwire_{size}"] = {"best_s": round(min(r[0] for r in runs), 3),
+                                               "peak_rss_mb": max(r[2] for r in runs),
+                                               "rows": int(runs[0][1].strip() or 0)}
+                log(f"  sluice pg wire {size}: {bi[f'sluice_pgwire_{size}']}")
+        except RuntimeError as e:
+            bi["sluice_pgwire_error"] = str(e)[-500:]
+            log(f"  sluice pg wire: not available: {str(e)[-300:]}")
+    finally:
+        server.stop()
+
+
 def main(out_path):
     results = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_start": load_avg(),
                "wrk": {"threads": 2, "connections": 32, "seconds": WRK_SECONDS, "warmup_s": WARM_SECONDS},
-               "servers": {}, "hello": {}, "extract": {}}
+               "servers": {}, "hello": {}, "extract": {}, "suites": sorted(SUITES)}
     data_dir = os.path.join(WORK, "sluice-data")
+    if "core" not in SUITES:
+        # The sources and feeds the BI suite needs are created by a first Sluice start.
+        server, _ = sluice_server(WORKERS_SWEEP[-1], data_dir)
+        try:
+            server.start("/readyz")
+            sluice_prepare(server, first=True)
+        finally:
+            server.stop()
+        bi_bench(results, data_dir)
+        return finish(results, out_path)
 
     # --- the two Python stacks: hello, then the extract, one server at a time.
     for factory, key in ((gunicorn_server, "flask"), (uvicorn_server, "fastapi")):
@@ -440,6 +549,12 @@ def main(out_path):
     finally:
         server.stop()
 
+    if "bi" in SUITES:
+        bi_bench(results, data_dir)
+    finish(results, out_path)
+
+
+def finish(results, out_path):
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results["load_end"] = load_avg()
     with open(out_path, "w") as f:

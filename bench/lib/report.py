@@ -33,6 +33,58 @@ def less_mem(other_mb, sluice_mb):
     return f"**{r:.1f}× less memory**" if r >= 1 else f"**{1 / r:.1f}× more memory**"
 
 
+# ------------------------------------------------------------------ BI protocols
+def bi_section(B):
+    o = []
+    w = o.append
+    w("## 1M rows to a BI tool: OData and the PostgreSQL wire")
+    w("")
+    w(f"The `orders` shape at {f(B['rows'])} rows (`orders_1m`), best of {B['repeats']}. Sluice serves the "
+      "`bench_bi` feed (a `sluice.sql` passthrough). References in the same run: PostgreSQL's own "
+      "`psql \\copy (select * from orders_1m) to stdout` (the practical limit of getting rows out of a "
+      "database) and psycopg reading PostgreSQL directly; and what an analyst writes by hand, a Flask + psycopg "
+      "endpoint returning `jsonify` of the rows (gunicorn, sync workers).")
+    w("")
+    w("| path | rows | seconds | peak RSS of the server tree, MB | bytes |")
+    w("|---|---:|---:|---:|---:|")
+    w(f"| PostgreSQL `\\copy … to stdout` | 1,000,000 | {B['pg_copy_s']:.3f} | | |")
+    w(f"| psycopg reading PostgreSQL directly | 1,000,000 | {B['psycopg_direct_s']:.3f} | | |")
+    fl = B["flask_json"]
+    w(f"| Flask + psycopg + `jsonify` | 1,000,000 | {fl['best_s']:.3f} | {f(fl['peak_rss_mb'])} | {f(fl['bytes'])} |")
+    for size, n in (("100k", 100_000), ("1m", 1_000_000)):
+        r = B.get(f"sluice_odata_{size}")
+        if r:
+            w(f"| **Sluice OData**, whole entity set, one response | {f(n)} | {r['best_s']:.3f} | {f(r['peak_rss_mb'])} | {f(r['bytes'])} |")
+    for size, n in (("100k", 100_000), ("1m", 1_000_000)):
+        r = B.get(f"sluice_pgwire_{size}")
+        if r:
+            w(f"| **Sluice PostgreSQL wire**, psycopg `select *` | {f(r['rows'])} | {r['best_s']:.3f} | {f(r['peak_rss_mb'])} | |")
+    w("")
+    od = B.get("sluice_odata_1m")
+    if od:
+        ratio = fl["best_s"] / od["best_s"]
+        w(f"Target ≥ 5× faster than the Flask approach over OData: {ratio:.1f}× — **{'met' if ratio >= 5 else 'not met'}**.")
+    pw = B.get("sluice_pgwire_1m")
+    if pw:
+        ratio = pw["best_s"] / B["pg_copy_s"]
+        w(f"Target no slower than 2× `\\copy` over the PostgreSQL wire: {ratio:.2f}× the `\\copy` time — "
+          f"**{'met' if ratio <= 2 else 'not met'}**.")
+    else:
+        w(f"PostgreSQL wire: not measured in this run ({B.get('sluice_pgwire_error', 'no result')[:200]}).")
+    small, big = B.get("sluice_odata_100k"), B.get("sluice_odata_1m")
+    if small and big:
+        w(f"Memory as the row count grows 10×: OData {f(small['peak_rss_mb'])} → {f(big['peak_rss_mb'])} MB"
+          + (f"; PostgreSQL wire {f(B['sluice_pgwire_100k']['peak_rss_mb'])} → {f(pw['peak_rss_mb'])} MB" if pw and B.get('sluice_pgwire_100k') else "")
+          + ".")
+    w("")
+    return o
+
+
+if not H:
+    # A partial run (BENCH_SUITES=bi): just that section, for a look; BENCHMARKS.md needs both.
+    print("\n".join(bi_section(R["bi"])))
+    sys.exit(0)
+
 sweep = H["sluice"]
 best_key = max(sweep, key=lambda k: sweep[k]["req_per_s"])
 best = sweep[best_key]
@@ -182,6 +234,9 @@ t_json = X["flask"]["json"]["best_s"] / X["sluice"]["json"]["best_s"]
 w(f"Target ≥ 10× Flask + gunicorn on the extract with passthrough: CSV {t_csv:.1f}×, JSON {t_json:.1f}× "
   f"(one download) — CSV **{'met' if t_csv >= 10 else 'not met'}**, JSON **{'met' if t_json >= 10 else 'not met'}**.")
 w("")
+
+if "bi" in R:
+    out.extend(bi_section(R["bi"]))
 
 # ------------------------------------------------------------------ discussion (hand-written, see bench/discussion.md)
 disc = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "discussion.md")
