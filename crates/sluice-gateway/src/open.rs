@@ -10,14 +10,37 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use sluice_core::{Params, Result, params::params_to_json};
 use sluice_store::Revision;
-use std::sync::{Arc, atomic::AtomicU64, atomic::Ordering};
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
 use std::time::Instant;
 
 /// One call of a feed in progress. The call is logged when `batches` ends (200), fails
-/// (with the error's status) or is dropped early (499, like a client hanging up).
+/// (with the error's status) or is dropped early: 499 like a client hanging up, unless
+/// `enough` was set first (a query engine that stopped reading because it had every row it
+/// needed, e.g. for `LIMIT`), which is a success.
 pub struct OpenFeed {
     pub schema: SchemaRef,
     pub batches: BoxStream<'static, Result<RecordBatch>>,
+    pub enough: Arc<AtomicBool>,
+}
+
+/// Logs the call when the stream is dropped before its end (see [`OpenFeed::enough`]).
+struct Guard {
+    finish: Option<Finish>,
+    enough: Arc<AtomicBool>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(f) = self.finish.take()
+            && self.enough.load(Ordering::Relaxed)
+        {
+            f.done(200, None);
+        }
+        // Otherwise `Finish`'s own drop logs 499.
+    }
 }
 
 impl Gateway {
@@ -61,23 +84,28 @@ impl Gateway {
             }
         };
         finish.logs = Some(exec.logs);
+        let enough = Arc::new(AtomicBool::new(false));
+        let guard = Guard {
+            finish: Some(finish),
+            enough: enough.clone(),
+        };
         let batches = futures::stream::unfold(
-            (exec.batches, Some(finish)),
-            |(mut batches, mut finish)| async move {
-                let f = finish.as_ref()?;
+            (exec.batches, guard),
+            |(mut batches, mut guard)| async move {
+                let f = guard.finish.as_ref()?;
                 match batches.next().await {
                     Some(Ok(b)) => {
                         f.rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                        Some((Ok(b), (batches, finish)))
+                        Some((Ok(b), (batches, guard)))
                     }
                     Some(Err(e)) => {
-                        if let Some(f) = finish.take() {
+                        if let Some(f) = guard.finish.take() {
                             f.done(e.status(), Some(e.code.as_str()));
                         }
-                        Some((Err(e), (batches, finish)))
+                        Some((Err(e), (batches, guard)))
                     }
                     None => {
-                        finish.take()?.done(200, None);
+                        guard.finish.take()?.done(200, None);
                         None
                     }
                 }
@@ -87,6 +115,7 @@ impl Gateway {
         Ok(OpenFeed {
             schema: exec.schema,
             batches,
+            enough,
         })
     }
 }
