@@ -135,7 +135,14 @@ impl Gateway {
                 "no API key: send 'Authorization: Bearer <key>', HTTP Basic with the key as password, 'X-API-Key', or '?api_key='",
             ));
         };
-        let hash = keys::hash(&secret);
+        self.principal_for_key(&secret).await
+    }
+
+    /// The principal a key stands for: 401 `invalid_key` when it is unknown or revoked.
+    /// Shared by every protocol that receives a key (HTTP headers, the PostgreSQL
+    /// password).
+    pub async fn principal_for_key(&self, secret: &str) -> Result<Arc<Principal>, Error> {
+        let hash = keys::hash(secret);
         let cached = self
             .inner
             .keys
@@ -149,7 +156,7 @@ impl Gateway {
         {
             return Ok(p);
         }
-        let prefix = keys::prefix_of(&secret);
+        let prefix = keys::prefix_of(secret);
         let record = self.inner.store.key_by_prefix(&prefix).await?;
         let Some(record) = record.filter(|r| keys::hashes_equal(&r.hash, &hash)) else {
             return Err(Error::new(

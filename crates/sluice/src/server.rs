@@ -193,6 +193,15 @@ pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
+    let pg_listener = tokio::net::TcpListener::bind(cfg.pg_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the PostgreSQL endpoint: is another server (or PostgreSQL) running there? pick one with --pg-listen",
+                cfg.pg_listen
+            )
+        })?;
+    let pg_addr = pg_listener.local_addr()?;
     if cfg.gateway.public_url.is_empty() {
         cfg.gateway.public_url = format!("http://{addr}");
     }
@@ -217,6 +226,7 @@ pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
             "Admin key: set at first start (SLUICE_ADMIN_KEY) — create more with `sluice keys create`"
         ),
     }
+    println!("PostgreSQL: postgresql://x@{pg_addr}/demo (password: a key)");
     println!("Try:  curl -u x:<key> 'http://{addr}/feeds/demo/hello?name=you&format=csv'");
     let _ = std::io::stdout().flush();
 
@@ -242,10 +252,22 @@ pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let connect = sluice_control::ConnectInfo::new(&cfg.gateway.public_url, cfg.pg_listen);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let pg = tokio::spawn(sluice_pgwire::serve(gw.clone(), pg_listener, None, {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    }));
+    tracing::info!("PostgreSQL wire endpoint on {pg_addr}");
+    let connect = sluice_control::ConnectInfo::new(&cfg.gateway.public_url, pg_addr);
     axum::serve(listener, app(gw.clone(), connect))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        })
         .await?;
+    let _ = pg.await;
     warming.abort();
     gw.set_ready(false);
     tokio::time::timeout(Duration::from_secs(10), runtime.shutdown())

@@ -77,6 +77,8 @@ impl Server {
             .env("SLUICE_ADMIN_KEY", ADMIN_KEY)
             .env("SLUICE_UV_CACHE_DIR", cache.join("uv-cache"))
             .env("SLUICE_LOG", "info,sqlx=warn")
+            // Tests run in parallel: each server's PostgreSQL endpoint on a free port.
+            .env("SLUICE_PG_LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);

@@ -1,0 +1,330 @@
+//! One connection: the startup handshake (cleartext password = a Sluice key, database =
+//! the workspace), then a `datafusion-postgres` session built for that key and
+//! workspace, to which every query is handed.
+
+use crate::table::FeedSchema;
+use async_trait::async_trait;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::sqlparser;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+use datafusion_postgres::pgwire;
+use datafusion_postgres::{DfSessionService, Parser};
+use futures::{Sink, SinkExt};
+use pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, Response};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, METADATA_DATABASE,
+    METADATA_USER, PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::startup::Authentication;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use sluice_gateway::Gateway;
+use std::fmt::Debug;
+use std::sync::{Arc, OnceLock};
+
+type Statement = (String, Option<(sqlparser::ast::Statement, LogicalPlan)>);
+
+/// What all connections share.
+pub struct Shared {
+    gw: Gateway,
+    connections: Arc<ConnectionManager>,
+    pids: RandomPidSecretKeyGenerator,
+    params: DefaultServerParameterProvider,
+}
+
+impl Shared {
+    pub fn new(gw: Gateway) -> Self {
+        let mut params = DefaultServerParameterProvider::default();
+        // What clients parse to pick their dialect: PostgreSQL 15 (the version the
+        // catalog shapes are compared with), marked as Sluice.
+        params.server_version = "15.0 (Sluice)".into();
+        params.is_superuser = false;
+        params.default_transaction_read_only = true;
+        Shared {
+            gw,
+            connections: Arc::new(ConnectionManager::new()),
+            pids: RandomPidSecretKeyGenerator::default(),
+            params,
+        }
+    }
+}
+
+/// The session of one connection, set once its startup succeeds.
+type Slot = Arc<OnceLock<Arc<DfSessionService>>>;
+
+/// The handlers of one connection.
+pub struct Handlers {
+    shared: Arc<Shared>,
+    queries: Arc<Queries>,
+}
+
+impl Handlers {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        let slot = Slot::default();
+        Handlers {
+            queries: Arc::new(Queries {
+                parser: Arc::new(ConnParser { slot: slot.clone() }),
+                slot,
+            }),
+            shared,
+        }
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.queries.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.queries.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(Startup {
+            shared: self.shared.clone(),
+            slot: self.queries.slot.clone(),
+        })
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(LogErrors)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(self.shared.connections.clone()))
+    }
+}
+
+struct LogErrors;
+
+impl ErrorHandler for LogErrors {
+    fn on_error<C: ClientInfo>(&self, client: &C, error: &mut PgWireError) {
+        let db = client
+            .metadata()
+            .get(METADATA_DATABASE)
+            .cloned()
+            .unwrap_or_default();
+        tracing::info!(database = %db, "postgres error sent: {error}");
+    }
+}
+
+fn fatal(code: &str, message: String, hint: Option<&str>) -> PgWireError {
+    let mut e = ErrorInfo::new("FATAL".into(), code.into(), message);
+    e.hint = hint.map(str::to_string);
+    PgWireError::UserError(Box::new(e))
+}
+
+struct Startup {
+    shared: Arc<Shared>,
+    slot: Slot,
+}
+
+impl Startup {
+    /// Check the key and the workspace, and build the connection's session.
+    async fn open(&self, key: &str, ws: &str, request_id: &str) -> PgWireResult<DfSessionService> {
+        let gw = &self.shared.gw;
+        let principal = gw.principal_for_key(key).await.map_err(|e| {
+            fatal(
+                "28P01",
+                "password authentication failed: the password must be a valid Sluice API key"
+                    .into(),
+                Some(&e.message),
+            )
+        })?;
+        let unknown = || {
+            fatal(
+                "3D000",
+                format!("database \"{ws}\" does not exist"),
+                Some("the database is the workspace: use one this key may read"),
+            )
+        };
+        principal.authorize(ws, false).map_err(|_| unknown())?;
+        let internal = |e: sluice_core::Error| fatal("XX000", e.message, None);
+        if gw.store().workspace(ws).await.map_err(internal)?.is_none() {
+            return Err(unknown());
+        }
+        let feeds: Vec<String> = gw
+            .store()
+            .list_feeds(ws)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .filter(|(_, rev)| rev.is_some())
+            .map(|(f, _)| f.name)
+            .collect();
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(ws, "public")
+            .with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        let df = |e: datafusion::error::DataFusionError| fatal("XX000", e.to_string(), None);
+        let catalog = ctx
+            .catalog(ws)
+            .ok_or_else(|| fatal("XX000", format!("no catalog {ws}"), None))?;
+        catalog
+            .register_schema(
+                "public",
+                Arc::new(FeedSchema::new(gw.clone(), ws, feeds, request_id)),
+            )
+            .map_err(df)?;
+        setup_pg_catalog(&ctx, ws, EmptyContextProvider).map_err(|e| df(*e))?;
+        Ok(DfSessionService::new(Arc::new(ctx)))
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                client
+                    .send(PgWireBackendMessage::Authentication(
+                        Authentication::CleartextPassword,
+                    ))
+                    .await?;
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(pwd) => {
+                let pwd = pwd.into_password()?;
+                let meta = client.metadata();
+                // libpq sends the user name as the database when none is given.
+                let ws = meta
+                    .get(METADATA_DATABASE)
+                    .or_else(|| meta.get(METADATA_USER))
+                    .cloned()
+                    .unwrap_or_default();
+                let (pid, secret_key) = self.shared.pids.generate(client);
+                let rid = format!("pg-{pid}");
+                let service = self.open(&pwd.password, &ws, &rid).await?;
+                let _ = self.slot.set(Arc::new(service));
+                client.set_pid_and_secret_key(pid, secret_key.clone());
+                let (handle, guard) = self.shared.connections.register(pid, secret_key);
+                client.session_extensions().insert(handle);
+                client.session_extensions().insert(guard);
+                tracing::info!(workspace = %ws, addr = %client.socket_addr(), tls = client.is_secure(), "postgres connection");
+                finish_authentication(client, &self.shared.params).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Query handling, handed to the connection's `datafusion-postgres` session.
+pub struct Queries {
+    slot: Slot,
+    parser: Arc<ConnParser>,
+}
+
+fn session(slot: &Slot) -> PgWireResult<&Arc<DfSessionService>> {
+    slot.get().ok_or_else(|| {
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "FATAL".into(),
+            "08P01".into(),
+            "query before authentication".into(),
+        )))
+    })
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Queries {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let s = session(&self.slot)?.clone();
+        <DfSessionService as SimpleQueryHandler>::do_query(&s, client, query).await
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Queries {
+    type Statement = Statement;
+    type QueryParser = ConnParser;
+
+    fn query_parser(&self) -> Arc<ConnParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let s = session(&self.slot)?.clone();
+        <DfSessionService as ExtendedQueryHandler>::do_query(&s, client, portal, max_rows).await
+    }
+}
+
+/// The connection's parser (the session's, once there is one).
+pub struct ConnParser {
+    slot: Slot,
+}
+
+impl ConnParser {
+    fn parser(&self) -> PgWireResult<Arc<Parser>> {
+        Ok(session(&self.slot)?.query_parser())
+    }
+}
+
+#[async_trait]
+impl QueryParser for ConnParser {
+    type Statement = Statement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        self.parser()?.parse_sql(client, sql, types).await
+    }
+
+    fn get_parameter_types(&self, stmt: &Statement) -> PgWireResult<Vec<Type>> {
+        self.parser()?.get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.parser()?.get_result_schema(stmt, column_format)
+    }
+}

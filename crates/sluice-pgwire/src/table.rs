@@ -1,0 +1,427 @@
+//! Feeds as DataFusion tables. A feed's table has the feed's result columns plus one
+//! column per parameter the result does not already carry (holding the value the call
+//! used). Equality predicates on parameter columns (`where region = 'EU'`) become the
+//! call's parameters; the others take their defaults. The predicates are pushed down as
+//! *inexact*: DataFusion still applies them to the rows, so results are right either way.
+
+use arrow_array::{Array, ArrayRef, RecordBatch, new_null_array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use futures::StreamExt;
+use sluice_core::params::{ParamSpec, ParamType, ParamValue};
+use sluice_gateway::{Gateway, RESERVED_PARAMS};
+use sluice_store::Revision;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+type DfResult<T> = datafusion::error::Result<T>;
+
+/// The Arrow type of a parameter's column. `list[str]` parameters get no column (and
+/// always take their default): a comma list would be ambiguous.
+fn param_type(ty: ParamType) -> Option<DataType> {
+    Some(match ty {
+        ParamType::Str => DataType::Utf8,
+        ParamType::Int => DataType::Int64,
+        ParamType::Float => DataType::Float64,
+        ParamType::Bool => DataType::Boolean,
+        ParamType::Date => DataType::Date32,
+        ParamType::DateTime => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        ParamType::ListStr => return None,
+    })
+}
+
+/// A gateway error carried through DataFusion.
+#[derive(Debug)]
+pub struct FeedError(pub sluice_core::Error);
+
+impl std::fmt::Display for FeedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl std::error::Error for FeedError {}
+
+fn feed_error(e: sluice_core::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(FeedError(e)))
+}
+
+/// One feed's live revision as a table.
+#[derive(Debug)]
+pub struct FeedTable {
+    gw: Gw,
+    ws: String,
+    rev: Arc<Revision>,
+    /// Result columns, then the parameter columns.
+    schema: SchemaRef,
+    /// Parameters that have a column: (column index, spec).
+    param_cols: Vec<(usize, ParamSpec)>,
+    /// Number of result columns (the first ones of `schema`).
+    n_result: usize,
+    request_id: String,
+}
+
+impl std::fmt::Debug for Gw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gateway")
+    }
+}
+
+/// `Gateway` is not `Debug`; DataFusion wants its providers to be.
+#[derive(Clone)]
+pub struct Gw(pub Gateway);
+
+impl FeedTable {
+    pub fn new(
+        gw: Gateway,
+        ws: &str,
+        rev: Arc<Revision>,
+        result: &Schema,
+        request_id: &str,
+    ) -> Self {
+        let mut fields: Vec<Field> = result
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let n_result = fields.len();
+        let mut param_cols = Vec::new();
+        for p in &rev.signature.params {
+            if let Some(i) = fields.iter().position(|f| f.name() == &p.name) {
+                param_cols.push((i, p.clone()));
+                continue;
+            }
+            if let Some(ty) = param_type(p.ty) {
+                param_cols.push((fields.len(), p.clone()));
+                fields.push(Field::new(&p.name, ty, true));
+            }
+        }
+        FeedTable {
+            gw: Gw(gw),
+            ws: ws.to_string(),
+            rev,
+            schema: Arc::new(Schema::new(fields)),
+            param_cols,
+            n_result,
+            request_id: request_id.to_string(),
+        }
+    }
+
+    /// The parameter a pushed-down predicate sets: `param = literal` (either side).
+    fn equality<'a>(&self, e: &'a Expr) -> Option<(&ParamSpec, &'a ScalarValue)> {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+            return None;
+        };
+        if *op != Operator::Eq {
+            return None;
+        }
+        let (col, value) = match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(c), v) | (v, Expr::Column(c)) => (c, literal(v)?),
+            _ => return None,
+        };
+        if value.is_null() {
+            return None;
+        }
+        self.param_cols
+            .iter()
+            .find(|(_, p)| p.name == col.name)
+            .map(|(_, p)| (p, value))
+    }
+}
+
+/// A literal, possibly behind the casts type coercion adds.
+fn literal(e: &Expr) -> Option<&ScalarValue> {
+    match e {
+        Expr::Literal(v, _) => Some(v),
+        Expr::Cast(c) => literal(&c.expr),
+        Expr::TryCast(c) => literal(&c.expr),
+        _ => None,
+    }
+}
+
+/// A literal as the text the feed's parameter parser reads (the HTTP query-string form).
+fn literal_text(v: &ScalarValue) -> DfResult<String> {
+    Ok(match v {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => s.clone(),
+        ScalarValue::Boolean(Some(b)) => b.to_string(),
+        ScalarValue::TimestampMicrosecond(..)
+        | ScalarValue::TimestampMillisecond(..)
+        | ScalarValue::TimestampNanosecond(..)
+        | ScalarValue::TimestampSecond(..) => {
+            let a = v.to_array()?;
+            let a = arrow_cast::cast(
+                &a,
+                &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            )?;
+            arrow_cast::display::array_value_to_string(&a, 0)?
+        }
+        other => {
+            let a = other.to_array()?;
+            arrow_cast::display::array_value_to_string(&a, 0)?
+        }
+    })
+}
+
+#[async_trait]
+impl TableProvider for FeedTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| match self.equality(f) {
+                Some(_) => TableProviderFilterPushDown::Inexact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mut raw: Vec<(String, String)> = Vec::new();
+        for f in filters {
+            if let Some((p, v)) = self.equality(f) {
+                let text = literal_text(v)?;
+                // Two different values for one parameter select no rows; the filter
+                // DataFusion re-applies says so, whichever value is called with.
+                if !raw.iter().any(|(k, _)| k == &p.name) {
+                    raw.push((p.name.clone(), text));
+                }
+            }
+        }
+        let params = self
+            .rev
+            .signature
+            .coerce(&raw, RESERVED_PARAMS)
+            .map_err(feed_error)?;
+        // The constant parameter columns, as one-row arrays repeated per batch.
+        let mut constants: Vec<(usize, ArrayRef)> = Vec::new();
+        for (i, p) in &self.param_cols {
+            if *i < self.n_result {
+                continue;
+            }
+            let field = self.schema.field(*i);
+            let value = params.get(&p.name).unwrap_or(&ParamValue::Null);
+            constants.push((*i, param_array(value, field.data_type())?));
+        }
+        let part = FeedPartition {
+            gw: self.gw.clone(),
+            ws: self.ws.clone(),
+            rev: self.rev.clone(),
+            params,
+            schema: self.schema.clone(),
+            n_result: self.n_result,
+            constants,
+            request_id: self.request_id.clone(),
+        };
+        let table = StreamingTable::try_new(self.schema.clone(), vec![Arc::new(part)])?;
+        table.scan(state, projection, &[], limit).await
+    }
+}
+
+/// A parameter's value as a one-element array of the column's type.
+fn param_array(value: &ParamValue, ty: &DataType) -> DfResult<ArrayRef> {
+    let text = match value.to_json() {
+        serde_json::Value::Null => return Ok(new_null_array(ty, 1)),
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let a = ScalarValue::Utf8(Some(text)).to_array()?;
+    Ok(arrow_cast::cast(&a, ty)?)
+}
+
+#[derive(Debug)]
+struct FeedPartition {
+    gw: Gw,
+    ws: String,
+    rev: Arc<Revision>,
+    params: sluice_core::Params,
+    schema: SchemaRef,
+    n_result: usize,
+    constants: Vec<(usize, ArrayRef)>,
+    request_id: String,
+}
+
+impl PartitionStream for FeedPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The feed is called when the plan runs, not when it is planned.
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let gw = self.gw.0.clone();
+        let ws = self.ws.clone();
+        let rev = self.rev.clone();
+        let params = self.params.clone();
+        let rid = self.request_id.clone();
+        let schema = self.schema.clone();
+        let n_result = self.n_result;
+        let constants = self.constants.clone();
+        let stream = futures::stream::once(async move {
+            gw.open_feed(&ws, &rev, &params, &rid).await.map(|open| {
+                gw.remember_schema(rev.id, &open.schema);
+                open.batches
+            })
+        })
+        .map(|r| match r {
+            Ok(batches) => batches.map(|b| b.map_err(feed_error)).boxed(),
+            Err(e) => futures::stream::once(async move { Err(feed_error(e)) }).boxed(),
+        })
+        .flatten()
+        .map(move |b| conform(&b?, &schema, n_result, &constants));
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
+
+/// A batch of the feed in the table's columns: result columns by name (cast when a call
+/// returned another type, null when it lacks one), then the constant parameter columns.
+fn conform(
+    b: &RecordBatch,
+    schema: &SchemaRef,
+    n_result: usize,
+    constants: &[(usize, ArrayRef)],
+) -> DfResult<RecordBatch> {
+    let rows = b.num_rows();
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for f in schema.fields().iter().take(n_result) {
+        let col = match b.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => c.clone(),
+            Some(c) => arrow_cast::cast(c, f.data_type())?,
+            None => new_null_array(f.data_type(), rows),
+        };
+        cols.push(col);
+    }
+    for (_, one) in constants {
+        let idx = arrow_array::UInt32Array::from(vec![0u32; rows]);
+        cols.push(arrow_select_take(one.as_ref(), &idx)?);
+    }
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        cols,
+        &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+    )?)
+}
+
+fn arrow_select_take(a: &dyn Array, idx: &arrow_array::UInt32Array) -> DfResult<ArrayRef> {
+    Ok(datafusion::arrow::compute::take(a, idx, None)?)
+}
+
+/// The workspace's feeds, as the tables of schema `public`. Names are listed when the
+/// connection starts; a table is built when a query names it. Tables a client creates
+/// (Tableau's temporary tables) live in the connection only.
+#[derive(Debug)]
+pub struct FeedSchema {
+    gw: Gw,
+    ws: String,
+    feeds: Vec<String>,
+    request_id: String,
+    created: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+}
+
+impl FeedSchema {
+    pub fn new(gw: Gateway, ws: &str, feeds: Vec<String>, request_id: &str) -> Self {
+        FeedSchema {
+            gw: Gw(gw),
+            ws: ws.to_string(),
+            feeds,
+            request_id: request_id.to_string(),
+            created: RwLock::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for FeedSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.feeds.clone();
+        names.extend(self.created.read().expect("tables lock").keys().cloned());
+        names
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(t) = self.created.read().expect("tables lock").get(name) {
+            return Ok(Some(t.clone()));
+        }
+        if !self.feeds.iter().any(|f| f == name) {
+            return Ok(None);
+        }
+        let gw = &self.gw.0;
+        let rev = gw.live_revision(&self.ws, name).await.map_err(feed_error)?;
+        // A feed whose columns are unknown (required parameters, never called through a
+        // describing protocol) or whose default call fails is not a table: one broken feed
+        // must not break a BI tool's whole catalog.
+        match gw.result_schema(&self.ws, &rev).await {
+            Ok(Some(schema)) => Ok(Some(Arc::new(FeedTable::new(
+                gw.clone(),
+                &self.ws,
+                rev,
+                &schema,
+                &self.request_id,
+            )))),
+            Ok(None) => {
+                tracing::info!(workspace = %self.ws, feed = %name, "not a table yet: its columns are unknown until it is called once with its required parameters");
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!(workspace = %self.ws, feed = %name, "not a table: calling it with its defaults failed: {}", e.message);
+                Ok(None)
+            }
+        }
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if self.feeds.contains(&name) {
+            return Err(DataFusionError::Plan(format!(
+                "'{name}' is a feed: feeds are read-only"
+            )));
+        }
+        Ok(self
+            .created
+            .write()
+            .expect("tables lock")
+            .insert(name, table))
+    }
+
+    fn deregister_table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if self.feeds.iter().any(|f| f == name) {
+            return Err(DataFusionError::Plan(format!(
+                "'{name}' is a feed: feeds are read-only"
+            )));
+        }
+        Ok(self.created.write().expect("tables lock").remove(name))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.feeds.iter().any(|f| f == name)
+            || self.created.read().expect("tables lock").contains_key(name)
+    }
+}
