@@ -1,0 +1,302 @@
+//! The PostgreSQL wire endpoint end to end, against the real binary and real clients:
+//! Debian's `psql` (simple protocol, its catalog queries for `\dt` and `\d`), psycopg 3
+//! (extended protocol, prepared statements with parameters), and the raw startup
+//! handshake for the SQLSTATEs of refused logins.
+//!
+//! Needs `psql` (Debian `postgresql-client`) and the PyPI package `psycopg[binary]`.
+
+mod common;
+
+use common::{ADMIN_KEY, Opts, Server};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+
+/// The port of the server's PostgreSQL endpoint, from the line it prints at start.
+fn pg_port(server: &Server) -> u16 {
+    let line = server
+        .stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("PostgreSQL: postgresql://x@"))
+        .unwrap_or_else(|| panic!("no PostgreSQL line in {:?}", server.stdout));
+    let addr = line.split('/').next().unwrap();
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+struct Psql {
+    port: u16,
+}
+
+impl Psql {
+    /// Run psql with `args`; (success, stdout, stderr).
+    fn run(&self, key: &str, db: &str, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "x"])
+            .args(["-X", "-v", "ON_ERROR_STOP=1"])
+            .args(args)
+            .arg(db)
+            .env("PGPASSWORD", key)
+            .env("PGCONNECT_TIMEOUT", "20")
+            .output()
+            .expect("psql runs (Debian postgresql-client)");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run(ADMIN_KEY, "demo", args);
+        assert!(ok, "psql {args:?} failed:\n{out}\n{err}");
+        out
+    }
+}
+
+/// Start a connection by hand and return the SQLSTATE of the ErrorResponse the server
+/// answers the password with (psql and libpq show only the message of a refused login).
+fn login_sqlstate(port: u16, db: &str, password: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut body = Vec::new();
+    body.extend_from_slice(&196608u32.to_be_bytes()); // protocol 3.0
+    for (k, v) in [("user", "x"), ("database", db)] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    s.write_all(&msg).unwrap();
+    let read_msg = |s: &mut std::net::TcpStream| -> (u8, Vec<u8>) {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes(head[1..5].try_into().unwrap()) as usize - 4;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).unwrap();
+        (head[0], payload)
+    };
+    let (tag, payload) = read_msg(&mut s);
+    assert_eq!(tag, b'R', "authentication request");
+    assert_eq!(
+        &payload[..4],
+        &3u32.to_be_bytes(),
+        "cleartext password asked"
+    );
+    let mut pw = vec![b'p'];
+    pw.extend_from_slice(&((password.len() + 5) as u32).to_be_bytes());
+    pw.extend_from_slice(password.as_bytes());
+    pw.push(0);
+    s.write_all(&pw).unwrap();
+    let (tag, payload) = read_msg(&mut s);
+    assert_eq!(tag, b'E', "an ErrorResponse");
+    payload
+        .split(|b| *b == 0)
+        .find_map(|f| f.strip_prefix(b"C"))
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .expect("a SQLSTATE field")
+}
+
+fn rows(server: &Server, path: &str) -> Vec<Value> {
+    let v: Value = server.http().get_key(path, ADMIN_KEY).json().unwrap();
+    v.as_array().unwrap().clone()
+}
+
+fn total(rows: &[Value]) -> f64 {
+    rows.iter().map(|r| r["amount"].as_f64().unwrap()).sum()
+}
+
+#[test]
+fn psql_lists_describes_and_queries_feeds() {
+    let server = Server::start(Opts::default());
+    let psql = Psql {
+        port: pg_port(&server),
+    };
+
+    // \dt: the workspace's live feeds are the tables of schema public.
+    let out = psql.ok(&["-c", r"\dt"]);
+    for feed in [
+        "hello",
+        "sales_by_region",
+        "customer_segments",
+        "monthly_revenue",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&format!("| {feed} ")) && l.contains("table")),
+            "{feed} in:\n{out}"
+        );
+    }
+
+    // \d: the result columns, then the parameters the result does not carry.
+    let out = psql.ok(&["-c", r"\d sales_by_region"]);
+    for (col, ty) in [
+        ("day", "date"),
+        ("region", "text"),
+        ("channel", "text"),
+        ("amount", "double precision"),
+        ("since", "date"),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.split('|').next().unwrap().trim() == col && l.contains(ty)),
+            "{col} {ty} in:\n{out}"
+        );
+    }
+
+    // WHERE region = '...' is the feed's parameter: APAC rows only, the same as /feeds.
+    for region in ["EU", "APAC"] {
+        let out = psql.ok(&[
+            "-At",
+            "-c",
+            &format!(
+                "select region, count(*), sum(amount) from sales_by_region where region = '{region}' group by 1"
+            ),
+        ]);
+        let want = rows(
+            &server,
+            &format!("/feeds/demo/sales_by_region?region={region}"),
+        );
+        let got: Vec<&str> = out.trim().split('|').collect();
+        assert_eq!(got[0], region, "{out}");
+        assert_eq!(got[1].parse::<usize>().unwrap(), want.len(), "{out}");
+        let sum: f64 = got[2].parse().unwrap();
+        assert!(
+            (sum - total(&want)).abs() < 0.01,
+            "{out} vs {}",
+            total(&want)
+        );
+    }
+    // A parameter the result does not carry is a column holding the value used.
+    let out = psql.ok(&[
+        "-At",
+        "-c",
+        "select count(*), min(day), min(since), max(since) from sales_by_region where since = '2024-06-01'",
+    ]);
+    let want = rows(&server, "/feeds/demo/sales_by_region?since=2024-06-01");
+    assert_eq!(
+        out.trim(),
+        format!(
+            "{}|{}|2024-06-01|2024-06-01",
+            want.len(),
+            want[0]["day"].as_str().unwrap()
+        )
+    );
+    // Defaults otherwise (region EU, since 2024-01-01).
+    let out = psql.ok(&[
+        "-At",
+        "-c",
+        "select count(*), min(region), min(since) from sales_by_region",
+    ]);
+    let want = rows(&server, "/feeds/demo/sales_by_region");
+    assert_eq!(out.trim(), format!("{}|EU|2024-01-01", want.len()));
+
+    // A join of two feeds, each called with its own parameters.
+    let out = psql.ok(&[
+        "-At",
+        "-c",
+        "select h.greeting, s.region, count(*) from hello h cross join sales_by_region s \
+         where h.name = 'pg' and s.region = 'APAC' group by 1, 2",
+    ]);
+    let apac = rows(&server, "/feeds/demo/sales_by_region?region=APAC");
+    assert_eq!(out.trim(), format!("Hello, pg!|APAC|{}", apac.len()));
+    // ORDER BY and LIMIT.
+    let out = psql.ok(&[
+        "-At",
+        "-c",
+        "select day, channel from sales_by_region where region = 'APAC' order by amount desc limit 2",
+    ]);
+    assert_eq!(out.trim().lines().count(), 2, "{out}");
+
+    // Refused logins: the password is a key, the database a workspace the key may read.
+    let port = psql.port;
+    let (ok, _, err) = psql.run("not-a-key", "demo", &["-c", "select 1"]);
+    assert!(
+        !ok && err.contains("password authentication failed"),
+        "{err}"
+    );
+    assert_eq!(login_sqlstate(port, "demo", "not-a-key"), "28P01");
+    let http = server.http();
+    let (st, _) = http.post("/api/v1/workspaces", ADMIN_KEY, json!({"name": "finance"}));
+    assert_eq!(st, 201);
+    let (st, viewer) = http.post(
+        "/api/v1/keys",
+        ADMIN_KEY,
+        json!({"name": "tableau", "role": "viewer", "workspace": "demo"}),
+    );
+    assert_eq!(st, 201, "{viewer}");
+    let viewer = viewer["secret"].as_str().unwrap().to_string();
+    let (ok, _, err) = psql.run(&viewer, "finance", &["-c", "select 1"]);
+    assert!(
+        !ok && err.contains("database \"finance\" does not exist"),
+        "{err}"
+    );
+    assert_eq!(login_sqlstate(port, "finance", &viewer), "3D000");
+    assert_eq!(login_sqlstate(port, "nowhere", ADMIN_KEY), "3D000");
+    // The viewer reads its own workspace.
+    let (ok, out, err) = psql.run(
+        &viewer,
+        "demo",
+        &["-At", "-c", "select greeting from hello"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "Hello, world!");
+    // The finance workspace has no feeds: no tables.
+    let (ok, out, err) = psql.run(ADMIN_KEY, "finance", &["-At", "-c", r"\dt"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("sales_by_region"), "{out}");
+    server.stop();
+}
+
+#[test]
+fn psycopg_prepared_statements_with_parameters() {
+    let server = Server::start(Opts::default());
+    let port = pg_port(&server);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/pg_psycopg.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg("127.0.0.1")
+        .arg(port.to_string())
+        .arg(ADMIN_KEY)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "psycopg client failed (pip install 'psycopg[binary]'):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for region in ["APAC", "EU"] {
+        let want = rows(
+            &server,
+            &format!("/feeds/demo/sales_by_region?region={region}"),
+        );
+        let got = &report[region];
+        assert_eq!(got["rows"], want.len(), "{report}");
+        assert_eq!(got["regions"], json!([region]), "{report}");
+        assert_eq!(got["first_day"], want[0]["day"], "{report}");
+        assert!(
+            (got["total"].as_f64().unwrap() - total(&want)).abs() < 0.01,
+            "{report}"
+        );
+    }
+    assert_eq!(
+        report["columns"],
+        json!(["day", "region", "channel", "amount"])
+    );
+    let apac = rows(&server, "/feeds/demo/sales_by_region?region=APAC");
+    assert_eq!(report["prepared"], apac.len());
+    let since = rows(
+        &server,
+        "/feeds/demo/sales_by_region?region=APAC&since=2024-06-01",
+    );
+    assert_eq!(report["since"]["rows"], since.len(), "{report}");
+    assert_eq!(report["since"]["first_day"], since[0]["day"], "{report}");
+    server.stop();
+}
