@@ -11,6 +11,7 @@
 
 mod session;
 mod table;
+pub mod tls;
 
 pub use session::{Handlers, Shared};
 pub use table::{FeedSchema, FeedTable};
@@ -29,7 +30,7 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let shared = Arc::new(Shared::new(gw));
+    let shared = Arc::new(Shared::new(gw, tls.is_some()));
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {

@@ -42,10 +42,12 @@ pub struct Shared {
     connections: Arc<ConnectionManager>,
     pids: RandomPidSecretKeyGenerator,
     params: DefaultServerParameterProvider,
+    /// TLS is offered: plain connections are refused unless they come from loopback.
+    tls: bool,
 }
 
 impl Shared {
-    pub fn new(gw: Gateway) -> Self {
+    pub fn new(gw: Gateway, tls: bool) -> Self {
         let mut params = DefaultServerParameterProvider::default();
         // What clients parse to pick their dialect: PostgreSQL 15 (the version the
         // catalog shapes are compared with), marked as Sluice.
@@ -57,6 +59,7 @@ impl Shared {
             connections: Arc::new(ConnectionManager::new()),
             pids: RandomPidSecretKeyGenerator::default(),
             params,
+            tls,
         }
     }
 }
@@ -198,6 +201,16 @@ impl StartupHandler for Startup {
     {
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
+                if self.shared.tls
+                    && !client.is_secure()
+                    && !client.socket_addr().ip().to_canonical().is_loopback()
+                {
+                    return Err(fatal(
+                        "28000",
+                        "this server accepts plain connections from its own machine only: connect with TLS (sslmode=require)".into(),
+                        Some("the password is an API key, sent in clear text: it travels inside TLS"),
+                    ));
+                }
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);

@@ -202,6 +202,7 @@ pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
             )
         })?;
     let pg_addr = pg_listener.local_addr()?;
+    let pg_tls = sluice_pgwire::tls::acceptor(&cfg.data_dir, mode == Mode::AllInOne)?;
     if cfg.gateway.public_url.is_empty() {
         cfg.gateway.public_url = format!("http://{addr}");
     }
@@ -253,13 +254,16 @@ pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
         let _ = tcp.set_nodelay(true);
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let pg = tokio::spawn(sluice_pgwire::serve(gw.clone(), pg_listener, None, {
+    tracing::info!(
+        tls = pg_tls.is_some(),
+        "PostgreSQL wire endpoint on {pg_addr}"
+    );
+    let pg = tokio::spawn(sluice_pgwire::serve(gw.clone(), pg_listener, pg_tls, {
         let mut stopped = stopped.clone();
         async move {
             let _ = stopped.wait_for(|s| *s).await;
         }
     }));
-    tracing::info!("PostgreSQL wire endpoint on {pg_addr}");
     let connect = sluice_control::ConnectInfo::new(&cfg.gateway.public_url, pg_addr);
     axum::serve(listener, app(gw.clone(), connect))
         .with_graceful_shutdown(async move {

@@ -300,3 +300,76 @@ fn psycopg_prepared_statements_with_parameters() {
     assert_eq!(report["since"]["first_day"], since[0]["day"], "{report}");
     server.stop();
 }
+
+/// The first non-loopback IPv4 address of this machine, if it has one.
+fn machine_ip() -> Option<String> {
+    let out = Command::new("hostname").arg("-I").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
+        .map(str::to_string)
+}
+
+#[test]
+fn tls_with_the_generated_certificate_and_plain_from_loopback_only() {
+    let server = Server::start(Opts {
+        args: vec!["--pg-listen".into(), "0.0.0.0:0".into()],
+        ..Opts::default()
+    });
+    let port = pg_port(&server).to_string();
+    let cert = server.data_dir.join("pg-tls.crt");
+    assert!(cert.exists(), "sluice up made a certificate");
+    let psql = |conninfo: String| {
+        let out = Command::new("psql")
+            .args([
+                &conninfo,
+                "-X",
+                "-At",
+                "-c",
+                r"\conninfo",
+                "-c",
+                "select greeting from hello",
+            ])
+            .env("PGPASSWORD", ADMIN_KEY)
+            .env("PGCONNECT_TIMEOUT", "20")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The certificate verifies for localhost.
+    let (ok, out, err) = psql(format!(
+        "host=localhost port={port} user=x dbname=demo sslmode=verify-full sslrootcert={}",
+        cert.display()
+    ));
+    assert!(ok, "{err}");
+    assert!(out.contains("SSL connection"), "{out}");
+    assert!(out.contains("Hello, world!"), "{out}");
+    // Plain text from the machine itself.
+    let (ok, out, err) = psql(format!(
+        "host=127.0.0.1 port={port} user=x dbname=demo sslmode=disable"
+    ));
+    assert!(ok, "{err}");
+    assert!(!out.contains("SSL connection"), "{out}");
+    // From another address: TLS only.
+    let Some(ip) = machine_ip() else {
+        eprintln!("no non-loopback address: the plain-text refusal is not tested");
+        return;
+    };
+    let (ok, _, err) = psql(format!(
+        "host={ip} port={port} user=x dbname=demo sslmode=disable"
+    ));
+    assert!(!ok && err.contains("connect with TLS"), "{err}");
+    let (ok, out, err) = psql(format!(
+        "host={ip} port={port} user=x dbname=demo sslmode=require"
+    ));
+    assert!(ok, "{err}");
+    assert!(out.contains("SSL connection"), "{out}");
+    server.stop();
+}
