@@ -9,6 +9,8 @@
 //! `table.rs` for how a feed becomes a table). A session per connection also keeps what
 //! a client creates (temporary tables, `SET`s) to that connection.
 
+mod hooks;
+mod like;
 mod session;
 mod table;
 pub mod tls;

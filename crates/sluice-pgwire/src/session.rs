@@ -4,6 +4,7 @@
 
 use crate::table::FeedSchema;
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser;
@@ -51,7 +52,7 @@ impl Shared {
         let mut params = DefaultServerParameterProvider::default();
         // What clients parse to pick their dialect: PostgreSQL 15 (the version the
         // catalog shapes are compared with), marked as Sluice.
-        params.server_version = "15.0 (Sluice)".into();
+        params.server_version = SERVER_VERSION.into();
         params.is_superuser = false;
         params.default_transaction_read_only = true;
         Shared {
@@ -183,7 +184,30 @@ impl Startup {
             )
             .map_err(df)?;
         setup_pg_catalog(&ctx, ws, EmptyContextProvider).map_err(|e| df(*e))?;
-        Ok(DfSessionService::new(Arc::new(ctx)))
+        ctx.register_udf(version_udf());
+        ctx.register_udf(to_regtype_udf());
+        // Feeds have no sequences, identities or collations: SQLAlchemy's column
+        // reflection asks for them in branches that are never taken here.
+        for (name, ret) in [
+            ("pg_get_serial_sequence", DataType::Utf8),
+            ("json_build_object", DataType::Utf8),
+            ("pg_collation_is_visible", DataType::Boolean),
+        ] {
+            ctx.register_udf(null_udf(name, ret));
+        }
+        ctx.add_analyzer_rule(Arc::new(crate::like::LikeEscape));
+        use datafusion_postgres::hooks::{
+            cursor::CursorStatementHook, set_show::SetShowHook,
+            transactions::TransactionStatementHook,
+        };
+        // datafusion-postgres' own hooks, after ours.
+        let hooks: Vec<Arc<dyn datafusion_postgres::QueryHook>> = vec![
+            Arc::new(crate::hooks::ReadOnlyStatements),
+            Arc::new(CursorStatementHook),
+            Arc::new(SetShowHook),
+            Arc::new(TransactionStatementHook),
+        ];
+        Ok(DfSessionService::new_with_hooks(Arc::new(ctx), hooks))
     }
 }
 
@@ -340,4 +364,136 @@ impl QueryParser for ConnParser {
     ) -> PgWireResult<Vec<FieldInfo>> {
         self.parser()?.get_result_schema(stmt, column_format)
     }
+}
+
+/// What clients read the server's version from (SQLAlchemy, pgjdbc, Npgsql parse
+/// `PostgreSQL <major>.<minor>`): the PostgreSQL version whose catalog shapes we answer
+/// with, and what we really are. DataFusion's own `version()` names DataFusion only.
+pub const SERVER_VERSION: &str = "15.0 (Sluice)";
+
+fn version_udf() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    let text = format!(
+        "PostgreSQL {SERVER_VERSION} on {}-linux, Sluice {} with DataFusion, 64-bit",
+        std::env::consts::ARCH,
+        env!("CARGO_PKG_VERSION")
+    );
+    create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |_| {
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Utf8(Some(text.clone())),
+            ))
+        }),
+    )
+}
+
+/// `to_regtype(name)`: the OID of a built-in type, NULL for others (psycopg's
+/// `TypeInfo.fetch`, run by SQLAlchemy at connect for `hstore`, expects NULL for types
+/// the server does not have).
+fn to_regtype_udf() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::{Array, AsArray, Int32Array};
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    const TYPES: &[(&str, i32)] = &[
+        ("bool", 16),
+        ("boolean", 16),
+        ("bytea", 17),
+        ("char", 18),
+        ("name", 19),
+        ("int8", 20),
+        ("bigint", 20),
+        ("int2", 21),
+        ("smallint", 21),
+        ("int4", 23),
+        ("integer", 23),
+        ("int", 23),
+        ("text", 25),
+        ("oid", 26),
+        ("json", 114),
+        ("float4", 700),
+        ("real", 700),
+        ("float8", 701),
+        ("double precision", 701),
+        ("varchar", 1043),
+        ("character varying", 1043),
+        ("date", 1082),
+        ("time", 1083),
+        ("timestamp", 1114),
+        ("timestamp without time zone", 1114),
+        ("timestamptz", 1184),
+        ("timestamp with time zone", 1184),
+        ("interval", 1186),
+        ("numeric", 1700),
+        ("uuid", 2950),
+        ("jsonb", 3802),
+    ];
+    let lookup = |name: &str| {
+        let n = name
+            .trim()
+            .trim_start_matches("pg_catalog.")
+            .to_ascii_lowercase();
+        TYPES.iter().find(|(t, _)| *t == n).map(|(_, oid)| *oid)
+    };
+    create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = datafusion::arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
+            let names = names.as_string::<i32>();
+            let oids: Int32Array = (0..names.len())
+                .map(|i| {
+                    (!names.is_null(i))
+                        .then(|| lookup(names.value(i)))
+                        .flatten()
+                })
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(oids)))
+        }),
+    )
+}
+
+/// A catalog function whose answer is always NULL here, whatever its arguments.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NullFn {
+    name: String,
+    signature: datafusion::logical_expr::Signature,
+    ret: DataType,
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for NullFn {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(self.ret.clone())
+    }
+    fn invoke_with_args(
+        &self,
+        _args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
+        Ok(datafusion::logical_expr::ColumnarValue::Scalar(
+            datafusion::common::ScalarValue::try_from(&self.ret)?,
+        ))
+    }
+}
+
+fn null_udf(name: &str, ret: DataType) -> datafusion::logical_expr::ScalarUDF {
+    datafusion::logical_expr::ScalarUDF::new_from_impl(NullFn {
+        name: name.into(),
+        signature: datafusion::logical_expr::Signature::variadic_any(
+            datafusion::logical_expr::Volatility::Immutable,
+        ),
+        ret,
+    })
 }

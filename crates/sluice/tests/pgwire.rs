@@ -373,3 +373,52 @@ fn tls_with_the_generated_certificate_and_plain_from_loopback_only() {
     assert!(out.contains("SSL connection"), "{out}");
     server.stop();
 }
+
+#[test]
+fn metabase_session_statements_and_sqlalchemy_inspector() {
+    let server = Server::start(Opts::default());
+    let port = pg_port(&server);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/pg_sessions.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg("127.0.0.1")
+        .arg(port.to_string())
+        .arg(ADMIN_KEY)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "session client failed (pip install 'psycopg[binary]' sqlalchemy):\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let st = &report["statements"];
+    assert_eq!(
+        st["SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"],
+        json!(["SET", "IDLE"])
+    );
+    assert_eq!(st["BEGIN READ ONLY"], json!(["BEGIN", "INTRANS"]));
+    assert_eq!(
+        st["ROLLBACK TO SAVEPOINT s1"],
+        json!(["ROLLBACK", "INTRANS"])
+    );
+    assert_eq!(st["RELEASE SAVEPOINT s1"], json!(["RELEASE", "INTRANS"]));
+    assert_eq!(st["DISCARD ALL"], json!(["DISCARD ALL", "IDLE"]));
+    let apac = rows(&server, "/feeds/demo/sales_by_region?region=APAC").len();
+    assert_eq!(report["apac_count"], apac, "{report}");
+    // SQLAlchemy reads the server version from version() and lists schemas and tables.
+    assert_eq!(report["server_version"], json!([15, 0]));
+    assert_eq!(report["schemas"], json!(["public"]));
+    assert_eq!(
+        report["tables"],
+        json!([
+            "customer_segments",
+            "hello",
+            "monthly_revenue",
+            "sales_by_region"
+        ])
+    );
+    assert_eq!(report["apac_sqlalchemy"], apac);
+    server.stop();
+}
