@@ -375,7 +375,7 @@ fn tls_with_the_generated_certificate_and_plain_from_loopback_only() {
 }
 
 #[test]
-fn metabase_session_statements_and_sqlalchemy_inspector() {
+fn metabase_tableau_session_statements_and_sqlalchemy_inspector() {
     let server = Server::start(Opts::default());
     let port = pg_port(&server);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/pg_sessions.py");
@@ -407,6 +407,17 @@ fn metabase_session_statements_and_sqlalchemy_inspector() {
     assert_eq!(st["DISCARD ALL"], json!(["DISCARD ALL", "IDLE"]));
     let apac = rows(&server, "/feeds/demo/sales_by_region?region=APAC").len();
     assert_eq!(report["apac_count"], apac, "{report}");
+    // Tableau's connect check.
+    assert_eq!(
+        st[r##"CREATE LOCAL TEMPORARY TABLE "#Tableau_1_Connect" ("COL" INTEGER) ON COMMIT PRESERVE ROWS"##],
+        json!(["CREATE TABLE"])
+    );
+    assert_eq!(
+        st[r##"DROP TABLE "#Tableau_1_Connect""##],
+        json!(["DROP TABLE"])
+    );
+    assert_eq!(report["tableau_rows"], json!([1, 2]), "{report}");
+    assert_eq!(report["dropped"], true);
     // SQLAlchemy reads the server version from version() and lists schemas and tables.
     assert_eq!(report["server_version"], json!([15, 0]));
     assert_eq!(report["schemas"], json!(["public"]));

@@ -41,6 +41,28 @@ with psycopg.connect(
         if cur.description:
             report["apac_count"] = cur.fetchone()[0]
 
+# Tableau's connect check: a temporary table, GROUP BY by position, DROP.
+TABLEAU = [
+    'CREATE LOCAL TEMPORARY TABLE "#Tableau_1_Connect" ("COL" INTEGER) ON COMMIT PRESERVE ROWS',
+    'INSERT INTO "#Tableau_1_Connect" VALUES (1), (1), (2)',
+    'SELECT "COL" FROM "#Tableau_1_Connect" GROUP BY 1 ORDER BY 1',
+    'DROP TABLE "#Tableau_1_Connect"',
+]
+with psycopg.connect(
+    host=host, port=port, user="tableau", password=key, dbname="demo", autocommit=True
+) as conn:
+    for s in TABLEAU:
+        cur = conn.execute(s)
+        report["statements"][s] = [cur.statusmessage]
+        if cur.description:
+            report["tableau_rows"] = [r[0] for r in cur.fetchall()]
+    # The temporary table is gone, the feeds are still there.
+    try:
+        conn.execute('SELECT * FROM "#Tableau_1_Connect"')
+        report["dropped"] = False
+    except psycopg.Error:
+        report["dropped"] = True
+
 engine = sa.create_engine(f"postgresql+psycopg://sqlalchemy:{key}@{host}:{port}/demo")
 inspector = sa.inspect(engine)
 report["server_version"] = list(engine.dialect.server_version_info)
