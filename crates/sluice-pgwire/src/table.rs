@@ -425,3 +425,93 @@ impl SchemaProvider for FeedSchema {
             || self.created.read().expect("tables lock").contains_key(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::FeedSignature;
+
+    fn sig() -> FeedSignature {
+        let p = |name: &str, ty| ParamSpec {
+            name: name.into(),
+            ty,
+            default: None,
+            required: false,
+        };
+        FeedSignature {
+            name: "f".into(),
+            doc: String::new(),
+            params: vec![
+                p("s", ParamType::Str),
+                p("i", ParamType::Int),
+                p("x", ParamType::Float),
+                p("b", ParamType::Bool),
+                p("d", ParamType::Date),
+                p("t", ParamType::DateTime),
+            ],
+            cache: None,
+            key: vec![],
+        }
+    }
+
+    /// What a pushed-down literal becomes is what the HTTP path would have coerced.
+    #[test]
+    fn literals_coerce_like_query_strings() {
+        let cases = [
+            (
+                "s",
+                ScalarValue::Utf8(Some("a, b".into())),
+                ParamValue::Str("a, b".into()),
+            ),
+            ("i", ScalarValue::Int64(Some(-3)), ParamValue::Int(-3)),
+            ("x", ScalarValue::Float64(Some(1.5)), ParamValue::Float(1.5)),
+            (
+                "b",
+                ScalarValue::Boolean(Some(true)),
+                ParamValue::Bool(true),
+            ),
+            (
+                "d",
+                ScalarValue::Date32(Some(19875)),
+                ParamValue::Date(chrono::NaiveDate::from_ymd_opt(2024, 6, 1).unwrap()),
+            ),
+        ];
+        for (name, v, want) in cases {
+            let text = literal_text(&v).unwrap();
+            let got = sig()
+                .coerce(&[(name.to_string(), text.clone())], &[])
+                .unwrap_or_else(|e| panic!("{name} = {text}: {}", e.message));
+            assert_eq!(got[name], want, "{name} = {text}");
+        }
+        // A timestamp literal (microseconds since the epoch, UTC) keeps its instant.
+        let ts = ScalarValue::TimestampMicrosecond(Some(1_717_243_200_000_000), Some("UTC".into()));
+        let text = literal_text(&ts).unwrap();
+        let got = sig().coerce(&[("t".into(), text.clone())], &[]).unwrap();
+        let json = got["t"].to_json();
+        let back = param_array(
+            &got["t"],
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        )
+        .unwrap();
+        let back = arrow_cast::display::array_value_to_string(&back, 0).unwrap();
+        assert!(
+            back.starts_with("2024-06-01T12:00:00"),
+            "{text} -> {json} -> {back}"
+        );
+    }
+
+    #[test]
+    fn parameter_columns_hold_the_value_used() {
+        let d = param_array(
+            &ParamValue::Date(chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()),
+            &DataType::Date32,
+        )
+        .unwrap();
+        assert_eq!(
+            arrow_cast::display::array_value_to_string(&d, 0).unwrap(),
+            "2024-01-01"
+        );
+        let n = param_array(&ParamValue::Null, &DataType::Int64).unwrap();
+        assert!(n.is_null(0));
+    }
+}
