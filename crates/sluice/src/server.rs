@@ -203,6 +203,14 @@ pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
         })?;
     let pg_addr = pg_listener.local_addr()?;
     let pg_tls = sluice_pgwire::tls::acceptor(&cfg.data_dir, mode == Mode::AllInOne)?;
+    if pg_tls.is_none() && !pg_addr.ip().is_loopback() {
+        tracing::warn!(
+            "the PostgreSQL endpoint on {pg_addr} has no TLS: keys (the passwords) would cross the network in clear text; put {} and {} in {}",
+            sluice_pgwire::tls::CERT_FILE,
+            sluice_pgwire::tls::KEY_FILE,
+            cfg.data_dir.display()
+        );
+    }
     if cfg.gateway.public_url.is_empty() {
         cfg.gateway.public_url = format!("http://{addr}");
     }
