@@ -355,7 +355,10 @@ fn filter_orderby_top_and_skip_match_the_same_query_in_sql() {
     // $top stops reading the feed early on purpose: that is logged as a success, not as a
     // client that hung up (499). All 219,300 rows would take many batches; one is enough.
     let r = server.http().get_key(
-        &format!("/odata/demo/sales_rows?{}", form_urlencoded_pairs("until=2100-01-01&$top=1")),
+        &format!(
+            "/odata/demo/sales_rows?{}",
+            form_urlencoded_pairs("until=2100-01-01&$top=1")
+        ),
         ADMIN_KEY,
     );
     let page: Value = r.json().unwrap();
@@ -363,7 +366,10 @@ fn filter_orderby_top_and_skip_match_the_same_query_in_sql() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     let logs = server
         .http()
-        .get_key("/api/v1/workspaces/demo/feeds/sales_rows/logs?limit=200", ADMIN_KEY)
+        .get_key(
+            "/api/v1/workspaces/demo/feeds/sales_rows/logs?limit=200",
+            ADMIN_KEY,
+        )
         .text()
         .unwrap();
     assert!(logs.contains(r#""status":200"#), "{logs}");
