@@ -23,7 +23,7 @@ mod schemas;
 mod state;
 
 pub use auth::Principal;
-pub use feeds::RESERVED as RESERVED_PARAMS;
+pub use feeds::{RESERVED as RESERVED_PARAMS, request_id};
 pub use open::OpenFeed;
 pub use problem::ApiError;
 pub use state::{Execution, Gateway, GatewayConfig, Logs, WorkspaceSources, module_of};

@@ -24,6 +24,9 @@ pub struct OpenFeed {
     pub schema: SchemaRef,
     pub batches: BoxStream<'static, Result<RecordBatch>>,
     pub enough: Arc<AtomicBool>,
+    /// The rows come from a native `sluice.sql` query: dropping the stream early only stops
+    /// the query (a Python feed's worker would have to be replaced).
+    pub passthrough: bool,
 }
 
 /// Logs the call when the stream is dropped before its end (see [`OpenFeed::enough`]).
@@ -116,6 +119,7 @@ impl Gateway {
             schema: exec.schema,
             batches,
             enough,
+            passthrough: exec.passthrough,
         })
     }
 }

@@ -25,12 +25,17 @@ impl Gateway {
         let params = rev.signature.coerce(&[], RESERVED_PARAMS)?;
         let open = self.open_feed(ws, rev, &params, "describe").await?;
         let schema = open.schema.clone();
-        // Reading to the end lets a Python worker finish its call normally; a native SQL
-        // stream would be stopped by a drop, but both are read the same way for simplicity
-        // of accounting (the call is logged as a success).
-        let mut batches = open.batches;
-        while let Some(b) = batches.next().await {
-            b?;
+        if open.passthrough {
+            // The columns are known before the first row: stop the query, a success.
+            open.enough
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            // A Python feed is read to its end so its worker finishes the call normally
+            // instead of being replaced.
+            let mut batches = open.batches;
+            while let Some(b) = batches.next().await {
+                b?;
+            }
         }
         if schema.fields().is_empty() {
             return Ok(None);

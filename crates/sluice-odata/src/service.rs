@@ -14,7 +14,7 @@ use axum::{
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use sluice_core::{Code, Error, Result};
-use sluice_gateway::{Gateway, Principal, RESERVED_PARAMS, auth::query_pairs};
+use sluice_gateway::{Gateway, Principal, RESERVED_PARAMS, auth::query_pairs, request_id};
 use sluice_store::Revision;
 use std::sync::Arc;
 
@@ -23,10 +23,17 @@ const JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true
 #[derive(Clone)]
 pub struct OData {
     gw: Gateway,
+    /// One DataFusion session for every request: `read_table` plans over a request's own
+    /// feed stream without registering anything, and building a session (its function
+    /// registry) per request would cost more than a small query.
+    ctx: Arc<SessionContext>,
 }
 
 pub fn router(gw: Gateway) -> Router {
-    let state = OData { gw };
+    let state = OData {
+        gw,
+        ctx: Arc::new(SessionContext::new()),
+    };
     Router::new()
         .route("/odata/{ws}", get(service_document))
         .route("/odata/{ws}/", get(service_document))
@@ -197,22 +204,13 @@ async fn prepare(
     })
 }
 
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string()
-}
-
 /// Run the filter of `req` over a fresh call of the feed and count the rows.
 async fn count_rows(od: &OData, ws: &str, req: &Request, rid: &str) -> Result<u64> {
     let open = od.gw.open_feed(ws, &req.rev, &req.params, rid).await?;
     od.gw.remember_schema(req.rev.id, &open.schema);
     let set = EntitySet::new(&req.rev.feed, &open.schema, &req.rev.signature.key);
-    let ctx = SessionContext::new();
     let df = query::frame(
-        &ctx,
+        &od.ctx,
         &set,
         open.schema,
         open.batches,
@@ -228,15 +226,37 @@ async fn count(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let mut editor = false;
-    let run = async {
-        let req = prepare(&od, &ws, &set, q.as_deref(), &headers).await?;
-        editor = req.principal.is_editor_of(&ws);
-        let n = count_rows(&od, &ws, &req, &request_id(&headers)).await?;
-        Ok::<_, Error>(ok("text/plain", Body::from(n.to_string())))
+    respond(&od, &ws, &set, q.as_deref(), &headers, |req| {
+        count_text(&od, &ws, req, &headers)
+    })
+    .await
+}
+
+async fn count_text(od: &OData, ws: &str, req: Request, headers: &HeaderMap) -> Result<Response> {
+    let n = count_rows(od, ws, &req, &request_id(headers)).await?;
+    Ok(ok("text/plain", Body::from(n.to_string())))
+}
+
+/// The envelope of the data requests: prepare, run `f`, and answer an error as an OData
+/// problem (with the traceback for editors of the workspace).
+async fn respond<F, Fut>(
+    od: &OData,
+    ws: &str,
+    set: &str,
+    q: Option<&str>,
+    headers: &HeaderMap,
+    f: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Result<Response>>,
+{
+    let req = match prepare(od, ws, set, q, headers).await {
+        Ok(req) => req,
+        Err(e) => return error_response(e, false),
     };
-    let r = run.await;
-    r.unwrap_or_else(|e| error_response(e, editor))
+    let editor = req.principal.is_editor_of(ws);
+    f(req).await.unwrap_or_else(|e| error_response(e, editor))
 }
 
 /// `Prefer: odata.maxpagesize=N` (also inside a list of preferences).
@@ -293,99 +313,99 @@ async fn entity_set(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let mut editor = false;
-    let run = async {
-        let req = prepare(&od, &ws, &set, q.as_deref(), &headers).await?;
-        editor = req.principal.is_editor_of(&ws);
-        let rid = request_id(&headers);
-        let total = if req.opts.count {
-            Some(count_rows(&od, &ws, &req, &rid).await?)
-        } else {
-            None
-        };
-        let page = max_page_size(&headers);
-        let open = od.gw.open_feed(&ws, &req.rev, &req.params, &rid).await?;
-        od.gw.remember_schema(req.rev.id, &open.schema);
-        let es = EntitySet::new(&req.rev.feed, &open.schema, &req.rev.signature.key);
-        let ctx = SessionContext::new();
-        // With $top or a page size, DataFusion stops reading the feed once it has the rows
-        // (and drops it before the response ends): that is a successful call, not a hang-up.
-        let enough = open.enough.clone();
-        if req.opts.top.is_some() || page.is_some() {
-            enough.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        let df = query::frame(
-            &ctx,
-            &es,
-            open.schema,
-            open.batches,
-            &req.opts,
-            Shape::Page { size: page },
-        )?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let stream = df.execute_stream().await.map_err(df_error)?;
+    respond(&od, &ws, &set, q.as_deref(), &headers, |req| {
+        rows(&od, &ws, req, &headers)
+    })
+    .await
+}
 
-        let base = od.base(&ws);
-        let select = req
-            .opts
-            .select
-            .as_ref()
-            .map(|s| format!("({})", s.join(",")))
-            .unwrap_or_default();
-        let mut head = format!(
-            r#"{{"@odata.context":{}"#,
-            serde_json::Value::String(format!("{base}/$metadata#{}{select}", req.rev.feed))
-        );
-        if let Some(n) = total {
-            head.push_str(&format!(r#","@odata.count":{n}"#));
-        }
-        head.push_str(r#","value":"#);
-
-        // Pass at most `page` rows; one more means there is a next page.
-        let limit = page.unwrap_or(u64::MAX);
-        let delivered_before = req.opts.skiptoken;
-        let more = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let more_w = more.clone();
-        let mut seen = 0u64;
-        let rows = stream
-            .map_err(df_error)
-            .try_filter_map(move |b| {
-                let left = limit.saturating_sub(seen);
-                let n = b.num_rows() as u64;
-                let out = if n > left {
-                    more_w.store(true, std::sync::atomic::Ordering::Relaxed);
-                    (left > 0).then(|| b.slice(0, left as usize))
-                } else {
-                    Some(b)
-                };
-                seen += out.as_ref().map_or(0, |b| b.num_rows() as u64);
-                futures::future::ready(Ok(out))
-            })
-            .boxed();
-        let pairs = req.pairs.clone();
-        let feed = req.rev.feed.clone();
-        let tail: sluice_gateway::encode::Tail = Box::new(move || {
-            enough.store(true, std::sync::atomic::Ordering::Relaxed);
-            if more.load(std::sync::atomic::Ordering::Relaxed) {
-                let link = next_link(&base, &feed, &pairs, delivered_before + limit);
-                format!(
-                    r#","@odata.nextLink":{}}}"#,
-                    serde_json::Value::String(link)
-                )
-                .into_bytes()
-            } else {
-                b"}".to_vec()
-            }
-        });
-        let body = sluice_gateway::encode::encode_wrapped(schema, rows, head.into_bytes(), tail);
-        let mut res = ok(JSON, Body::from_stream(body.fuse()));
-        if let Some(n) = page
-            && let Ok(v) = HeaderValue::from_str(&format!("odata.maxpagesize={n}"))
-        {
-            res.headers_mut().insert("preference-applied", v);
-        }
-        Ok::<_, Error>(res)
+/// The rows of one page of an entity set.
+async fn rows(od: &OData, ws: &str, req: Request, headers: &HeaderMap) -> Result<Response> {
+    let rid = request_id(headers);
+    let total = if req.opts.count {
+        Some(count_rows(od, ws, &req, &rid).await?)
+    } else {
+        None
     };
-    let r = run.await;
-    r.unwrap_or_else(|e| error_response(e, editor))
+    let page = max_page_size(headers);
+    let open = od.gw.open_feed(ws, &req.rev, &req.params, &rid).await?;
+    od.gw.remember_schema(req.rev.id, &open.schema);
+    let es = EntitySet::new(&req.rev.feed, &open.schema, &req.rev.signature.key);
+    // With $top or a page size, DataFusion stops reading the feed once it has the rows
+    // (and drops it before the response ends): that is a successful call, not a hang-up.
+    let enough = open.enough.clone();
+    if req.opts.top.is_some() || page.is_some() {
+        enough.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let df = query::frame(
+        &od.ctx,
+        &es,
+        open.schema,
+        open.batches,
+        &req.opts,
+        Shape::Page { size: page },
+    )?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let stream = df.execute_stream().await.map_err(df_error)?;
+
+    let base = od.base(ws);
+    let select = req
+        .opts
+        .select
+        .as_ref()
+        .map(|s| format!("({})", s.join(",")))
+        .unwrap_or_default();
+    let mut head = format!(
+        r#"{{"@odata.context":{}"#,
+        serde_json::Value::String(format!("{base}/$metadata#{}{select}", req.rev.feed))
+    );
+    if let Some(n) = total {
+        head.push_str(&format!(r#","@odata.count":{n}"#));
+    }
+    head.push_str(r#","value":"#);
+
+    // Pass at most `page` rows; one more means there is a next page.
+    let limit = page.unwrap_or(u64::MAX);
+    let delivered_before = req.opts.skiptoken;
+    let more = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let more_w = more.clone();
+    let mut seen = 0u64;
+    let rows = stream
+        .map_err(df_error)
+        .try_filter_map(move |b| {
+            let left = limit.saturating_sub(seen);
+            let n = b.num_rows() as u64;
+            let out = if n > left {
+                more_w.store(true, std::sync::atomic::Ordering::Relaxed);
+                (left > 0).then(|| b.slice(0, left as usize))
+            } else {
+                Some(b)
+            };
+            seen += out.as_ref().map_or(0, |b| b.num_rows() as u64);
+            futures::future::ready(Ok(out))
+        })
+        .boxed();
+    let pairs = req.pairs.clone();
+    let feed = req.rev.feed.clone();
+    let tail: sluice_gateway::encode::Tail = Box::new(move || {
+        enough.store(true, std::sync::atomic::Ordering::Relaxed);
+        if more.load(std::sync::atomic::Ordering::Relaxed) {
+            let link = next_link(&base, &feed, &pairs, delivered_before + limit);
+            format!(
+                r#","@odata.nextLink":{}}}"#,
+                serde_json::Value::String(link)
+            )
+            .into_bytes()
+        } else {
+            b"}".to_vec()
+        }
+    });
+    let body = sluice_gateway::encode::encode_wrapped(schema, rows, head.into_bytes(), tail);
+    let mut res = ok(JSON, Body::from_stream(body.fuse()));
+    if let Some(n) = page
+        && let Ok(v) = HeaderValue::from_str(&format!("odata.maxpagesize={n}"))
+    {
+        res.headers_mut().insert("preference-applied", v);
+    }
+    Ok(res)
 }

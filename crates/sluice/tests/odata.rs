@@ -16,7 +16,8 @@ use std::process::Command;
 /// Power Query's OData.Feed request headers (Power BI Desktop / Excel).
 const PQ_ACCEPT: &str = "application/json;odata.metadata=minimal;q=1.0,application/json;odata=minimalmetadata;q=0.9,application/atomsvc+xml;q=0.8,application/atom+xml;q=0.8,application/xml;q=0.7,text/plain;q=0.7";
 
-fn power_query(server: &Server, path: &str) -> reqwest::blocking::Response {
+/// A request with Power Query's exact headers.
+fn power_query_request(server: &Server, path: &str) -> reqwest::blocking::RequestBuilder {
     reqwest::blocking::Client::new()
         .get(format!("{}{path}", server.url))
         .basic_auth("", Some(ADMIN_KEY))
@@ -27,8 +28,10 @@ fn power_query(server: &Server, path: &str) -> reqwest::blocking::Response {
         .header("OData-MaxVersion", "4.0")
         .header("MaxDataServiceVersion", "3.0")
         .header("Accept", PQ_ACCEPT)
-        .send()
-        .unwrap()
+}
+
+fn power_query(server: &Server, path: &str) -> reqwest::blocking::Response {
+    power_query_request(server, path).send().unwrap()
 }
 
 fn one_odata_version(r: &reqwest::blocking::Response) {
@@ -134,19 +137,7 @@ fn metadata_validates_and_power_query_requests_replay() {
     assert_eq!(prop_type("sales_rows", "region"), "Edm.String");
 
     // The entity set, with a feed parameter as a custom query option and a page size.
-    let r = reqwest::blocking::Client::new()
-        .get(format!(
-            "{}/odata/demo/sales_by_region?region=APAC&$top=3",
-            server.url
-        ))
-        .basic_auth("", Some(ADMIN_KEY))
-        .header(
-            "User-Agent",
-            "Microsoft.Data.Mashup (https://go.microsoft.com/fwlink/?LinkID=304225)",
-        )
-        .header("OData-MaxVersion", "4.0")
-        .header("MaxDataServiceVersion", "3.0")
-        .header("Accept", PQ_ACCEPT)
+    let r = power_query_request(&server, "/odata/demo/sales_by_region?region=APAC&$top=3")
         .header("Prefer", "odata.maxpagesize=2")
         .send()
         .unwrap();
@@ -408,22 +399,8 @@ fn form_urlencoded_pairs(q: &str) -> String {
 /// the same feed read in one piece from `/feeds`.
 fn client_reads_whole_feed(program: &str, script: &str, install_hint: &str) {
     let server = Server::start(Opts::default());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/clients")
-        .join(script);
-    let out = Command::new(program)
-        .arg(&script)
-        .arg(format!("{}/odata/demo/", server.url))
-        .arg(ADMIN_KEY)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{script:?} failed ({install_hint}):\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let root = format!("{}/odata/demo/", server.url);
+    let report = common::run_client(program, script, &[&root, ADMIN_KEY], install_hint);
     let all = server
         .http()
         .get_key("/feeds/demo/sales_by_region?region=EU", ADMIN_KEY);

@@ -10,7 +10,6 @@ mod common;
 use common::{ADMIN_KEY, Opts, Server};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::Command;
 
 /// The port of the server's PostgreSQL endpoint, from the line it prints at start.
@@ -257,21 +256,13 @@ fn psql_lists_describes_and_queries_feeds() {
 fn psycopg_prepared_statements_with_parameters() {
     let server = Server::start(Opts::default());
     let port = pg_port(&server);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/pg_psycopg.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg("127.0.0.1")
-        .arg(port.to_string())
-        .arg(ADMIN_KEY)
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "psycopg client failed (pip install 'psycopg[binary]'):\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let port_s = port.to_string();
+    let report = common::run_client(
+        "python3",
+        "pg_psycopg.py",
+        &["127.0.0.1", &port_s, ADMIN_KEY],
+        "pip install 'psycopg[binary]'",
     );
-    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     for region in ["APAC", "EU"] {
         let want = rows(
             &server,
@@ -378,21 +369,13 @@ fn tls_with_the_generated_certificate_and_plain_from_loopback_only() {
 fn metabase_tableau_session_statements_and_sqlalchemy_inspector() {
     let server = Server::start(Opts::default());
     let port = pg_port(&server);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/pg_sessions.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg("127.0.0.1")
-        .arg(port.to_string())
-        .arg(ADMIN_KEY)
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "session client failed (pip install 'psycopg[binary]' sqlalchemy):\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let port_s = port.to_string();
+    let report = common::run_client(
+        "python3",
+        "pg_sessions.py",
+        &["127.0.0.1", &port_s, ADMIN_KEY],
+        "pip install 'psycopg[binary]' sqlalchemy",
     );
-    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let st = &report["statements"];
     assert_eq!(
         st["SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"],
@@ -445,22 +428,14 @@ fn postgres_url() -> String {
 fn catalog_query_shapes_match_postgresql_15() {
     let server = Server::start(Opts::default());
     let port = pg_port(&server);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/pg_catalog_shapes.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg("127.0.0.1")
-        .arg(port.to_string())
-        .arg(ADMIN_KEY)
-        .arg(postgres_url())
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "catalog client failed (needs psycopg and a PostgreSQL 15 on 127.0.0.1:5432, or SLUICE_TEST_PG_URL):\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let pg_url = postgres_url();
+    let port_s = port.to_string();
+    let report = common::run_client(
+        "python3",
+        "pg_catalog_shapes.py",
+        &["127.0.0.1", &port_s, ADMIN_KEY, &pg_url],
+        "needs psycopg and a PostgreSQL 15 on 127.0.0.1:5432, or SLUICE_TEST_PG_URL",
     );
-    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     // `name` and `varchar` columns come back as `text`: the same strings to every client.
     let norm = |oid: i64| if oid == 19 || oid == 1043 { 25 } else { oid };
     // Known differences, kept visible here until they are fixed: PostgreSQL names an
