@@ -30,6 +30,11 @@ fn tag(statement: &Statement) -> Option<&'static str> {
             savepoint: Some(_), ..
         } => Some("ROLLBACK"),
         Statement::Discard { .. } => Some("DISCARD ALL"),
+        // psycopg follows a DISCARD ALL with it. Statements a client prepares again
+        // under the same name replace the old ones.
+        Statement::Deallocate { name, .. } if name.value.eq_ignore_ascii_case("all") => {
+            Some("DEALLOCATE ALL")
+        }
         _ => None,
     }
 }

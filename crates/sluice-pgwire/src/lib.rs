@@ -10,7 +10,9 @@
 //! a client creates (temporary tables, `SET`s) to that connection.
 
 mod hooks;
+mod keys;
 mod like;
+mod rewrite;
 mod session;
 mod table;
 pub mod tls;

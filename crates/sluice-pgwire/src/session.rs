@@ -177,12 +177,14 @@ impl Startup {
         let catalog = ctx
             .catalog(ws)
             .ok_or_else(|| fatal("XX000", format!("no catalog {ws}"), None))?;
+        let feeds = Arc::new(FeedSchema::new(gw.clone(), ws, feeds, request_id));
         catalog
-            .register_schema(
-                "public",
-                Arc::new(FeedSchema::new(gw.clone(), ws, feeds, request_id)),
-            )
+            .register_schema("public", feeds.clone())
             .map_err(df)?;
+        ctx.register_udtf(
+            crate::keys::FUNCTION,
+            Arc::new(crate::keys::PrimaryKeysFunction { feeds }),
+        );
         setup_pg_catalog(&ctx, ws, EmptyContextProvider).map_err(|e| df(*e))?;
         ctx.register_udf(version_udf());
         ctx.register_udf(to_regtype_udf());
@@ -296,6 +298,8 @@ impl SimpleQueryHandler for Queries {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let s = session(&self.slot)?.clone();
+        let rewritten = crate::rewrite::rewrite(query);
+        let query = rewritten.as_deref().unwrap_or(query);
         <DfSessionService as SimpleQueryHandler>::do_query(&s, client, query).await
     }
 }
@@ -350,6 +354,8 @@ impl QueryParser for ConnParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        let rewritten = crate::rewrite::rewrite(sql);
+        let sql = rewritten.as_deref().unwrap_or(sql);
         self.parser()?.parse_sql(client, sql, types).await
     }
 

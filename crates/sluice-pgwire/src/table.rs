@@ -116,6 +116,11 @@ impl FeedTable {
         }
     }
 
+    /// The key the feed declares (`@sluice.feed(key=[...])`), empty when none.
+    pub fn declared_key(&self) -> &[String] {
+        &self.rev.signature.key
+    }
+
     /// The parameter a pushed-down predicate sets: `param = literal` (either side).
     fn equality<'a>(&self, e: &'a Expr) -> Option<(&ParamSpec, &'a ScalarValue)> {
         let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
@@ -352,6 +357,11 @@ impl FeedSchema {
             request_id: request_id.to_string(),
             created: RwLock::default(),
         }
+    }
+
+    /// The workspace's live feeds (tables or not).
+    pub fn feed_names(&self) -> &[String] {
+        &self.feeds
     }
 }
 
