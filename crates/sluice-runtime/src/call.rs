@@ -82,11 +82,8 @@ struct Budget {
     spent: Duration,
 }
 
-pub(crate) async fn run(mut lease: Lease, call: CallSpec, timeout: Duration) -> Result<CallOutput> {
-    let mut budget = Budget {
-        limit: timeout,
-        spent: Duration::ZERO,
-    };
+/// The CALL frame's payload.
+pub(crate) fn payload(call: CallSpec) -> Result<Vec<u8>> {
     let payload = serde_json::json!({
         "id": call.request_id,
         "feed": call.feed,
@@ -94,10 +91,29 @@ pub(crate) async fn run(mut lease: Lease, call: CallSpec, timeout: Duration) -> 
         "sources": if call.sources.is_null() { serde_json::json!({}) } else { call.sources },
         "passthrough": call.passthrough,
     });
-    let payload = serde_json::to_vec(&payload).map_err(Error::internal)?;
-    if lease.worker().send(Kind::Call, &payload).await.is_err() {
-        return Err(crashed(&mut lease).await);
+    serde_json::to_vec(&payload).map_err(Error::internal)
+}
+
+/// Hand the CALL to the leased worker. Err(lease) when it cannot even be written: the
+/// process was already gone (died while idle), so the call never started and may go to
+/// another worker.
+pub(crate) async fn send(mut lease: Lease, payload: &[u8]) -> std::result::Result<Lease, Lease> {
+    match lease.worker().send(Kind::Call, payload).await {
+        Ok(()) => Ok(lease),
+        Err(_) => {
+            // Replaced at once and without backoff: nothing says the module is failing.
+            lease.outcome = Outcome::Killed;
+            Err(lease)
+        }
     }
+}
+
+/// Read the result of a CALL already sent on `lease`.
+pub(crate) async fn run(mut lease: Lease, timeout: Duration) -> Result<CallOutput> {
+    let mut budget = Budget {
+        limit: timeout,
+        spent: Duration::ZERO,
+    };
     let first = recv(&mut lease, &mut budget).await?;
     match first.kind {
         Kind::Error => Err(error_frame(&mut lease, &first)),
@@ -160,6 +176,24 @@ pub(crate) async fn run(mut lease: Lease, call: CallSpec, timeout: Duration) -> 
                 Err(e) => return Err(violation(&mut lease, e.message)),
             };
             let schema = batch.schema();
+            if let Some(end) = lease.worker().take_buffered(Kind::End) {
+                // The whole result is here: give the worker back now.
+                let end: EndFrame = parse(&mut lease, &end)?;
+                lease.outcome = Outcome::Healthy;
+                drop(lease);
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Ok(CallLogs {
+                    stdout: end.stdout,
+                    stderr: end.stderr,
+                    rows: batch.num_rows() as u64,
+                    duration_ms: end.duration_ms,
+                }));
+                return Ok(CallOutput::Rows {
+                    schema,
+                    batches: futures::stream::once(async move { Ok(batch) }).boxed(),
+                    done: rx,
+                });
+            }
             Ok(rows_output(RowStream::new(
                 lease,
                 budget,
@@ -354,7 +388,7 @@ async fn recv(lease: &mut Lease, budget: &mut Budget) -> Result<Frame> {
     }
 }
 
-async fn crashed(lease: &mut Lease) -> Error {
+pub(crate) async fn crashed(lease: &mut Lease) -> Error {
     lease.outcome = Outcome::Crashed;
     let w = lease.worker();
     let status = w.exit_status(Duration::from_secs(2)).await;

@@ -182,8 +182,24 @@ impl Runtime {
     /// Run one feed call on the pool for `module.revision_id`, creating it on first use.
     pub async fn call(&self, module: &ModuleSpec, call: CallSpec) -> Result<CallOutput> {
         let pool = self.pool_for(module).await?;
+        let payload = call::payload(call)?;
         let lease = pool.acquire().await?;
-        call::run(lease, call, self.inner.cfg.call_timeout).await
+        let lease = match call::send(lease, &payload).await {
+            Ok(lease) => lease,
+            Err(dead) => {
+                drop(dead);
+                tracing::info!(
+                    revision_id = module.revision_id,
+                    "a feed worker had died while idle; the call goes to a fresh one"
+                );
+                match call::send(pool.acquire().await?, &payload).await {
+                    Ok(lease) => lease,
+                    // A fresh worker that cannot take a call either: report it as a crash.
+                    Err(mut dead) => return Err(call::crashed(&mut dead).await),
+                }
+            }
+        };
+        call::run(lease, self.inner.cfg.call_timeout).await
     }
 
     /// Stop serving a revision: calls in flight finish, then its workers exit.

@@ -19,6 +19,9 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A pool that has not lost a worker for this long starts its backoff from scratch.
 const HEALTHY_RESET: Duration = Duration::from_secs(60);
+/// An idle worker is checked for a quiet death (OOM killer, kill -9) before reuse once it
+/// has been idle this long.
+const RECHECK_IDLE: Duration = Duration::from_millis(500);
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +58,8 @@ pub(crate) enum Outcome {
 }
 
 struct State {
-    idle: Vec<Worker>,
+    /// Idle workers, each with the moment it became idle; the last one is the warmest.
+    idle: Vec<(Worker, Instant)>,
     workers: usize,
     busy: usize,
     waiting: usize,
@@ -142,8 +146,10 @@ impl Pool {
         loop {
             let w = self.state().idle.pop();
             match w {
-                Some(mut w) => {
-                    if w.has_exited() {
+                Some((mut w, since)) => {
+                    // A worker that was busy a moment ago is alive (a death in between
+                    // shows as a crash of the call); checking costs a syscall per call.
+                    if since.elapsed() >= RECHECK_IDLE && w.has_exited() {
                         // Died while idle (OOM killer, someone's kill -9): replace quietly.
                         w.kill();
                         let mut s = self.state();
@@ -241,7 +247,7 @@ impl Pool {
             return;
         };
         match outcome {
-            Outcome::Healthy if !s.retired => s.idle.push(worker),
+            Outcome::Healthy if !s.retired => s.idle.push((worker, Instant::now())),
             Outcome::Healthy => {
                 s.workers -= 1;
                 drop(s);
@@ -272,7 +278,7 @@ impl Pool {
         }
         let idle = std::mem::take(&mut s.idle);
         s.workers -= idle.len();
-        idle
+        idle.into_iter().map(|(w, _)| w).collect()
     }
 }
 

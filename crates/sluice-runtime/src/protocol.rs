@@ -91,6 +91,19 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, ReadEr
     })
 }
 
+/// The frame at the start of `buf` if it is there whole, with the bytes it takes; None
+/// when more must be read first (or the length prefix is corrupt: a real read says so).
+pub fn buffered_frame(buf: &[u8]) -> Option<(Frame, usize)> {
+    let n = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?);
+    if n == 0 || n > MAX_FRAME + 1 {
+        return None;
+    }
+    let end = 4 + n as usize;
+    let kind = Kind::from_u8(*buf.get(4)?)?;
+    let payload = Bytes::copy_from_slice(buf.get(5..end)?);
+    Some((Frame { kind, payload }, end))
+}
+
 fn eof_is_closed(e: std::io::Error) -> ReadError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         ReadError::Closed
@@ -196,6 +209,25 @@ impl ErrorFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn buffered_frame_takes_only_whole_frames() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, Kind::Rows, b"{}").await.unwrap();
+        write_frame(&mut buf, Kind::End, br#"{"rows":1}"#)
+            .await
+            .unwrap();
+        let (f, used) = buffered_frame(&buf).unwrap();
+        assert_eq!((f.kind, &f.payload[..], used), (Kind::Rows, &b"{}"[..], 7));
+        let (f, used) = buffered_frame(&buf[7..]).unwrap();
+        assert_eq!((f.kind, used), (Kind::End, 15));
+        // Partial frames, an empty buffer and nonsense wait for a real read.
+        for cut in 0..15 {
+            assert!(buffered_frame(&buf[7..7 + cut]).is_none(), "cut at {cut}");
+        }
+        assert!(buffered_frame(&[0, 0, 0, 1, 99]).is_none());
+        assert!(buffered_frame(&[0, 0, 0, 0, 7]).is_none());
+    }
 
     #[tokio::test]
     async fn frames_round_trip() {

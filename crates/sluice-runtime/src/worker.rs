@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::process::{Child, Command};
@@ -209,6 +209,19 @@ impl Worker {
 
     pub async fn recv(&mut self) -> Result<Frame, ReadError> {
         protocol::read_frame(&mut self.reader).await
+    }
+
+    /// The next frame without waiting, if it has already arrived whole and is of `kind`.
+    /// A small result's ROWS and END leave the worker in one write, so the END is usually
+    /// read along with the rows: taking it at once frees the worker before the response
+    /// is even written.
+    pub fn take_buffered(&mut self, kind: Kind) -> Option<Frame> {
+        let (frame, used) = protocol::buffered_frame(self.reader.buffer())?;
+        if frame.kind != kind {
+            return None;
+        }
+        std::pin::Pin::new(&mut self.reader).consume(used);
+        Some(frame)
     }
 
     /// How the process ended, waiting up to `wait` for it to do so.

@@ -848,3 +848,24 @@ async fn measure_overheads() {
     );
     assert!(per_call < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn a_worker_killed_while_idle_is_replaced_without_failing_a_call() {
+    let d = tempfile::tempdir().unwrap();
+    let rt = runtime(d.path()).await;
+    let m = module(21, SALES);
+    let pid = first_int(&rt, &m, "pid").await;
+    // Killed between calls, as the OOM killer or an operator's kill -9 would. Right
+    // away (the pool only re-checks workers idle for a while) and after a pause.
+    for pause in [Duration::ZERO, Duration::from_millis(700)] {
+        let pid = first_int(&rt, &m, "pid").await;
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100) + pause).await;
+        let next = first_int(&rt, &m, "pid").await;
+        assert_ne!(next, pid, "a fresh worker served the call");
+    }
+    assert_ne!(first_int(&rt, &m, "pid").await, pid);
+}
