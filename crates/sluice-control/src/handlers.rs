@@ -311,15 +311,24 @@ pub async fn create_key(
         (_, Some(ws)) => p.authorize(ws, true)?,
     }
     let k = keys::generate();
+    // The SCRAM-SHA-256 verifier for the PostgreSQL endpoint (4096 PBKDF2 rounds, off
+    // the async workers).
+    let secret = k.secret.clone();
+    let scram = tokio::task::spawn_blocking(move || keys::ScramVerifier::generate(&secret))
+        .await
+        .map_err(|e| Error::internal(format!("making the key's SCRAM verifier failed: {e}")))?;
     let rec = gw
         .store()
-        .create_key(NewKey {
-            name: b.name,
-            prefix: k.prefix,
-            hash: k.hash,
-            role: b.role,
-            workspace: b.workspace,
-        })
+        .create_key_with_scram(
+            NewKey {
+                name: b.name,
+                prefix: k.prefix,
+                hash: k.hash,
+                role: b.role,
+                workspace: b.workspace,
+            },
+            Some(scram.to_string()),
+        )
         .await?;
     let mut body = key_json(&rec);
     body["secret"] = Value::String(k.secret);

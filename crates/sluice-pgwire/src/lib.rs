@@ -1,6 +1,7 @@
 //! The PostgreSQL wire protocol endpoint (`--pg-listen`), so every BI tool's PostgreSQL
-//! connector reads feeds: user = anything, password = a Sluice key, database = the
-//! workspace, each live feed a table of schema `public`.
+//! connector reads feeds: password = a Sluice key (clear text, or SCRAM-SHA-256 when the
+//! user name is the key's prefix; see `session.rs`), database = the workspace, each live
+//! feed a table of schema `public`.
 //!
 //! The protocol handlers, the SQL dialect and the `pg_catalog` come from
 //! `datafusion-postgres` (pgwire + DataFusion + `datafusion-pg-catalog`). What is ours:
@@ -13,6 +14,7 @@ mod hooks;
 mod keys;
 mod like;
 mod rewrite;
+mod scram;
 mod session;
 mod table;
 pub mod tls;

@@ -1,6 +1,14 @@
-//! One connection: the startup handshake (cleartext password = a Sluice key, database =
-//! the workspace), then a `datafusion-postgres` session built for that key and
-//! workspace, to which every query is handed.
+//! One connection: the startup handshake (the password is a Sluice key, database = the
+//! workspace), then a `datafusion-postgres` session built for that key and workspace,
+//! to which every query is handed.
+//!
+//! How the key is checked depends on the user name. SCRAM cannot find a key by its
+//! password (the client never sends it), so a user name that is a key's prefix (the 10
+//! characters after `sk_`, as `sluice keys ls` shows them; `sk_<prefix>` works too)
+//! whose key has a SCRAM verifier gets SCRAM-SHA-256. Any other user name gets a
+//! clear-text password request, the key being found by its own prefix: keys made before
+//! verifiers were stored, the admin key set at start, and clients that do not know the
+//! prefix.
 
 use crate::table::FeedSchema;
 use async_trait::async_trait;
@@ -31,9 +39,11 @@ use pgwire::api::{
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use sluice_gateway::Gateway;
+use sluice_core::keys::ScramVerifier;
+use sluice_gateway::{Gateway, Principal};
+use sluice_store::KeyRecord;
 use std::fmt::Debug;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 type Statement = (String, Option<(sqlparser::ast::Statement, LogicalPlan)>);
 
@@ -100,6 +110,7 @@ impl PgWireServerHandlers for Handlers {
         Arc::new(Startup {
             shared: self.shared.clone(),
             slot: self.queries.slot.clone(),
+            auth: Mutex::new(Auth::Cleartext),
         })
     }
 
@@ -131,23 +142,71 @@ fn fatal(code: &str, message: String, hint: Option<&str>) -> PgWireError {
     PgWireError::UserError(Box::new(e))
 }
 
+/// Where the login of a connection is.
+enum Auth {
+    /// A clear-text password is (or will be) asked for.
+    Cleartext,
+    /// SCRAM offered for this key, waiting for the client-first-message.
+    ScramOffered(Box<KeyRecord>, ScramVerifier),
+    /// The server-first-message was sent, waiting for the client-final-message.
+    ScramChallenged(Box<KeyRecord>, Box<crate::scram::Exchange>),
+    Done,
+}
+
 struct Startup {
     shared: Arc<Shared>,
     slot: Slot,
+    auth: Mutex<Auth>,
+}
+
+/// The key prefix a user name names, if it is shaped like one.
+fn user_prefix(user: &str) -> Option<&str> {
+    let p = user.strip_prefix("sk_").unwrap_or(user);
+    (p.len() == 10
+        && p.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+    .then_some(p)
+}
+
+fn wrong_scram_key(prefix: &str) -> PgWireError {
+    fatal(
+        "28P01",
+        format!(
+            "password authentication failed for user \"{prefix}\": the password is not the Sluice API key with prefix {prefix}"
+        ),
+        Some(
+            "with SCRAM the user name is the key's prefix (the 10 characters after sk_) and the password the whole key",
+        ),
+    )
 }
 
 impl Startup {
-    /// Check the key and the workspace, and build the connection's session.
-    async fn open(&self, key: &str, ws: &str, request_id: &str) -> PgWireResult<DfSessionService> {
+    /// The key whose SCRAM verifier this user name selects, if any.
+    async fn scram_key(&self, user: &str) -> PgWireResult<Option<(KeyRecord, ScramVerifier)>> {
+        let Some(prefix) = user_prefix(user) else {
+            return Ok(None);
+        };
+        let key = self
+            .shared
+            .gw
+            .store()
+            .key_by_prefix(prefix)
+            .await
+            .map_err(|e| fatal("XX000", e.message, None))?;
+        Ok(key.and_then(|k| {
+            let v = ScramVerifier::parse(k.scram.as_deref()?)?;
+            Some((k, v))
+        }))
+    }
+
+    /// Check the workspace, and build the connection's session for the key.
+    async fn open(
+        &self,
+        principal: &Principal,
+        ws: &str,
+        request_id: &str,
+    ) -> PgWireResult<DfSessionService> {
         let gw = &self.shared.gw;
-        let principal = gw.principal_for_key(key).await.map_err(|e| {
-            fatal(
-                "28P01",
-                "password authentication failed: the password must be a valid Sluice API key"
-                    .into(),
-                Some(&e.message),
-            )
-        })?;
         let unknown = || {
             fatal(
                 "3D000",
@@ -240,14 +299,85 @@ impl StartupHandler for Startup {
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                let user = client
+                    .metadata()
+                    .get(METADATA_USER)
+                    .cloned()
+                    .unwrap_or_default();
+                let request = match self.scram_key(&user).await? {
+                    Some((key, verifier)) => {
+                        *self.auth.lock().expect("auth state") =
+                            Auth::ScramOffered(Box::new(key), verifier);
+                        Authentication::SASL(vec![crate::scram::MECHANISM.into()])
+                    }
+                    None => Authentication::CleartextPassword,
+                };
                 client
-                    .send(PgWireBackendMessage::Authentication(
-                        Authentication::CleartextPassword,
-                    ))
+                    .send(PgWireBackendMessage::Authentication(request))
                     .await?;
             }
             PgWireFrontendMessage::PasswordMessageFamily(pwd) => {
-                let pwd = pwd.into_password()?;
+                let state =
+                    std::mem::replace(&mut *self.auth.lock().expect("auth state"), Auth::Done);
+                let principal = match state {
+                    Auth::Done => {
+                        return Err(fatal("08P01", "unexpected password message".into(), None));
+                    }
+                    Auth::Cleartext => {
+                        let pwd = pwd.into_password()?;
+                        self.shared
+                            .gw
+                            .principal_for_key(&pwd.password)
+                            .await
+                            .map_err(|e| {
+                                fatal(
+                                    "28P01",
+                                    "password authentication failed: the password must be a valid Sluice API key"
+                                        .into(),
+                                    Some(&e.message),
+                                )
+                            })?
+                    }
+                    Auth::ScramOffered(key, verifier) => {
+                        let first = pwd.into_sasl_initial_response()?;
+                        if first.auth_method != crate::scram::MECHANISM {
+                            return Err(PgWireError::UnsupportedSASLAuthMethod(first.auth_method));
+                        }
+                        let data = first.data.unwrap_or_default();
+                        let (exchange, server_first) =
+                            crate::scram::Exchange::start(verifier, &data)
+                                .map_err(scram_error(&key))?;
+                        *self.auth.lock().expect("auth state") =
+                            Auth::ScramChallenged(key, Box::new(exchange));
+                        client
+                            .send(PgWireBackendMessage::Authentication(
+                                Authentication::SASLContinue(server_first.into_bytes().into()),
+                            ))
+                            .await?;
+                        return Ok(());
+                    }
+                    Auth::ScramChallenged(key, exchange) => {
+                        let last = pwd.into_sasl_response()?;
+                        let server_final =
+                            exchange.finish(&last.data).map_err(scram_error(&key))?;
+                        client
+                            .send(PgWireBackendMessage::Authentication(
+                                Authentication::SASLFinal(server_final.into_bytes().into()),
+                            ))
+                            .await?;
+                        let store = self.shared.gw.store().clone();
+                        let prefix = key.prefix.clone();
+                        tokio::spawn(async move {
+                            let _ = store.touch_key(&prefix).await;
+                        });
+                        Arc::new(Principal {
+                            name: key.name,
+                            prefix: key.prefix,
+                            role: key.role,
+                            workspace: key.workspace,
+                        })
+                    }
+                };
                 let meta = client.metadata();
                 // libpq sends the user name as the database when none is given.
                 let ws = meta
@@ -257,18 +387,25 @@ impl StartupHandler for Startup {
                     .unwrap_or_default();
                 let (pid, secret_key) = self.shared.pids.generate(client);
                 let rid = format!("pg-{pid}");
-                let service = self.open(&pwd.password, &ws, &rid).await?;
+                let service = self.open(&principal, &ws, &rid).await?;
                 let _ = self.slot.set(Arc::new(service));
                 client.set_pid_and_secret_key(pid, secret_key.clone());
                 let (handle, guard) = self.shared.connections.register(pid, secret_key);
                 client.session_extensions().insert(handle);
                 client.session_extensions().insert(guard);
-                tracing::info!(workspace = %ws, addr = %client.socket_addr(), tls = client.is_secure(), "postgres connection");
+                tracing::info!(workspace = %ws, addr = %client.socket_addr(), tls = client.is_secure(), key = %principal.prefix, "postgres connection");
                 finish_authentication(client, &self.shared.params).await?;
             }
             _ => {}
         }
         Ok(())
+    }
+}
+
+fn scram_error(key: &KeyRecord) -> impl Fn(crate::scram::Failure) -> PgWireError + '_ {
+    move |f| match f {
+        crate::scram::Failure::WrongProof => wrong_scram_key(&key.prefix),
+        crate::scram::Failure::Malformed(m) => fatal("08P01", m, None),
     }
 }
 

@@ -1,6 +1,8 @@
 //! API keys. The store keeps the lookup prefix and the SHA-256 hash made by
 //! `sluice_core::keys`, never the key itself; checking a presented key against the hash is
-//! the caller's job (`sluice_core::keys::hashes_equal`).
+//! the caller's job (`sluice_core::keys::hashes_equal`). Keys made through the API also
+//! carry a SCRAM-SHA-256 verifier for the PostgreSQL endpoint
+//! (`sluice_core::keys::ScramVerifier`); older keys and keys set at start have none.
 
 use crate::{Store, db, is_unique_violation, now_ms, ts};
 use chrono::{DateTime, Utc};
@@ -26,6 +28,10 @@ pub struct KeyRecord {
     /// guessing of weak custom admin keys.
     #[serde(skip_serializing)]
     pub hash: String,
+    /// The SCRAM-SHA-256 verifier, PostgreSQL's `SCRAM-SHA-256$...` text; `None` for
+    /// keys made without one. Not serialized, like the hash.
+    #[serde(skip_serializing)]
+    pub scram: Option<String>,
     pub role: Role,
     pub workspace: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -37,6 +43,7 @@ struct KeyRow {
     name: String,
     prefix: String,
     hash: String,
+    scram: Option<String>,
     role: String,
     workspace: Option<String>,
     created_at: i64,
@@ -55,6 +62,7 @@ impl KeyRow {
             name: self.name,
             prefix: self.prefix,
             hash: self.hash,
+            scram: self.scram,
             role,
             workspace: self.workspace,
             created_at: ts(self.created_at),
@@ -66,7 +74,7 @@ impl KeyRow {
 macro_rules! key_sql {
     ($($tail:literal),*) => {
         concat!(
-            "SELECT k.name, k.prefix, k.hash, k.role, w.name AS workspace, k.created_at, k.last_used_at \
+            "SELECT k.name, k.prefix, k.hash, k.scram, k.role, w.name AS workspace, k.created_at, k.last_used_at \
              FROM api_keys k LEFT JOIN workspaces w ON w.id = k.workspace_id WHERE k.revoked_at IS NULL"
             $(, " ", $tail)*
         )
@@ -75,6 +83,16 @@ macro_rules! key_sql {
 
 impl Store {
     pub async fn create_key(&self, k: NewKey) -> Result<KeyRecord> {
+        self.create_key_with_scram(k, None).await
+    }
+
+    /// [`Store::create_key`], recording the key's SCRAM verifier too (PostgreSQL's
+    /// `SCRAM-SHA-256$...` text, made by `sluice_core::keys::ScramVerifier`).
+    pub async fn create_key_with_scram(
+        &self,
+        k: NewKey,
+        scram: Option<String>,
+    ) -> Result<KeyRecord> {
         if k.name.trim().is_empty() {
             return Err(Error::new(
                 Code::BadRequest,
@@ -103,11 +121,12 @@ impl Store {
         };
         let now = now_ms();
         let inserted = on_pool!(self, pool => sqlx::query(
-            "INSERT INTO api_keys (name, prefix, hash, role, workspace_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_keys (name, prefix, hash, scram, role, workspace_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&k.name)
         .bind(&k.prefix)
         .bind(&k.hash)
+        .bind(&scram)
         .bind(k.role.as_str())
         .bind(workspace_id)
         .bind(now)
@@ -119,6 +138,7 @@ impl Store {
                 name: k.name,
                 prefix: k.prefix,
                 hash: k.hash,
+                scram,
                 role: k.role,
                 workspace: k.workspace,
                 created_at: ts(now),

@@ -244,7 +244,7 @@ async fn reopening_keeps_data_and_runs_migrations_once(env: Env) {
     }
     assert_eq!(
         env.raw_count("SELECT COUNT(*) FROM _sqlx_migrations").await,
-        2
+        3
     );
     if let Some(dir) = &env.dir {
         assert!(
@@ -352,6 +352,28 @@ async fn keys_are_created_found_touched_and_revoked(env: Env) {
         serde_json::to_value(&found).unwrap().get("hash").is_none(),
         "the hash is never serialized"
     );
+    assert_eq!(found.scram, None, "a key made without a verifier has none");
+
+    // A key with its SCRAM verifier (the PostgreSQL endpoint's SCRAM logins).
+    let verifier = sluice_core::keys::ScramVerifier::generate("sk_dddddddddd_x").to_string();
+    let with_scram = store
+        .create_key_with_scram(
+            key("pg", "dddddddddd", Role::Viewer, Some("demo")),
+            Some(verifier.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(with_scram.scram.as_deref(), Some(verifier.as_str()));
+    let found_scram = store.key_by_prefix("dddddddddd").await.unwrap().unwrap();
+    assert_eq!(found_scram.scram.as_deref(), Some(verifier.as_str()));
+    assert!(
+        serde_json::to_value(&found_scram)
+            .unwrap()
+            .get("scram")
+            .is_none(),
+        "the verifier is never serialized"
+    );
+    assert!(store.revoke_key("dddddddddd").await.unwrap());
 
     store.touch_key("bbbbbbbbbb").await.unwrap();
     let touched = store.key_by_prefix("bbbbbbbbbb").await.unwrap().unwrap();

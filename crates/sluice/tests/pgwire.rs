@@ -292,6 +292,161 @@ fn psycopg_prepared_statements_with_parameters() {
     server.stop();
 }
 
+/// A SCRAM-SHA-256 login by hand with a proof that cannot be right: the server must have
+/// offered SCRAM for `user`, and answers the proof with an ErrorResponse, whose SQLSTATE
+/// and message are returned.
+fn scram_wrong_proof(port: u16, user: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut body = Vec::new();
+    body.extend_from_slice(&196608u32.to_be_bytes()); // protocol 3.0
+    for (k, v) in [("user", user), ("database", "demo")] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    s.write_all(&msg).unwrap();
+    let read_msg = |s: &mut std::net::TcpStream| -> (u8, Vec<u8>) {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes(head[1..5].try_into().unwrap()) as usize - 4;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).unwrap();
+        (head[0], payload)
+    };
+    let send = |s: &mut std::net::TcpStream, body: &[u8]| {
+        let mut m = vec![b'p'];
+        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        m.extend_from_slice(body);
+        s.write_all(&m).unwrap();
+    };
+    let (tag, payload) = read_msg(&mut s);
+    assert_eq!(tag, b'R', "authentication request");
+    assert_eq!(
+        &payload[..4],
+        &10u32.to_be_bytes(),
+        "SASL offered to {user}"
+    );
+    assert!(
+        payload.windows(13).any(|w| w == b"SCRAM-SHA-256"),
+        "{payload:?}"
+    );
+    // SASLInitialResponse: mechanism, then the client-first-message.
+    let first = b"n,,n=,r=0123456789abcdef";
+    let mut m = b"SCRAM-SHA-256\0".to_vec();
+    m.extend_from_slice(&(first.len() as u32).to_be_bytes());
+    m.extend_from_slice(first);
+    send(&mut s, &m);
+    let (tag, payload) = read_msg(&mut s);
+    assert_eq!((tag, &payload[..4]), (b'R', &11u32.to_be_bytes()[..]));
+    let server_first = String::from_utf8(payload[4..].to_vec()).unwrap();
+    let nonce = server_first
+        .split(',')
+        .find_map(|p| p.strip_prefix("r="))
+        .unwrap();
+    assert!(nonce.starts_with("0123456789abcdef"), "{server_first}");
+    // A 32-byte proof (base64 of 32 bytes 0x07), checked and refused.
+    let last = format!(
+        "c=biws,r={nonce},p={}",
+        "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="
+    );
+    send(&mut s, last.as_bytes());
+    let (tag, payload) = read_msg(&mut s);
+    assert_eq!(tag, b'E', "an ErrorResponse");
+    let field = |c: u8| {
+        payload
+            .split(|b| *b == 0)
+            .find_map(|f| f.strip_prefix(&[c][..]))
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .unwrap_or_default()
+    };
+    (field(b'C'), field(b'M'))
+}
+
+#[test]
+fn scram_logins_with_the_key_prefix_as_user_and_cleartext_otherwise() {
+    let server = Server::start(Opts::default());
+    let port = pg_port(&server);
+    let (status, key) = server.http().post(
+        "/api/v1/keys",
+        ADMIN_KEY,
+        json!({"name": "bi-scram", "role": "viewer", "workspace": "demo"}),
+    );
+    assert_eq!(status, 201, "{key}");
+    let secret = key["secret"].as_str().unwrap().to_string();
+    let prefix = key["prefix"].as_str().unwrap().to_string();
+    // The admin key set at start has no verifier (only keys made through the API do).
+    let (_, keys) = server.http().json("/api/v1/keys", ADMIN_KEY);
+    let admin_prefix = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["role"] == "admin")
+        .and_then(|k| k["prefix"].as_str())
+        .unwrap()
+        .to_string();
+    let wrong = format!("sk_{prefix}_{}", "x".repeat(32));
+    let case = |user: &str, password: &str, sslmode: &str, require: &str| json!({"user": user, "password": password, "sslmode": sslmode, "require_auth": require});
+    let cases = json!([
+        // 0, 1: SCRAM, plain over loopback and with TLS.
+        case(&prefix, &secret, "disable", "scram-sha-256"),
+        case(&prefix, &secret, "require", "scram-sha-256"),
+        // 2: sk_<prefix> names the key too.
+        case(&format!("sk_{prefix}"), &secret, "prefer", "scram-sha-256"),
+        // 3: a wrong key for the prefix.
+        case(&prefix, &wrong, "disable", ""),
+        // 4: any other user name: the key in clear text (here over TLS).
+        case("tableau", &secret, "require", "password"),
+        // 5: a key without a verifier, even under its prefix: clear text.
+        case(&admin_prefix, ADMIN_KEY, "require", "password"),
+        // 6: and so it never gets SCRAM.
+        case(&admin_prefix, ADMIN_KEY, "disable", "scram-sha-256"),
+    ]);
+    let port_s = port.to_string();
+    let report = common::run_client(
+        "python3",
+        "pg_scram.py",
+        &["127.0.0.1", &port_s, &cases.to_string()],
+        "pip install 'psycopg[binary]'",
+    );
+    let greeting = rows(&server, "/feeds/demo/hello")[0]["greeting"].clone();
+    for (i, ssl) in [(0, false), (1, true), (2, true), (4, true), (5, true)] {
+        assert_eq!(report[i]["ok"], true, "case {i}: {report}");
+        assert_eq!(report[i]["ssl"], ssl, "case {i}: {report}");
+        assert_eq!(report[i]["greeting"], greeting, "case {i}: {report}");
+    }
+    let err = report[3]["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains(&format!(
+            "password authentication failed for user \"{prefix}\""
+        )) && err.contains("not the Sluice API key"),
+        "{report}"
+    );
+    let err = report[6]["error"].as_str().unwrap_or_default();
+    assert!(
+        report[6]["ok"] == false && err.contains("server requested a cleartext password"),
+        "{report}"
+    );
+    // The SQLSTATE of a wrong proof, which libpq does not show.
+    let (code, message) = scram_wrong_proof(port, &prefix);
+    assert_eq!(code, "28P01", "{message}");
+    assert!(message.contains(&prefix), "{message}");
+    // A revoked key's prefix is no longer offered SCRAM: clear text, and refused.
+    let r = reqwest::blocking::Client::new()
+        .delete(format!("{}/api/v1/keys/{prefix}", server.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.status());
+    assert_eq!(login_sqlstate(port, "demo", &secret), "28P01");
+    server.stop();
+}
+
 /// The first non-loopback IPv4 address of this machine, if it has one.
 fn machine_ip() -> Option<String> {
     let out = Command::new("hostname").arg("-I").output().ok()?;
