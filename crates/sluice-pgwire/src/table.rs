@@ -3,6 +3,10 @@
 //! used). Equality predicates on parameter columns (`where region = 'EU'`) become the
 //! call's parameters; the others take their defaults. The predicates are pushed down as
 //! *inexact*: DataFusion still applies them to the rows, so results are right either way.
+//!
+//! `param IN (a, b)` (and `param = a OR param = b`, which DataFusion makes of short `IN`
+//! lists) calls the feed once per value, the calls' rows read as one table; with several
+//! such parameters, once per combination, at most [`MAX_CALLS`] calls per table in a query.
 
 use arrow_array::{Array, ArrayRef, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -12,6 +16,7 @@ use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -24,6 +29,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 type DfResult<T> = datafusion::error::Result<T>;
+
+/// The most feed calls one table of a query may make (`IN` lists of parameters).
+pub const MAX_CALLS: usize = 16;
 
 /// The Arrow type of a parameter's column. `list[str]` parameters get no column (and
 /// always take their default): a comma list would be ambiguous.
@@ -121,25 +129,111 @@ impl FeedTable {
         &self.rev.signature.key
     }
 
-    /// The parameter a pushed-down predicate sets: `param = literal` (either side).
-    fn equality<'a>(&self, e: &'a Expr) -> Option<(&ParamSpec, &'a ScalarValue)> {
-        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+    fn param(&self, e: &Expr) -> Option<&ParamSpec> {
+        let Expr::Column(col) = e else {
             return None;
         };
-        if *op != Operator::Eq {
-            return None;
-        }
-        let (col, value) = match (left.as_ref(), right.as_ref()) {
-            (Expr::Column(c), v) | (v, Expr::Column(c)) => (c, literal(v)?),
-            _ => return None,
-        };
-        if value.is_null() {
-            return None;
-        }
         self.param_cols
             .iter()
             .find(|(_, p)| p.name == col.name)
-            .map(|(_, p)| (p, value))
+            .map(|(_, p)| p)
+    }
+
+    /// The parameter a pushed-down predicate sets, and the values it allows:
+    /// `param = literal` (either side), `param IN (literals)`, or an `OR` of those on one
+    /// parameter. NULLs match no row and are left out; a predicate that allows none is
+    /// not a parameter's.
+    fn param_values<'a>(&self, e: &'a Expr) -> Option<(&ParamSpec, Vec<&'a ScalarValue>)> {
+        let (p, values) = match e {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) if *op == Operator::Eq => {
+                match (left.as_ref(), right.as_ref()) {
+                    (c @ Expr::Column(_), v) | (v, c @ Expr::Column(_)) => {
+                        (self.param(c)?, vec![literal(v)?])
+                    }
+                    _ => return None,
+                }
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) if *op == Operator::Or => {
+                let (p, mut a) = self.param_values(left)?;
+                let (q, b) = self.param_values(right)?;
+                if p.name != q.name {
+                    return None;
+                }
+                a.extend(b);
+                (p, a)
+            }
+            Expr::InList(InList {
+                expr,
+                list,
+                negated: false,
+            }) => (
+                self.param(expr)?,
+                list.iter().map(literal).collect::<Option<Vec<_>>>()?,
+            ),
+            _ => return None,
+        };
+        let values: Vec<_> = values.into_iter().filter(|v| !v.is_null()).collect();
+        (!values.is_empty()).then_some((p, values))
+    }
+
+    /// The calls a scan makes: for each parameter set by the filters, the values it may
+    /// take (those every filter on it allows), combined.
+    fn calls(&self, filters: &[Expr]) -> DfResult<Vec<Vec<(String, String)>>> {
+        // Per parameter, in the order first named: the allowed values, as query text.
+        let mut allowed: Vec<(String, Vec<String>)> = Vec::new();
+        for f in filters {
+            let Some((p, values)) = self.param_values(f) else {
+                continue;
+            };
+            let mut texts: Vec<String> = Vec::new();
+            for v in values {
+                let t = literal_text(v)?;
+                if !texts.contains(&t) {
+                    texts.push(t);
+                }
+            }
+            match allowed.iter_mut().find(|(name, _)| name == &p.name) {
+                // Two filters on one parameter: the values both allow. When none is
+                // left, no row can pass both; the filters DataFusion re-applies say so,
+                // whatever the one call made returns.
+                Some((_, have)) => {
+                    let both: Vec<String> =
+                        have.iter().filter(|t| texts.contains(t)).cloned().collect();
+                    have.truncate(1);
+                    if !both.is_empty() {
+                        *have = both;
+                    }
+                }
+                None => allowed.push((p.name.clone(), texts)),
+            }
+        }
+        let n: usize = allowed.iter().map(|(_, v)| v.len()).product();
+        if n > MAX_CALLS {
+            let lists = allowed
+                .iter()
+                .filter(|(_, v)| v.len() > 1)
+                .map(|(name, v)| format!("{name} ({} values)", v.len()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(DataFusionError::Plan(format!(
+                "feed '{}' would be called {n} times for the IN lists of its parameter {lists}: at most {MAX_CALLS} calls are made per table in a query; query fewer values at a time",
+                self.rev.signature.name
+            )));
+        }
+        let mut calls: Vec<Vec<(String, String)>> = vec![vec![]];
+        for (name, values) in &allowed {
+            calls = calls
+                .into_iter()
+                .flat_map(|call| {
+                    values.iter().map(move |v| {
+                        let mut c = call.clone();
+                        c.push((name.clone(), v.clone()));
+                        c
+                    })
+                })
+                .collect();
+        }
+        Ok(calls)
     }
 }
 
@@ -194,7 +288,7 @@ impl TableProvider for FeedTable {
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         Ok(filters
             .iter()
-            .map(|f| match self.equality(f) {
+            .map(|f| match self.param_values(f) {
                 Some(_) => TableProviderFilterPushDown::Inexact,
                 None => TableProviderFilterPushDown::Unsupported,
             })
@@ -208,43 +302,36 @@ impl TableProvider for FeedTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let mut raw: Vec<(String, String)> = Vec::new();
-        for f in filters {
-            if let Some((p, v)) = self.equality(f) {
-                let text = literal_text(v)?;
-                // Two different values for one parameter select no rows; the filter
-                // DataFusion re-applies says so, whichever value is called with.
-                if !raw.iter().any(|(k, _)| k == &p.name) {
-                    raw.push((p.name.clone(), text));
+        // One partition per call; DataFusion reads them as one table.
+        let mut parts: Vec<Arc<dyn PartitionStream>> = Vec::new();
+        for raw in self.calls(filters)? {
+            let params = self
+                .rev
+                .signature
+                .coerce(&raw, RESERVED_PARAMS)
+                .map_err(feed_error)?;
+            // The constant parameter columns, as one-row arrays repeated per batch.
+            let mut constants: Vec<(usize, ArrayRef)> = Vec::new();
+            for (i, p) in &self.param_cols {
+                if *i < self.n_result {
+                    continue;
                 }
+                let field = self.schema.field(*i);
+                let value = params.get(&p.name).unwrap_or(&ParamValue::Null);
+                constants.push((*i, param_array(value, field.data_type())?));
             }
+            parts.push(Arc::new(FeedPartition {
+                gw: self.gw.clone(),
+                ws: self.ws.clone(),
+                rev: self.rev.clone(),
+                params,
+                schema: self.schema.clone(),
+                n_result: self.n_result,
+                constants,
+                request_id: self.request_id.clone(),
+            }));
         }
-        let params = self
-            .rev
-            .signature
-            .coerce(&raw, RESERVED_PARAMS)
-            .map_err(feed_error)?;
-        // The constant parameter columns, as one-row arrays repeated per batch.
-        let mut constants: Vec<(usize, ArrayRef)> = Vec::new();
-        for (i, p) in &self.param_cols {
-            if *i < self.n_result {
-                continue;
-            }
-            let field = self.schema.field(*i);
-            let value = params.get(&p.name).unwrap_or(&ParamValue::Null);
-            constants.push((*i, param_array(value, field.data_type())?));
-        }
-        let part = FeedPartition {
-            gw: self.gw.clone(),
-            ws: self.ws.clone(),
-            rev: self.rev.clone(),
-            params,
-            schema: self.schema.clone(),
-            n_result: self.n_result,
-            constants,
-            request_id: self.request_id.clone(),
-        };
-        let table = StreamingTable::try_new(self.schema.clone(), vec![Arc::new(part)])?;
+        let table = StreamingTable::try_new(self.schema.clone(), parts)?;
         table.scan(state, projection, &[], limit).await
     }
 }
@@ -288,13 +375,27 @@ impl PartitionStream for FeedPartition {
         let n_result = self.n_result;
         let constants = self.constants.clone();
         let stream = futures::stream::once(async move {
-            gw.open_feed(&ws, &rev, &params, &rid).await.map(|open| {
-                gw.remember_schema(rev.id, &open.schema);
-                open.batches
-            })
+            gw.open_feed(&ws, &rev, &params, &rid)
+                .await
+                .map(|open| (gw, rev, open))
         })
         .map(|r| match r {
-            Ok(batches) => batches.map(|b| b.map_err(feed_error)).boxed(),
+            Ok((gw, rev, open)) => {
+                // The columns are remembered from a call that returned rows: a call with
+                // none (`where region = 'NOPE'`) may type its columns as text, and the
+                // table's columns would follow.
+                let mut remembered = false;
+                let call_schema = open.schema.clone();
+                open.batches
+                    .map(move |b| {
+                        if !remembered && b.as_ref().is_ok_and(|b| b.num_rows() > 0) {
+                            gw.remember_schema(rev.id, &call_schema);
+                            remembered = true;
+                        }
+                        b.map_err(feed_error)
+                    })
+                    .boxed()
+            }
             Err(e) => futures::stream::once(async move { Err(feed_error(e)) }).boxed(),
         })
         .flatten()

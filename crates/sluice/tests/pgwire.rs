@@ -292,6 +292,104 @@ fn psycopg_prepared_statements_with_parameters() {
     server.stop();
 }
 
+/// `region, count, sum` lines of psql's unaligned output, by region.
+fn by_group(out: &str) -> Vec<(String, usize, f64)> {
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            (
+                f[0].to_string(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn in_lists_of_a_parameter_call_the_feed_once_per_value() {
+    let server = Server::start(Opts::default());
+    let psql = Psql {
+        port: pg_port(&server),
+    };
+    let want = |query: &str| {
+        let r = rows(&server, &format!("/feeds/demo/sales_by_region?{query}"));
+        assert!(!r.is_empty(), "{query}: rows to compare with");
+        (r.len(), total(&r))
+    };
+    let check = |sql: &str, groups: &[(&str, &str)]| {
+        let out = psql.ok(&["-At", "-c", sql]);
+        let got = by_group(&out);
+        assert_eq!(got.len(), groups.len(), "{sql}:\n{out}");
+        for ((key, query), (g, n, sum)) in groups.iter().zip(&got) {
+            let (wn, wsum) = want(query);
+            assert_eq!((g.as_str(), *n), (*key, wn), "{sql}:\n{out}");
+            assert!((sum - wsum).abs() < 0.01, "{sql}:\n{out} vs {wsum}");
+        }
+    };
+    let agg = "select region, count(*), sum(amount) from sales_by_region";
+    // One value: the parameter, as with `=` (the default region is EU).
+    check(
+        &format!("{agg} where region in ('APAC') group by 1 order by 1"),
+        &[("APAC", "region=APAC")],
+    );
+    // Several: one call each. Short lists (DataFusion makes ORs of them), long lists,
+    // the OR form itself, values without rows (whose empty calls must not change the
+    // table's column types for the queries after them).
+    let both = [("APAC", "region=APAC"), ("EU", "region=EU")];
+    for filter in [
+        "region in ('APAC', 'EU')",
+        "region in ('EU', 'APAC', 'NOPE', 'ZZ', 'EU')",
+        "region = 'APAC' or region = 'EU'",
+    ] {
+        check(
+            &format!("{agg} where {filter} group by 1 order by 1"),
+            &both,
+        );
+    }
+    // With `=` on the same parameter: the values both allow.
+    check(
+        &format!("{agg} where region in ('APAC', 'EU') and region = 'EU' group by 1"),
+        &[("EU", "region=EU")],
+    );
+    // A parameter the result does not carry: its column holds each call's value.
+    check(
+        "select since::text, count(*), sum(amount) from sales_by_region where region = 'APAC' and since in ('2024-06-01', '2024-09-01') group by 1 order by 1",
+        &[
+            ("2024-06-01", "region=APAC&since=2024-06-01"),
+            ("2024-09-01", "region=APAC&since=2024-09-01"),
+        ],
+    );
+    // Two lists: every combination.
+    check(
+        "select region || ' ' || since::text, count(*), sum(amount) from sales_by_region where region in ('APAC', 'EU') and since in ('2024-06-01', '2024-09-01') group by 1 order by 1",
+        &[
+            ("APAC 2024-06-01", "region=APAC&since=2024-06-01"),
+            ("APAC 2024-09-01", "region=APAC&since=2024-09-01"),
+            ("EU 2024-06-01", "region=EU&since=2024-06-01"),
+            ("EU 2024-09-01", "region=EU&since=2024-09-01"),
+        ],
+    );
+    // Too many calls: refused, naming the parameter.
+    let many: Vec<String> = (0..17).map(|i| format!("'r{i}'")).collect();
+    let (ok, out, err) = psql.run(
+        ADMIN_KEY,
+        "demo",
+        &[
+            "-At",
+            "-c",
+            &format!("{agg} where region in ({}) group by 1", many.join(", ")),
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("region (17 values)") && err.contains("at most 16 calls"),
+        "{err}"
+    );
+    server.stop();
+}
+
 /// A SCRAM-SHA-256 login by hand with a proof that cannot be right: the server must have
 /// offered SCRAM for `user`, and answers the proof with an ErrorResponse, whose SQLSTATE
 /// and message are returned.
