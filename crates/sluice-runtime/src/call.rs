@@ -94,20 +94,6 @@ pub(crate) fn payload(call: CallSpec) -> Result<Vec<u8>> {
     serde_json::to_vec(&payload).map_err(Error::internal)
 }
 
-/// Hand the CALL to the leased worker. Err(lease) when it cannot even be written: the
-/// process was already gone (died while idle), so the call never started and may go to
-/// another worker.
-pub(crate) async fn send(mut lease: Lease, payload: &[u8]) -> std::result::Result<Lease, Lease> {
-    match lease.worker().send(Kind::Call, payload).await {
-        Ok(()) => Ok(lease),
-        Err(_) => {
-            // Replaced at once and without backoff: nothing says the module is failing.
-            lease.outcome = Outcome::Killed;
-            Err(lease)
-        }
-    }
-}
-
 /// Read the result of a CALL already sent on `lease`.
 pub(crate) async fn run(mut lease: Lease, timeout: Duration) -> Result<CallOutput> {
     let mut budget = Budget {

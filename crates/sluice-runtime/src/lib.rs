@@ -183,22 +183,7 @@ impl Runtime {
     pub async fn call(&self, module: &ModuleSpec, call: CallSpec) -> Result<CallOutput> {
         let pool = self.pool_for(module).await?;
         let payload = call::payload(call)?;
-        let lease = pool.acquire().await?;
-        let lease = match call::send(lease, &payload).await {
-            Ok(lease) => lease,
-            Err(dead) => {
-                drop(dead);
-                tracing::info!(
-                    revision_id = module.revision_id,
-                    "a feed worker had died while idle; the call goes to a fresh one"
-                );
-                match call::send(pool.acquire().await?, &payload).await {
-                    Ok(lease) => lease,
-                    // A fresh worker that cannot take a call either: report it as a crash.
-                    Err(mut dead) => return Err(call::crashed(&mut dead).await),
-                }
-            }
-        };
+        let lease = pool.call_lease(&payload).await?;
         call::run(lease, self.inner.cfg.call_timeout).await
     }
 

@@ -5,7 +5,9 @@
 use bytes::Bytes;
 use serde::Deserialize;
 use sluice_core::{Code, Error, FeedSignature};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
+#[cfg(test)]
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Largest frame the doc allows (kind + payload). A longer length prefix means the stream
 /// is corrupt, and we must not allocate whatever it claims.
@@ -112,17 +114,40 @@ fn eof_is_closed(e: std::io::Error) -> ReadError {
     }
 }
 
+/// A whole frame (length, kind, payload) in one buffer.
+pub fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(5 + payload.len());
+    buf.extend_from_slice(&(payload.len() as u32 + 1).to_be_bytes());
+    buf.push(kind as u8);
+    buf.extend_from_slice(payload);
+    buf
+}
+
+/// Write `frame` now, whole, or not at all: Ok(false) when the socket cannot take all of
+/// it at once. Err when only part went out: the stream is then corrupt.
+pub fn try_write_whole(
+    w: &tokio::net::unix::OwnedWriteHalf,
+    frame: &[u8],
+) -> std::io::Result<bool> {
+    match w.try_write(frame) {
+        Ok(n) if n == frame.len() => Ok(true),
+        Ok(n) => Err(std::io::Error::other(format!(
+            "only {n} of {} bytes of a frame were written",
+            frame.len()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     w: &mut W,
     kind: Kind,
     payload: &[u8],
 ) -> std::io::Result<()> {
     // One buffer, one write: the worker never sees half a header from us.
-    let mut buf = Vec::with_capacity(5 + payload.len());
-    buf.extend_from_slice(&(payload.len() as u32 + 1).to_be_bytes());
-    buf.push(kind as u8);
-    buf.extend_from_slice(payload);
-    w.write_all(&buf).await?;
+    w.write_all(&frame(kind, payload)).await?;
     w.flush().await
 }
 

@@ -41,7 +41,8 @@ pub(crate) enum StartError {
 pub(crate) struct Worker {
     child: Child,
     reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    /// Shared with the pool, which may queue the next CALL while a call is running.
+    writer: Arc<OwnedWriteHalf>,
     output: Arc<Mutex<String>>,
     pub hello: Hello,
 }
@@ -191,7 +192,7 @@ impl Worker {
                 Ok(Worker {
                     child,
                     reader,
-                    writer,
+                    writer: Arc::new(writer),
                     output,
                     hello,
                 })
@@ -204,7 +205,25 @@ impl Worker {
     }
 
     pub async fn send(&mut self, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
-        protocol::write_frame(&mut self.writer, kind, payload).await
+        self.send_frame(&protocol::frame(kind, payload)).await
+    }
+
+    /// Write a whole frame (see [`protocol::frame`]).
+    pub async fn send_frame(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        let mut rest = frame;
+        while !rest.is_empty() {
+            self.writer.writable().await?;
+            match self.writer.try_write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn writer(&self) -> Arc<OwnedWriteHalf> {
+        self.writer.clone()
     }
 
     pub async fn recv(&mut self) -> Result<Frame, ReadError> {

@@ -129,6 +129,15 @@ def hog():
     return [{"n": len(block)}]
 
 @sluice.feed
+def echo(i: int = 0):
+    return [{"i": i, "pid": os.getpid()}]
+
+@sluice.feed
+def die_soon():
+    time.sleep(0.005)
+    os._exit(1)
+
+@sluice.feed
 def nothing():
     return []
 
@@ -868,4 +877,102 @@ async fn a_worker_killed_while_idle_is_replaced_without_failing_a_call() {
         assert_ne!(next, pid, "a fresh worker served the call");
     }
     assert_ne!(first_int(&rt, &m, "pid").await, pid);
+}
+
+/// Call `echo(i)` and return (i, pid) as the worker saw them.
+async fn echo(rt: &Runtime, m: &ModuleSpec, i: i64) -> Result<(i64, i64), Error> {
+    let (_, batches, _) = collect(rt.call(m, call("echo", json!({ "i": i }))).await?).await;
+    let col = |n: usize| {
+        batches[0]
+            .column(n)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0)
+    };
+    Ok((col(0), col(1)))
+}
+
+#[tokio::test]
+async fn quick_calls_queue_behind_busy_workers_and_each_gets_its_own_answer() {
+    let d = tempfile::tempdir().unwrap();
+    let rt = Runtime::start(RuntimeConfig {
+        pool_max: 2,
+        queue: 64,
+        ..cfg(d.path())
+    })
+    .await
+    .unwrap();
+    let m = module(22, SALES);
+    rt.warm(&m).await.unwrap();
+    for i in 0..5 {
+        echo(&rt, &m, i).await.unwrap();
+    }
+    // 200 calls from 16 concurrent callers on 2 workers: most wait, and calls that wait
+    // while every worker runs a quick call are queued behind one.
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let (rt, m) = (rt.clone(), m.clone());
+            tokio::spawn(async move {
+                let mut pids = std::collections::HashSet::new();
+                for k in 0..12 {
+                    let i = t * 1000 + k;
+                    let (got, pid) = echo(&rt, &m, i).await.unwrap();
+                    assert_eq!(got, i, "a caller got another call's answer");
+                    pids.insert(pid);
+                }
+                pids
+            })
+        })
+        .collect();
+    let mut pids = std::collections::HashSet::new();
+    for t in tasks {
+        pids.extend(t.await.unwrap());
+    }
+    let s = &rt.stats()[0];
+    assert!(
+        s.queued_behind > 0,
+        "no call was queued behind a busy worker: {s:?}"
+    );
+    assert_eq!((s.busy, s.waiting, s.restarts), (0, 0, 0), "{s:?}");
+    assert!(pids.len() <= 2, "more workers than pool_max: {pids:?}");
+}
+
+#[tokio::test]
+async fn a_call_queued_behind_a_crashing_one_runs_on_a_fresh_worker() {
+    let d = tempfile::tempdir().unwrap();
+    let rt = Runtime::start(RuntimeConfig {
+        pool_max: 1,
+        queue: 8,
+        ..cfg(d.path())
+    })
+    .await
+    .unwrap();
+    let m = module(23, SALES);
+    rt.warm(&m).await.unwrap();
+    // Until the timing works out: the second call must arrive while the first runs.
+    for attempt in 0.. {
+        assert!(
+            attempt < 20,
+            "never managed to queue a call behind die_soon"
+        );
+        for i in 0..5 {
+            echo(&rt, &m, i).await.unwrap();
+        }
+        let before = rt.stats()[0].queued_behind;
+        let (r1, m1) = (rt.clone(), m.clone());
+        let dying = tokio::spawn(async move { rows(&r1, &m1, "die_soon").await.map(|_| ()) });
+        while rt.stats()[0].busy == 0 {
+            tokio::task::yield_now().await;
+        }
+        let queued = echo(&rt, &m, 7).await;
+        let e = dying.await.unwrap().unwrap_err();
+        assert_eq!(e.code, Code::WorkerCrashed, "{e}");
+        // Whether or not it was queued behind the crash, the quick call succeeded:
+        // the crash was not passed on to it.
+        assert_eq!(queued.unwrap().0, 7);
+        if rt.stats()[0].queued_behind > before {
+            break;
+        }
+    }
 }
