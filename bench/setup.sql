@@ -28,6 +28,6 @@ select g as id,
        timestamptz '2023-01-01 00:00:00+00' + ((g * 6151) % 63072000) * interval '1 second' as created_at,
        (array['pending','paid','shipped','delivered','refunded'])[1 + g % 5] as status,
        ((g * 2654435761) % 10000) / 100.0::double precision as score
-from generate_series(1, 1000000) as g;
+from generate_series(1::bigint, 1000000) as g;
 alter table orders_1m add primary key (id);
 analyze orders_1m;

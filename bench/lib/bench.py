@@ -27,7 +27,7 @@ WORK = ENV["BENCH_WORK"]  # scratch dir (logs, sluice data dir), removed by benc
 PIDFILE = ENV["BENCH_PIDFILE"]
 CORES = os.cpu_count() or 1
 WRK_SECONDS = int(ENV.get("BENCH_WRK_SECONDS", "15"))
-WARM_SECONDS = int(ENV.get("BENCH_WARM_SECONDS", "3"))
+WARM_SECONDS = int(ENV.get("BENCH_WARM_SECONDS", "8"))
 WORKERS_SWEEP = [int(x) for x in ENV.get("BENCH_SLUICE_WORKERS", "2,3,4").split(",")]
 # "core" (hello and the 100k extract over /feeds) and "bi" (1M rows over OData and the
 # PostgreSQL wire, against \copy and Flask).

@@ -132,7 +132,7 @@ w("- **Sluice**: `sluice up` with the feeds in [`bench/feeds/`](bench/feeds), ca
   "The example feeds `sluice up` deploys are deleted first so their workers don't count in Sluice's memory.")
 w("")
 w("**hello** returns `[{\"greeting\": \"Hello, world!\", \"length\": 5}]` as JSON. "
-  f"`wrk -t2 -c32 -d{R['wrk']['seconds']}s --latency` after a {R['wrk']['warmup_s']} s warm-up run. "
+  f"`wrk -t2 -c32 -d{R['wrk']['seconds']}s --latency` after a {R['wrk']['warmup_s']} s warm-up run (long enough for Sluice's pool to grow to `SLUICE_WORKERS_MAX` workers; gunicorn and uvicorn start all of theirs up front). "
   "For Sluice it is a plain Python feed without cache, so every request is a round trip to a Python worker; "
   "`SLUICE_WORKERS_MAX` (worker processes per feed) is swept and each value reported. "
   "The same feed with `@sluice.feed(cache=\"5m\")` is a separate row: a product feature, not the headline.")
@@ -237,6 +237,11 @@ w("")
 
 if "bi" in R:
     out.extend(bi_section(R["bi"]))
+else:
+    w("## 1M rows to a BI tool: OData and the PostgreSQL wire")
+    w("")
+    w("Not in this run (`BENCH_SUITES` left the `bi` suite out). `BENCH_SUITES=bi bench/run` measures it.")
+    w("")
 
 # ------------------------------------------------------------------ discussion (hand-written, see bench/discussion.md)
 disc = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "discussion.md")
