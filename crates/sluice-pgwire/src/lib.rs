@@ -10,6 +10,7 @@
 //! `table.rs` for how a feed becomes a table). A session per connection also keeps what
 //! a client creates (temporary tables, `SET`s) to that connection.
 
+mod colnames;
 mod hooks;
 mod keys;
 mod like;

@@ -437,6 +437,8 @@ impl SimpleQueryHandler for Queries {
         let s = session(&self.slot)?.clone();
         let rewritten = crate::rewrite::rewrite(query);
         let query = rewritten.as_deref().unwrap_or(query);
+        let named = crate::colnames::name_columns(query);
+        let query = named.as_deref().unwrap_or(query);
         <DfSessionService as SimpleQueryHandler>::do_query(&s, client, query).await
     }
 }
@@ -493,6 +495,8 @@ impl QueryParser for ConnParser {
     {
         let rewritten = crate::rewrite::rewrite(sql);
         let sql = rewritten.as_deref().unwrap_or(sql);
+        let named = crate::colnames::name_columns(sql);
+        let sql = named.as_deref().unwrap_or(sql);
         self.parser()?.parse_sql(client, sql, types).await
     }
 

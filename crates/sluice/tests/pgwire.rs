@@ -761,6 +761,55 @@ def bad_key():
     ),
 ];
 
+#[test]
+fn unaliased_result_columns_are_named_like_postgresql_15() {
+    let server = Server::start(Opts::default());
+    let port = pg_port(&server);
+    let queries = json!([
+        "select sum(amount) from sales_by_region",
+        "select count(*) from sales_by_region",
+        "select avg(amount), min(day), max(region) from sales_by_region",
+        "select region, sum(amount) from sales_by_region where region = 'APAC' group by 1",
+        "select amount::int, cast(day as text), 1::integer, region::varchar from sales_by_region limit 1",
+        "select upper(region), case when amount > 0 then 1 end, amount * 2, (sum(amount)) from sales_by_region group by region, amount limit 1",
+        "select region, sum(amount) as total from sales_by_region group by region order by sum(amount) desc",
+        "select min(day) from sales_by_region union all select max(day) from sales_by_region",
+    ]);
+    let ours = common::run_client(
+        "python3",
+        "pg_colnames.py",
+        &[
+            &format!("host=127.0.0.1 port={port} user=x dbname=demo password={ADMIN_KEY}"),
+            &queries.to_string(),
+        ],
+        "pip install 'psycopg[binary]'",
+    );
+    let pg = common::run_client(
+        "python3",
+        "pg_colnames.py",
+        &[&postgres_url(), &queries.to_string(), "--create"],
+        "a local PostgreSQL 15 (SLUICE_TEST_PG_URL)",
+    );
+    for (i, q) in queries.as_array().unwrap().iter().enumerate() {
+        assert!(pg[i].is_array(), "PostgreSQL: {q}: {}", pg[i]);
+        assert_eq!(ours[i], pg[i], "{q}");
+    }
+    // Names two items would share stay DataFusion's (it wants them distinct), where
+    // PostgreSQL repeats `count`.
+    let dup = json!(["select count(*), count(region) from sales_by_region"]);
+    let ours = common::run_client(
+        "python3",
+        "pg_colnames.py",
+        &[
+            &format!("host=127.0.0.1 port={port} user=x dbname=demo password={ADMIN_KEY}"),
+            &dup.to_string(),
+        ],
+        "pip install 'psycopg[binary]'",
+    );
+    assert_eq!(ours[0].as_array().map(Vec::len), Some(2), "{ours}");
+    server.stop();
+}
+
 fn deploy_keyed_feeds(server: &Server) {
     for (file, source) in KEYED_FEEDS {
         let (st, body) = server.http().deploy(ADMIN_KEY, "demo", file, source);
