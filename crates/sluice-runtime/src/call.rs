@@ -26,6 +26,18 @@ pub struct CallLogs {
     pub duration_ms: f64,
 }
 
+impl EndFrame {
+    /// What the call printed and how long it ran, with the rows actually delivered.
+    fn logs(self, rows: u64) -> CallLogs {
+        CallLogs {
+            stdout: self.stdout,
+            stderr: self.stderr,
+            rows,
+            duration_ms: self.duration_ms,
+        }
+    }
+}
+
 /// One call of one feed.
 #[derive(Debug, Clone)]
 pub struct CallSpec {
@@ -114,36 +126,21 @@ pub(crate) async fn run(mut lease: Lease, timeout: Duration) -> Result<CallOutpu
                         source: sql.source,
                         query: sql.query,
                         params: sql.params,
-                        logs: CallLogs {
-                            stdout: end.stdout,
-                            stderr: end.stderr,
-                            rows: 0,
-                            duration_ms: end.duration_ms,
-                        },
+                        logs: end.logs(0),
                     })
                 }
                 Kind::Error => Err(error_frame(&mut lease, &next)),
                 other => Err(violation(&mut lease, format!("{other:?} after SQL"))),
             }
         }
-        Kind::End => {
-            // No rows and no columns (the feed returned None or an empty list).
-            let end: EndFrame = parse(&mut lease, &first)?;
-            lease.outcome = Outcome::Healthy;
-            drop(lease);
-            let (tx, rx) = oneshot::channel();
-            let _ = tx.send(Ok(CallLogs {
-                stdout: end.stdout,
-                stderr: end.stderr,
-                rows: 0,
-                duration_ms: end.duration_ms,
-            }));
-            Ok(CallOutput::Rows {
-                schema: Arc::new(Schema::empty()),
-                batches: futures::stream::empty().boxed(),
-                done: rx,
-            })
-        }
+        // No rows and no columns (the feed returned None or an empty list).
+        Kind::End => finished(
+            lease,
+            &first,
+            Arc::new(Schema::empty()),
+            futures::stream::empty().boxed(),
+            0,
+        ),
         Kind::Arrow => {
             let reader = open_ipc(&mut lease, first.payload)?;
             let schema = relax(&reader.schema());
@@ -164,21 +161,9 @@ pub(crate) async fn run(mut lease: Lease, timeout: Duration) -> Result<CallOutpu
             let schema = batch.schema();
             if let Some(end) = lease.worker().take_buffered(Kind::End) {
                 // The whole result is here: give the worker back now.
-                let end: EndFrame = parse(&mut lease, &end)?;
-                lease.outcome = Outcome::Healthy;
-                drop(lease);
-                let (tx, rx) = oneshot::channel();
-                let _ = tx.send(Ok(CallLogs {
-                    stdout: end.stdout,
-                    stderr: end.stderr,
-                    rows: batch.num_rows() as u64,
-                    duration_ms: end.duration_ms,
-                }));
-                return Ok(CallOutput::Rows {
-                    schema,
-                    batches: futures::stream::once(async move { Ok(batch) }).boxed(),
-                    done: rx,
-                });
+                let rows = batch.num_rows() as u64;
+                let batches = futures::stream::once(async move { Ok(batch) }).boxed();
+                return finished(lease, &end, schema, batches, rows);
             }
             Ok(rows_output(RowStream::new(
                 lease,
@@ -193,6 +178,27 @@ pub(crate) async fn run(mut lease: Lease, timeout: Duration) -> Result<CallOutpu
             format!("{other:?} as the first frame of a call"),
         )),
     }
+}
+
+/// The call ended with `end` and its whole result is in `batches`: the worker goes back
+/// to the pool now, and the logs are ready at once.
+fn finished(
+    mut lease: Lease,
+    end: &Frame,
+    schema: SchemaRef,
+    batches: BoxStream<'static, Result<RecordBatch>>,
+    rows: u64,
+) -> Result<CallOutput> {
+    let end: EndFrame = parse(&mut lease, end)?;
+    lease.outcome = Outcome::Healthy;
+    drop(lease);
+    let (tx, rx) = oneshot::channel();
+    let _ = tx.send(Ok(end.logs(rows)));
+    Ok(CallOutput::Rows {
+        schema,
+        batches,
+        done: rx,
+    })
 }
 
 fn rows_output(stream: RowStream) -> CallOutput {
@@ -297,12 +303,7 @@ impl RowStream {
                     let end = parse::<EndFrame>(lease, &frame);
                     let logs = end.map(|end| {
                         lease.outcome = Outcome::Healthy;
-                        CallLogs {
-                            stdout: end.stdout,
-                            stderr: end.stderr,
-                            rows: self.rows,
-                            duration_ms: end.duration_ms,
-                        }
+                        end.logs(self.rows)
                     });
                     self.lease = None;
                     return match logs {

@@ -178,6 +178,7 @@ impl Pool {
     /// worker to reach it, whichever comes first. Both queues are first come, first served.
     async fn wait(self: &Arc<Self>, frame: &Arc<[u8]>) -> Result<Waited> {
         let id = crate::next_seq();
+        let queueable = frame.len() <= QUEUE_BEHIND_MAX_BYTES;
         let (tx, mut rx) = oneshot::channel();
         {
             let mut s = self.state();
@@ -192,7 +193,7 @@ impl Pool {
                 .retry_after(1));
             }
             s.waiting += 1;
-            if frame.len() <= QUEUE_BEHIND_MAX_BYTES {
+            if queueable {
                 s.pending.push_back(Pending {
                     id,
                     frame: frame.clone(),
@@ -214,7 +215,7 @@ impl Pool {
                             s.pending.remove(i);
                             true
                         }
-                        None => frame.len() > QUEUE_BEHIND_MAX_BYTES,
+                        None => !queueable,
                     }
                 };
                 if still_pending {

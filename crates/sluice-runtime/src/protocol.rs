@@ -6,8 +6,6 @@ use bytes::Bytes;
 use serde::Deserialize;
 use sluice_core::{Code, Error, FeedSignature};
 use tokio::io::{AsyncRead, AsyncReadExt};
-#[cfg(test)]
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Largest frame the doc allows (kind + payload). A longer length prefix means the stream
 /// is corrupt, and we must not allocate whatever it claims.
@@ -140,17 +138,6 @@ pub fn try_write_whole(
     }
 }
 
-#[cfg(test)]
-pub async fn write_frame<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    kind: Kind,
-    payload: &[u8],
-) -> std::io::Result<()> {
-    // One buffer, one write: the worker never sees half a header from us.
-    w.write_all(&frame(kind, payload)).await?;
-    w.flush().await
-}
-
 #[derive(Debug, Clone, Deserialize)]
 pub struct Hello {
     #[serde(default)]
@@ -238,10 +225,8 @@ mod tests {
     #[tokio::test]
     async fn buffered_frame_takes_only_whole_frames() {
         let mut buf = Vec::new();
-        write_frame(&mut buf, Kind::Rows, b"{}").await.unwrap();
-        write_frame(&mut buf, Kind::End, br#"{"rows":1}"#)
-            .await
-            .unwrap();
+        buf.extend(frame(Kind::Rows, b"{}"));
+        buf.extend(frame(Kind::End, br#"{"rows":1}"#));
         let (f, used) = buffered_frame(&buf).unwrap();
         assert_eq!((f.kind, &f.payload[..], used), (Kind::Rows, &b"{}"[..], 7));
         let (f, used) = buffered_frame(&buf[7..]).unwrap();
@@ -257,10 +242,8 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip() {
         let mut buf = Vec::new();
-        write_frame(&mut buf, Kind::Call, br#"{"id":"1"}"#)
-            .await
-            .unwrap();
-        write_frame(&mut buf, Kind::Shutdown, b"").await.unwrap();
+        buf.extend(frame(Kind::Call, br#"{"id":"1"}"#));
+        buf.extend(frame(Kind::Shutdown, b""));
         assert_eq!(&buf[..5], &[0, 0, 0, 11, 3]);
         let mut r = &buf[..];
         let f = read_frame(&mut r).await.unwrap();
