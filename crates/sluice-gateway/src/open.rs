@@ -92,20 +92,29 @@ impl Gateway {
             finish: Some(finish),
             enough: enough.clone(),
         };
+        // The columns of any call are remembered for describing the feed (see
+        // `result_schema`), but only once it has returned rows: a call with none (a
+        // filter nothing matches) may type its Python columns as text.
+        let remember = Some((self.clone(), rev.id, exec.schema.clone()));
         let batches = futures::stream::unfold(
-            (exec.batches, guard),
-            |(mut batches, mut guard)| async move {
+            (exec.batches, guard, remember),
+            |(mut batches, mut guard, mut remember)| async move {
                 let f = guard.finish.as_ref()?;
                 match batches.next().await {
                     Some(Ok(b)) => {
                         f.rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                        Some((Ok(b), (batches, guard)))
+                        if b.num_rows() > 0
+                            && let Some((gw, id, schema)) = remember.take()
+                        {
+                            gw.remember_schema(id, &schema);
+                        }
+                        Some((Ok(b), (batches, guard, remember)))
                     }
                     Some(Err(e)) => {
                         if let Some(f) = guard.finish.take() {
                             f.done(e.status(), Some(e.code.as_str()));
                         }
-                        Some((Err(e), (batches, guard)))
+                        Some((Err(e), (batches, guard, remember)))
                     }
                     None => {
                         guard.finish.take()?.done(200, None);

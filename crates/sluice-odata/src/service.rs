@@ -207,7 +207,6 @@ async fn prepare(
 /// Run the filter of `req` over a fresh call of the feed and count the rows.
 async fn count_rows(od: &OData, ws: &str, req: &Request, rid: &str) -> Result<u64> {
     let open = od.gw.open_feed(ws, &req.rev, &req.params, rid).await?;
-    od.gw.remember_schema(req.rev.id, &open.schema);
     let set = EntitySet::new(&req.rev.feed, &open.schema, &req.rev.signature.key);
     let df = query::frame(
         &od.ctx,
@@ -329,7 +328,6 @@ async fn rows(od: &OData, ws: &str, req: Request, headers: &HeaderMap) -> Result
     };
     let page = max_page_size(headers);
     let open = od.gw.open_feed(ws, &req.rev, &req.params, &rid).await?;
-    od.gw.remember_schema(req.rev.id, &open.schema);
     let es = EntitySet::new(&req.rev.feed, &open.schema, &req.rev.signature.key);
     // With $top or a page size, DataFusion stops reading the feed once it has the rows
     // (and drops it before the response ends): that is a successful call, not a hang-up.

@@ -374,32 +374,14 @@ impl PartitionStream for FeedPartition {
         let schema = self.schema.clone();
         let n_result = self.n_result;
         let constants = self.constants.clone();
-        let stream = futures::stream::once(async move {
-            gw.open_feed(&ws, &rev, &params, &rid)
-                .await
-                .map(|open| (gw, rev, open))
-        })
-        .map(|r| match r {
-            Ok((gw, rev, open)) => {
-                // The columns are remembered from a call that returned rows: a call with
-                // none (`where region = 'NOPE'`) may type its columns as text, and the
-                // table's columns would follow.
-                let mut remembered = false;
-                let call_schema = open.schema.clone();
-                open.batches
-                    .map(move |b| {
-                        if !remembered && b.as_ref().is_ok_and(|b| b.num_rows() > 0) {
-                            gw.remember_schema(rev.id, &call_schema);
-                            remembered = true;
-                        }
-                        b.map_err(feed_error)
-                    })
-                    .boxed()
-            }
-            Err(e) => futures::stream::once(async move { Err(feed_error(e)) }).boxed(),
-        })
-        .flatten()
-        .map(move |b| conform(&b?, &schema, n_result, &constants));
+        let stream =
+            futures::stream::once(async move { gw.open_feed(&ws, &rev, &params, &rid).await })
+                .map(|r| match r {
+                    Ok(open) => open.batches.map(|b| b.map_err(feed_error)).boxed(),
+                    Err(e) => futures::stream::once(async move { Err(feed_error(e)) }).boxed(),
+                })
+                .flatten()
+                .map(move |b| conform(&b?, &schema, n_result, &constants));
         Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
     }
 }
