@@ -6,5 +6,6 @@
 //! This crate owns everything the operator writes to a cluster. It never touches the store,
 //! the gateway or the local runtime: the control plane talks to it only through Feed objects.
 
+pub mod build;
 pub mod crd;
 pub mod crdgen;

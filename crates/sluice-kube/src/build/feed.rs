@@ -1,0 +1,539 @@
+//! A Feed becomes: a ConfigMap with its source and lock (the build input), a build Job for its
+//! revision (unless `spec.image` names a ready image), and once the image exists a Deployment
+//! running `sluice agent`, its Service, an autoscaler, and the same pair for a canary.
+//!
+//! The revision is a content hash of what goes into the image, so the same source, lock and
+//! base always give the same image tag and a rebuild is never needed for an unchanged feed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+    MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource,
+};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    HTTPGetAction, KeyToPath, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+
+use super::workspace::{
+    BUILDER_SERVICE_ACCOUNT, FEED_SERVICE_ACCOUNT, REGISTRY_SECRET, data_source_secret_name, grants,
+};
+use super::{
+    AGENT_PORT, LABEL_FEED, LABEL_REVISION, LABEL_ROLE, LABEL_TRACK, Object, Settings, base_labels,
+    controller_ref, restricted_container, restricted_pod,
+};
+use crate::crd::{CpuMemory, DataSource, Feed};
+
+/// What was read from the cluster for a feed.
+#[derive(Clone, Debug, Default)]
+pub struct FeedInputs {
+    /// The workspace the feed's namespace belongs to.
+    pub workspace: String,
+    /// The module source (inline, or read from the ConfigMap).
+    pub source: String,
+    /// The DataSources the feed names that exist.
+    pub data_sources: Vec<DataSource>,
+    /// Set once this revision's build Job has succeeded.
+    pub build_succeeded: bool,
+    /// The build Job failed for good (its backoff limit is spent).
+    pub build_failed: bool,
+}
+
+/// Why a feed cannot be deployed as written. Shown in its `Deployed` condition.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Invalid {
+    #[error("data source {0:?} does not exist")]
+    MissingDataSource(String),
+    #[error("data source {0:?} is not granted to workspace {1:?}")]
+    NotGranted(String, String),
+}
+
+impl Invalid {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Invalid::MissingDataSource(_) => "DataSourceMissing",
+            Invalid::NotGranted(..) => "DataSourceNotGranted",
+        }
+    }
+}
+
+/// What to apply for a feed, and what the status will say about it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeedPlan {
+    pub revision: String,
+    pub image: String,
+    /// The image exists (given in the spec, or built).
+    pub image_ready: bool,
+    pub url: String,
+    pub objects: Vec<Object>,
+    /// Existing objects the orphan sweep must leave alone (the live Deployment keeps serving
+    /// the previous revision while the next one builds).
+    pub keep_names: Vec<String>,
+}
+
+/// The function a feed serves.
+pub fn function_of(feed: &Feed) -> String {
+    feed.spec
+        .function
+        .clone()
+        .unwrap_or_else(|| feed.name_any())
+}
+
+/// The content hash of a revision: source, lock, base image and function.
+pub fn content_hash(feed: &Feed, source: &str, settings: &Settings) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        source,
+        feed.spec.lock.as_deref().unwrap_or(""),
+        feed.spec
+            .runtime_image
+            .as_deref()
+            .unwrap_or(&settings.runtime_image),
+        &function_of(feed),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())[..12].to_string()
+}
+
+/// Name of the build Job of a revision.
+pub fn build_job_name(feed: &str, hash: &str) -> String {
+    format!("{feed}-build-{}", &hash[..8])
+}
+
+/// Plan a feed: validate its references, then build every object.
+pub fn build(feed: &Feed, inputs: &FeedInputs, settings: &Settings) -> Result<FeedPlan, Invalid> {
+    for ds in &feed.spec.data_sources {
+        match inputs.data_sources.iter().find(|d| &d.name_any() == ds) {
+            None => return Err(Invalid::MissingDataSource(ds.clone())),
+            Some(d) if !grants(d, &inputs.workspace) => {
+                return Err(Invalid::NotGranted(ds.clone(), inputs.workspace.clone()));
+            }
+            Some(_) => {}
+        }
+    }
+    let name = feed.name_any();
+    let ns = feed.namespace().unwrap_or_default();
+    let hash = content_hash(feed, &inputs.source, settings);
+    let revision = feed.spec.revision.clone().unwrap_or_else(|| hash.clone());
+    let owner = controller_ref(feed);
+    let mut labels = base_labels(&inputs.workspace);
+    labels.insert(LABEL_FEED.into(), name.clone());
+    let meta = |object_name: String, labels: BTreeMap<String, String>| ObjectMeta {
+        name: Some(object_name),
+        namespace: Some(ns.clone()),
+        labels: Some(labels),
+        owner_references: Some(vec![owner.clone()]),
+        ..Default::default()
+    };
+
+    let mut objects = Vec::new();
+    let mut data = BTreeMap::from([("feed.py".to_string(), inputs.source.clone())]);
+    if let Some(lock) = &feed.spec.lock {
+        data.insert("requirements.lock".into(), lock.clone());
+    }
+    let source_cm = format!("{name}-source");
+    objects.push(Object::from_typed(&ConfigMap {
+        metadata: meta(source_cm.clone(), labels.clone()),
+        data: Some(data),
+        ..Default::default()
+    }));
+
+    let (image, image_ready) = match &feed.spec.image {
+        Some(image) => (image.clone(), true),
+        None => {
+            let image = format!("{}/{}/{}:{}", settings.registry, ns, name, hash);
+            objects.push(build_job(
+                feed, &hash, &image, &source_cm, settings, &meta, &labels,
+            ));
+            (image, inputs.build_succeeded)
+        }
+    };
+    let url = format!(
+        "{}/feeds/{}/{}",
+        settings.gateway_url.trim_end_matches('/'),
+        inputs.workspace,
+        name
+    );
+    let mut keep_names = Vec::new();
+    if image_ready {
+        let live = Track {
+            suffix: "",
+            track: "live",
+            revision: &revision,
+            image: &image,
+        };
+        objects.extend(serving(feed, inputs, &live, &meta, &labels));
+        if let Some(c) = &feed.spec.canary {
+            let canary = Track {
+                suffix: "-canary",
+                track: "canary",
+                revision: &c.revision,
+                image: &c.image,
+            };
+            let mut objs = serving(feed, inputs, &canary, &meta, &labels);
+            // The gateway reads the split from the canary Service.
+            if let Some(svc) = objs.iter_mut().find(|o| o.resource.kind == "Service") {
+                svc.body["metadata"]["annotations"] =
+                    serde_json::json!({ "sluice.dev/weight": c.weight.to_string() });
+            }
+            objects.extend(objs);
+        }
+    } else {
+        keep_names.push(name.clone());
+    }
+    Ok(FeedPlan {
+        revision,
+        image,
+        image_ready,
+        url,
+        objects,
+        keep_names,
+    })
+}
+
+struct Track<'a> {
+    suffix: &'a str,
+    track: &'a str,
+    revision: &'a str,
+    image: &'a str,
+}
+
+fn quantities(cm: &Option<CpuMemory>) -> Option<BTreeMap<String, Quantity>> {
+    let cm = cm.as_ref()?;
+    let mut out = BTreeMap::new();
+    if let Some(cpu) = &cm.cpu {
+        out.insert("cpu".to_string(), Quantity(cpu.clone()));
+    }
+    if let Some(mem) = &cm.memory {
+        out.insert("memory".to_string(), Quantity(mem.clone()));
+    }
+    Some(out)
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(path != "/tmp" && path != "/work"),
+        ..Default::default()
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn serving(
+    feed: &Feed,
+    inputs: &FeedInputs,
+    t: &Track,
+    meta: &dyn Fn(String, BTreeMap<String, String>) -> ObjectMeta,
+    labels: &BTreeMap<String, String>,
+) -> Vec<Object> {
+    let name = format!("{}{}", feed.name_any(), t.suffix);
+    let mut selector = BTreeMap::from([
+        (LABEL_FEED.to_string(), feed.name_any()),
+        (LABEL_TRACK.to_string(), t.track.to_string()),
+    ]);
+    let mut pod_labels = labels.clone();
+    pod_labels.extend(selector.clone());
+    pod_labels.insert(LABEL_ROLE.into(), "feed".into());
+    pod_labels.insert(LABEL_REVISION.into(), t.revision.to_string());
+
+    let mut volumes = vec![empty_dir("tmp")];
+    let mut mounts = vec![mount("tmp", "/tmp")];
+    for ds in &feed.spec.data_sources {
+        volumes.push(Volume {
+            name: format!("ds-{ds}"),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(data_source_secret_name(ds)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(mount(
+            &format!("ds-{ds}"),
+            &format!("/var/run/sluice/sources/{ds}"),
+        ));
+    }
+    let mut envs = vec![
+        env("SLUICE_FEED", &function_of(feed)),
+        env("SLUICE_WORKSPACE", &inputs.workspace),
+        env("SLUICE_REVISION", t.revision),
+        env("SLUICE_SOURCES_DIR", "/var/run/sluice/sources"),
+    ];
+    if let Some(cache) = &feed.spec.cache {
+        envs.push(env("SLUICE_CACHE", cache));
+    }
+    let probe = |path: &str, period| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        ..Default::default()
+    };
+    let resources = feed.spec.resources.clone().unwrap_or_default();
+    let container = Container {
+        name: "agent".into(),
+        image: Some(t.image.to_string()),
+        args: Some(vec![
+            "agent".into(),
+            "--listen".into(),
+            format!("0.0.0.0:{AGENT_PORT}"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: AGENT_PORT,
+            ..Default::default()
+        }]),
+        env: Some(envs),
+        readiness_probe: Some(probe("/readyz", 5)),
+        liveness_probe: Some(probe("/healthz", 10)),
+        resources: Some(ResourceRequirements {
+            requests: quantities(&resources.requests),
+            limits: quantities(&resources.limits),
+            ..Default::default()
+        }),
+        security_context: Some(restricted_container()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    let scaling = &feed.spec.scaling;
+    let autoscaled = t.track == "live" && scaling.max_replicas > scaling.min_replicas;
+    // An autoscaler (or, with scale to zero, the gateway) owns `replicas`; the operator sets
+    // it only when the count is fixed, so server-side apply never fights over it.
+    let replicas = if t.track == "canary" {
+        Some(1)
+    } else if autoscaled || scaling.scale_to_zero {
+        None
+    } else {
+        Some(scaling.min_replicas)
+    };
+    let deployment = Deployment {
+        metadata: meta(name.clone(), pod_labels.clone()),
+        spec: Some(DeploymentSpec {
+            replicas,
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels.clone()),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    service_account_name: Some(FEED_SERVICE_ACCOUNT.into()),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(restricted_pod()),
+                    // The agent drains calls in flight on SIGTERM.
+                    termination_grace_period_seconds: Some(30),
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let service = Service {
+        metadata: meta(name.clone(), labels_with(labels, &selector)),
+        spec: Some(ServiceSpec {
+            selector: Some(std::mem::take(&mut selector)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                target_port: Some(IntOrString::String("http".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut out = vec![
+        Object::from_typed(&deployment),
+        Object::from_typed(&service),
+    ];
+    if autoscaled && !scaling.scale_to_zero {
+        out.push(Object::from_typed(&HorizontalPodAutoscaler {
+            metadata: meta(name.clone(), labels.clone()),
+            spec: Some(HorizontalPodAutoscalerSpec {
+                scale_target_ref: CrossVersionObjectReference {
+                    api_version: Some("apps/v1".into()),
+                    kind: "Deployment".into(),
+                    name: name.clone(),
+                },
+                min_replicas: Some(scaling.min_replicas),
+                max_replicas: scaling.max_replicas,
+                // Calls in flight per pod, exported by the agent and served to the HPA by a
+                // metrics adapter (prometheus-adapter) as a pods metric.
+                metrics: Some(vec![MetricSpec {
+                    type_: "Pods".into(),
+                    pods: Some(PodsMetricSource {
+                        metric: MetricIdentifier {
+                            name: "sluice_agent_calls_in_flight".into(),
+                            selector: None,
+                        },
+                        target: MetricTarget {
+                            type_: "AverageValue".into(),
+                            average_value: Some(Quantity(scaling.target_concurrency.to_string())),
+                            ..Default::default()
+                        },
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+    }
+    out
+}
+
+fn labels_with(
+    a: &BTreeMap<String, String>,
+    b: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out = a.clone();
+    out.extend(b.clone());
+    out
+}
+
+fn build_job(
+    feed: &Feed,
+    hash: &str,
+    image: &str,
+    source_cm: &str,
+    settings: &Settings,
+    meta: &dyn Fn(String, BTreeMap<String, String>) -> ObjectMeta,
+    labels: &BTreeMap<String, String>,
+) -> Object {
+    let mut pod_labels = labels.clone();
+    pod_labels.insert(LABEL_ROLE.into(), "builder".into());
+    pod_labels.insert(LABEL_REVISION.into(), hash.into());
+    let base = feed
+        .spec
+        .runtime_image
+        .clone()
+        .unwrap_or_else(|| settings.runtime_image.clone());
+    let mut args = vec![
+        "build".to_string(),
+        "--source".into(),
+        "/src/feed.py".into(),
+        "--base".into(),
+        base,
+        "--image".into(),
+        image.into(),
+        "--feed".into(),
+        function_of(feed),
+        "--work-dir".into(),
+        "/work".into(),
+    ];
+    if feed.spec.lock.is_some() {
+        args.extend(["--lock".into(), "/src/requirements.lock".into()]);
+    }
+    let mut volumes = vec![
+        Volume {
+            name: "src".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: source_cm.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        empty_dir("work"),
+        empty_dir("tmp"),
+    ];
+    let mut mounts = vec![
+        mount("src", "/src"),
+        mount("work", "/work"),
+        mount("tmp", "/tmp"),
+    ];
+    let mut envs = vec![env("HOME", "/tmp")];
+    if settings.registry_secret.is_some() {
+        volumes.push(Volume {
+            name: "registry".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(REGISTRY_SECRET.into()),
+                items: Some(vec![KeyToPath {
+                    key: ".dockerconfigjson".into(),
+                    path: "config.json".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(mount("registry", "/var/run/sluice/registry"));
+        envs.push(env("DOCKER_CONFIG", "/var/run/sluice/registry"));
+    }
+    Object::from_typed(&Job {
+        metadata: meta(build_job_name(&feed.name_any(), hash), pod_labels.clone()),
+        spec: Some(JobSpec {
+            backoff_limit: Some(2),
+            active_deadline_seconds: Some(1800),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    service_account_name: Some(BUILDER_SERVICE_ACCOUNT.into()),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(restricted_pod()),
+                    containers: vec![Container {
+                        name: "build".into(),
+                        image: Some(settings.builder_image.clone()),
+                        args: Some(args),
+                        env: Some(envs),
+                        security_context: Some(restricted_container()),
+                        volume_mounts: Some(mounts),
+                        termination_message_policy: Some("FallbackToLogsOnError".into()),
+                        ..Default::default()
+                    }],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}

@@ -1,0 +1,451 @@
+//! The pure build steps, from YAML fixtures: what a Workspace and a Feed become.
+//!
+//! Each case compares the whole output with a golden file under `fixtures/expected/`
+//! (regenerate with `SLUICE_UPDATE_GOLDEN=1 cargo test -p sluice-kube --test build` and
+//! review the diff), then asserts the properties that matter one by one, so a reviewer sees
+//! intent and a change in output is caught either way.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use serde_json::{Value, json};
+use sluice_kube::build::feed::{self, FeedInputs, Invalid};
+use sluice_kube::build::workspace::{self, WorkspaceInputs};
+use sluice_kube::build::{Object, Settings};
+use sluice_kube::crd::{DataSource, Feed, Workspace};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn load<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    serde_yaml::from_str(&std::fs::read_to_string(fixtures().join(name)).unwrap()).unwrap()
+}
+
+fn settings() -> Settings {
+    Settings {
+        gateway_namespace: "sluice-system".into(),
+        gateway_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "sluice-server".into())]),
+        gateway_url: "https://sluice.example.com/".into(),
+        registry: "registry.example.com/sluice".into(),
+        registry_secret: Some("registry-push".into()),
+        runtime_image: "registry.example.com/sluice/runtime:py3.12".into(),
+        builder_image: "registry.example.com/sluice/sluice:0.1.0".into(),
+    }
+}
+
+fn golden(name: &str, objects: &[Object]) {
+    let docs: Vec<String> = objects
+        .iter()
+        .map(|o| serde_yaml::to_string(&o.body).unwrap())
+        .collect();
+    let text = docs.join("---\n");
+    let path = fixtures().join("expected").join(name);
+    if std::env::var_os("SLUICE_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        want == text,
+        "{} differs from the build output:\n{text}",
+        path.display()
+    );
+}
+
+fn find<'a>(objects: &'a [Object], kind: &str, name: &str) -> &'a Value {
+    &objects
+        .iter()
+        .find(|o| o.resource.kind == kind && o.name == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "no {kind} {name} in {:?}",
+                objects.iter().map(Object::key).collect::<Vec<_>>()
+            )
+        })
+        .body
+}
+
+fn secret(name: &str, url: &str) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("sluice-system".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "url".into(),
+            ByteString(url.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    }
+}
+
+fn workspace_objects() -> Vec<Object> {
+    let ws: Workspace = load("workspace-team.yaml");
+    let sources: Vec<DataSource> = load("datasources.yaml");
+    let inputs = WorkspaceInputs {
+        data_sources: sources
+            .into_iter()
+            .map(|ds| {
+                let s = secret(&ds.spec.secret_ref.name, "postgres://u:p@db/x");
+                (ds, Some(s))
+            })
+            .collect(),
+        registry_secret: Some(Secret {
+            type_: Some("kubernetes.io/dockerconfigjson".into()),
+            ..secret("registry-push", "{}")
+        }),
+    };
+    workspace::build(&ws, &inputs, &settings())
+}
+
+#[test]
+fn workspace_golden() {
+    golden("workspace-team.yaml", &workspace_objects());
+}
+
+#[test]
+fn workspace_namespace_quota_limits_and_rbac() {
+    let out = workspace_objects();
+    assert_eq!(
+        out[0].key(),
+        "Namespace/sluice-team",
+        "the namespace is applied first"
+    );
+    let ns = find(&out, "Namespace", "sluice-team");
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+    assert_eq!(ns["metadata"]["ownerReferences"][0]["kind"], "Workspace");
+    assert_eq!(ns["metadata"]["ownerReferences"][0]["controller"], true);
+
+    let quota = find(&out, "ResourceQuota", "sluice-quota");
+    assert_eq!(
+        quota["spec"]["hard"],
+        json!({"requests.cpu": "4", "requests.memory": "8Gi", "pods": "20"})
+    );
+    let limits = find(&out, "LimitRange", "sluice-limits");
+    assert_eq!(
+        limits["spec"]["limits"][0]["defaultRequest"],
+        json!({"cpu": "200m", "memory": "256Mi"})
+    );
+    assert_eq!(
+        limits["spec"]["limits"][0]["default"],
+        json!({"cpu": "1", "memory": "512Mi"})
+    );
+
+    let editors = find(&out, "RoleBinding", "sluice-editors");
+    assert_eq!(editors["roleRef"]["name"], "sluice-editor");
+    assert_eq!(
+        editors["subjects"],
+        json!([
+            {"kind": "User", "name": "ann@example.com", "apiGroup": "rbac.authorization.k8s.io"},
+            {"kind": "ServiceAccount", "name": "deployer", "namespace": "ci"},
+        ])
+    );
+    let viewers = find(&out, "RoleBinding", "sluice-viewers");
+    assert_eq!(viewers["subjects"][0]["name"], "analysts");
+    for o in &out {
+        assert_eq!(
+            o.body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "sluice-operator",
+            "{}",
+            o.key()
+        );
+    }
+}
+
+#[test]
+fn workspace_gets_only_granted_data_source_secrets() {
+    let out = workspace_objects();
+    let secrets: Vec<&str> = out
+        .iter()
+        .filter(|o| o.resource.kind == "Secret")
+        .map(|o| o.name.as_str())
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            "sluice-ds-warehouse",
+            "sluice-ds-metrics",
+            "sluice-registry"
+        ],
+        "hr is granted to `people` only"
+    );
+    assert_eq!(
+        find(&out, "Secret", "sluice-registry")["type"],
+        "kubernetes.io/dockerconfigjson"
+    );
+}
+
+#[test]
+fn workspace_network_policies_deny_by_default() {
+    let out = workspace_objects();
+    let deny = find(&out, "NetworkPolicy", "default-deny");
+    assert_eq!(
+        deny["spec"],
+        json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
+    );
+
+    let ingress = find(&out, "NetworkPolicy", "sluice-gateway-ingress");
+    assert_eq!(
+        ingress["spec"]["podSelector"]["matchLabels"],
+        json!({"sluice.dev/role": "feed"})
+    );
+    assert_eq!(
+        ingress["spec"]["ingress"],
+        json!([{
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "sluice-system"}},
+                      "podSelector": {"matchLabels": {"app.kubernetes.io/name": "sluice-server"}}}],
+            "ports": [{"protocol": "TCP", "port": 8080}]
+        }])
+    );
+
+    let egress = &find(&out, "NetworkPolicy", "sluice-feed-egress")["spec"]["egress"];
+    let rules = egress.as_array().unwrap();
+    assert_eq!(rules.len(), 3, "DNS, warehouse, metrics; not hr: {egress}");
+    assert_eq!(
+        rules[0]["ports"],
+        json!([{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}])
+    );
+    assert_eq!(
+        rules[1],
+        json!({"to": [{"ipBlock": {"cidr": "10.20.0.0/24"}}], "ports": [{"protocol": "TCP", "port": 5432}]})
+    );
+    assert_eq!(
+        rules[2]["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    assert_eq!(
+        rules[2]["to"][0]["podSelector"]["matchLabels"],
+        json!({"app": "prometheus"})
+    );
+}
+
+fn sales() -> Feed {
+    load("feed-sales.yaml")
+}
+
+fn inputs(build_succeeded: bool) -> FeedInputs {
+    let f = sales();
+    FeedInputs {
+        workspace: "team".into(),
+        source: f.spec.source.inline.clone().unwrap(),
+        data_sources: load("datasources.yaml"),
+        build_succeeded,
+        build_failed: false,
+    }
+}
+
+#[test]
+fn feed_golden() {
+    let plan = feed::build(&sales(), &inputs(true), &settings()).unwrap();
+    golden("feed-sales.yaml", &plan.objects);
+}
+
+#[test]
+fn feed_before_its_build_has_only_the_source_and_the_build_job() {
+    let plan = feed::build(&sales(), &inputs(false), &settings()).unwrap();
+    let keys: Vec<String> = plan.objects.iter().map(Object::key).collect();
+    let job = feed::build_job_name(
+        "sales-by-region",
+        &feed::content_hash(&sales(), &inputs(false).source, &settings()),
+    );
+    assert_eq!(
+        keys,
+        [
+            "ConfigMap/sluice-team/sales-by-region-source".to_string(),
+            format!("Job/sluice-team/{job}"),
+        ]
+    );
+    assert!(!plan.image_ready);
+    assert_eq!(
+        plan.keep_names,
+        ["sales-by-region"],
+        "the live Deployment keeps serving while building"
+    );
+    assert_eq!(plan.revision, "7");
+    assert_eq!(
+        plan.url,
+        "https://sluice.example.com/feeds/team/sales-by-region"
+    );
+    assert!(
+        plan.image
+            .starts_with("registry.example.com/sluice/sluice-team/sales-by-region:")
+    );
+
+    let job = find(&plan.objects, "Job", &job);
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(
+        job["spec"]["template"]["metadata"]["labels"]["sluice.dev/role"],
+        "builder"
+    );
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(&args[..3], ["build", "--source", "/src/feed.py"]);
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--lock", "/src/requirements.lock"])
+    );
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--image", plan.image.as_str()])
+    );
+    assert_eq!(pod["volumes"][3]["secret"]["secretName"], "sluice-registry");
+    assert_restricted(pod);
+}
+
+#[test]
+fn feed_deployment_is_restricted_and_scaled() {
+    let plan = feed::build(&sales(), &inputs(true), &settings()).unwrap();
+    let d = find(&plan.objects, "Deployment", "sales-by-region");
+    let pod = &d["spec"]["template"]["spec"];
+    assert_restricted(pod);
+    assert!(
+        d["spec"].get("replicas").is_none(),
+        "the HPA owns replicas when min < max"
+    );
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], plan.image.as_str());
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(
+        c["resources"],
+        json!({"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}})
+    );
+    let env: BTreeMap<String, String> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(env["SLUICE_FEED"], "sales_by_region");
+    assert_eq!(env["SLUICE_CACHE"], "5m");
+    assert_eq!(env["SLUICE_REVISION"], "7");
+    assert_eq!(
+        pod["volumes"][1]["secret"]["secretName"],
+        "sluice-ds-warehouse"
+    );
+    assert_eq!(
+        d["spec"]["template"]["metadata"]["labels"]["sluice.dev/role"], "feed",
+        "the ingress policy selects on it"
+    );
+
+    let hpa = find(&plan.objects, "HorizontalPodAutoscaler", "sales-by-region");
+    assert_eq!(hpa["spec"]["minReplicas"], 2);
+    assert_eq!(hpa["spec"]["maxReplicas"], 6);
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"],
+        "4"
+    );
+
+    let svc = find(&plan.objects, "Service", "sales-by-region");
+    assert_eq!(
+        svc["spec"]["selector"],
+        json!({"sluice.dev/feed": "sales-by-region", "sluice.dev/track": "live"})
+    );
+    let canary = find(&plan.objects, "Deployment", "sales-by-region-canary");
+    assert_eq!(canary["spec"]["replicas"], 1);
+    assert_eq!(
+        canary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.com/sluice/sluice-team/sales-by-region:abc"
+    );
+    let csvc = find(&plan.objects, "Service", "sales-by-region-canary");
+    assert_eq!(csvc["metadata"]["annotations"]["sluice.dev/weight"], "10");
+    for o in &plan.objects {
+        assert_eq!(
+            o.body["metadata"]["ownerReferences"][0]["kind"],
+            "Feed",
+            "{}",
+            o.key()
+        );
+    }
+}
+
+#[test]
+fn fixed_scale_sets_replicas_and_a_given_image_skips_the_build() {
+    let mut f = sales();
+    f.spec.scaling.min_replicas = 3;
+    f.spec.scaling.max_replicas = 3;
+    f.spec.image = Some("registry.example.com/prebuilt:1".into());
+    f.spec.canary = None;
+    let plan = feed::build(&f, &inputs(false), &settings()).unwrap();
+    let kinds: Vec<&str> = plan
+        .objects
+        .iter()
+        .map(|o| o.resource.kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["ConfigMap", "Deployment", "Service"]);
+    assert!(plan.image_ready);
+    assert_eq!(
+        find(&plan.objects, "Deployment", "sales-by-region")["spec"]["replicas"],
+        3
+    );
+}
+
+#[test]
+fn the_revision_hash_follows_the_content() {
+    let s = settings();
+    let f = sales();
+    let a = feed::content_hash(&f, "x = 1", &s);
+    assert_eq!(
+        a,
+        feed::content_hash(&f, "x = 1", &s),
+        "same inputs, same hash"
+    );
+    assert_ne!(a, feed::content_hash(&f, "x = 2", &s));
+    let mut g = f.clone();
+    g.spec.lock = Some("numpy==2".into());
+    assert_ne!(a, feed::content_hash(&g, "x = 1", &s));
+    let mut g = f.clone();
+    g.spec.revision = Some("99".into());
+    assert_eq!(
+        a,
+        feed::content_hash(&g, "x = 1", &s),
+        "the control plane's revision label is not content"
+    );
+}
+
+#[test]
+fn ungranted_or_missing_data_sources_are_refused() {
+    let mut f = sales();
+    f.spec.data_sources = vec!["hr".into()];
+    assert_eq!(
+        feed::build(&f, &inputs(true), &settings()),
+        Err(Invalid::NotGranted("hr".into(), "team".into()))
+    );
+    f.spec.data_sources = vec!["nope".into()];
+    assert_eq!(
+        feed::build(&f, &inputs(true), &settings()),
+        Err(Invalid::MissingDataSource("nope".into()))
+    );
+}
+
+fn assert_restricted(pod: &Value) {
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    for c in pod["containers"].as_array().unwrap() {
+        let sc = &c["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["readOnlyRootFilesystem"], true);
+        assert_eq!(sc["runAsNonRoot"], true);
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    }
+}
