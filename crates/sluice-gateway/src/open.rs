@@ -1,7 +1,13 @@
 //! Feeds opened by the other protocols (OData, the PostgreSQL wire): the same concurrency
-//! limit, metrics and invocation log as `GET /feeds/{ws}/{feed}`, but the rows are handed
-//! over as Arrow batches for a query engine to work on instead of being encoded here.
+//! limit, metrics, result cache and invocation log as `GET /feeds/{ws}/{feed}`, but the
+//! rows are handed over as Arrow batches for a query engine to work on instead of being
+//! encoded here.
+//!
+//! The result cache of a feed declared with `cache=` is shared with `/feeds`: a call's
+//! rows are kept as the Arrow IPC stream `?format=arrow` would send, under the same key,
+//! so whichever protocol reads a feed first warms it for the others.
 
+use crate::cache::{MAX_ENTRY_BYTES, ResultCache, parse_ttl};
 use crate::feeds::Finish;
 use crate::state::{Gateway, module_of};
 use arrow_array::RecordBatch;
@@ -57,6 +63,13 @@ impl Gateway {
         request_id: &str,
     ) -> Result<OpenFeed> {
         let feed = rev.feed.as_str();
+        let ttl = rev
+            .signature
+            .cache
+            .as_deref()
+            .and_then(parse_ttl)
+            .filter(|t| !t.is_zero());
+        let cache_key = ttl.map(|_| ResultCache::key(rev.id, "arrow", &params_to_json(params)));
         let mut finish = Finish {
             gw: self.clone(),
             ws: ws.to_string(),
@@ -71,6 +84,28 @@ impl Gateway {
             permit: None,
             limiter: self.limiter(ws, feed),
         };
+        if let Some(key) = &cache_key
+            && let Some((body, rows)) = self.inner.cache.get(key)
+        {
+            match decode_ipc(&body) {
+                Ok((schema, batches)) => {
+                    self.inner
+                        .metrics
+                        .cache_hits
+                        .get_or_create(&crate::metrics::Metrics::feed(ws, feed))
+                        .inc();
+                    finish.rows.store(rows, Ordering::Relaxed);
+                    finish.done(200, None);
+                    return Ok(OpenFeed {
+                        schema,
+                        batches: futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
+                        enough: Arc::new(AtomicBool::new(true)),
+                        passthrough: true,
+                    });
+                }
+                Err(e) => tracing::warn!(feed, "cached result unreadable, calling the feed: {e}"),
+            }
+        }
         let exec = match finish.limiter.acquire(feed).await {
             Ok(p) => {
                 finish.permit = Some(p);
@@ -96,9 +131,18 @@ impl Gateway {
         // `result_schema`), but only once it has returned rows: a call with none (a
         // filter nothing matches) may type its Python columns as text.
         let remember = Some((self.clone(), rev.id, exec.schema.clone()));
+        // A cached feed's rows are kept while they stay small enough to cache, and stored
+        // once the call has ended well.
+        let keep = cache_key.zip(ttl).map(|(key, ttl)| Keep {
+            key,
+            ttl,
+            schema: exec.schema.clone(),
+            batches: Vec::new(),
+            bytes: 0,
+        });
         let batches = futures::stream::unfold(
-            (exec.batches, guard, remember),
-            |(mut batches, mut guard, mut remember)| async move {
+            (exec.batches, guard, remember, keep),
+            |(mut batches, mut guard, mut remember, mut keep)| async move {
                 let f = guard.finish.as_ref()?;
                 match batches.next().await {
                     Some(Ok(b)) => {
@@ -108,16 +152,28 @@ impl Gateway {
                         {
                             gw.remember_schema(id, &schema);
                         }
-                        Some((Ok(b), (batches, guard, remember)))
+                        if let Some(k) = &mut keep {
+                            k.bytes += b.get_array_memory_size();
+                            if k.bytes > MAX_ENTRY_BYTES {
+                                keep = None;
+                            } else if b.num_rows() > 0 {
+                                k.batches.push(b.clone());
+                            }
+                        }
+                        Some((Ok(b), (batches, guard, remember, keep)))
                     }
                     Some(Err(e)) => {
                         if let Some(f) = guard.finish.take() {
                             f.done(e.status(), Some(e.code.as_str()));
                         }
-                        Some((Err(e), (batches, guard, remember)))
+                        Some((Err(e), (batches, guard, remember, None)))
                     }
                     None => {
-                        guard.finish.take()?.done(200, None);
+                        let f = guard.finish.take()?;
+                        if let Some(k) = keep.take() {
+                            k.store(&f.gw, f.rows.load(Ordering::Relaxed));
+                        }
+                        f.done(200, None);
                         None
                     }
                 }
@@ -131,4 +187,41 @@ impl Gateway {
             passthrough: exec.passthrough,
         })
     }
+}
+
+/// The rows of a call of a cached feed, kept until it ends.
+struct Keep {
+    key: String,
+    ttl: std::time::Duration,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    /// In memory, which bounds the encoded size closely enough.
+    bytes: usize,
+}
+
+impl Keep {
+    fn store(self, gw: &Gateway, rows: u64) {
+        let encoded = (|| {
+            let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &self.schema)?;
+            for b in &self.batches {
+                w.write(b)?;
+            }
+            w.into_inner()
+        })();
+        match encoded {
+            Ok(body) => gw.inner.cache.put(self.key, body.into(), rows, self.ttl),
+            Err(e) => tracing::warn!("could not cache a result: {e}"),
+        }
+    }
+}
+
+/// A cached result (an Arrow IPC stream) as batches again.
+fn decode_ipc(
+    body: &bytes::Bytes,
+) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), arrow_schema::ArrowError> {
+    let reader =
+        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(body.as_ref()), None)?;
+    let schema = reader.schema();
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((schema, batches))
 }

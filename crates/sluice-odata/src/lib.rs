@@ -5,11 +5,14 @@
 //! Keys: a feed that declares `key=[...]` gets it; others get a generated `_row`
 //! property (see [`csdl::ROW_KEY`]). Paging: the whole result streams in one response
 //! unless the client sends `Prefer: odata.maxpagesize=N`; then each page ends with an
-//! absolute `@odata.nextLink` carrying every parameter and a `$skiptoken`.
+//! absolute `@odata.nextLink` carrying every parameter and a `$skiptoken` that names a
+//! server-side cursor, so a paged read calls the feed once (see [`cursor`]).
 
 pub mod csdl;
+pub mod cursor;
 pub mod filter;
 pub mod query;
 mod service;
 
-pub use service::router;
+pub use cursor::PagingConfig;
+pub use service::{router, router_with};

@@ -3,6 +3,7 @@
 //! (plus the page), `$select`.
 
 use crate::csdl::{Edm, EntitySet, ROW_KEY};
+use crate::cursor::SkipToken;
 use crate::filter::{self, CmpOp, Func, Literal, OrderBy, ParseError};
 use arrow_array::{Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -29,8 +30,9 @@ pub struct Options {
     pub top: Option<u64>,
     pub skip: u64,
     pub count: bool,
-    /// Rows of this query already delivered on earlier pages (our `$skiptoken`).
-    pub skiptoken: u64,
+    /// Rows of this query already delivered on earlier pages, and the cursor holding the
+    /// rest (our `$skiptoken`, see `cursor.rs`).
+    pub skiptoken: SkipToken,
 }
 
 /// Options we know and deliberately do not implement: 501, naming the option.
@@ -92,7 +94,15 @@ pub fn parse(pairs: &[(String, String)]) -> Result<(Options, Vec<(String, String
             "$orderby" => o.orderby = filter::parse_orderby(v).map_err(|e| parse_error(k, v, e))?,
             "$top" => o.top = Some(non_negative(k, v)?),
             "$skip" => o.skip = non_negative(k, v)?,
-            "$skiptoken" => o.skiptoken = non_negative(k, v)?,
+            "$skiptoken" => {
+                o.skiptoken = SkipToken::parse(v).ok_or_else(|| {
+                    invalid(
+                        k,
+                        v,
+                        "$skiptoken is not one this service issued: follow @odata.nextLink as given, or start again without $skiptoken",
+                    )
+                })?
+            }
             "$count" => {
                 o.count = match v.as_str() {
                     "true" => true,
@@ -257,9 +267,15 @@ pub fn df_error(e: datafusion::error::DataFusionError) -> Error {
     Error::internal(format!("the OData query failed: {root}"))
 }
 
-/// What to run: the rows of one page, or just the count.
+/// What to run over the filtered rows.
 pub enum Shape {
-    Page { size: Option<u64> },
+    /// The rows of the whole request (`$skip`, `$top` and the `$skiptoken` offset applied),
+    /// streamed in one response.
+    Rows,
+    /// The rows from position `from` of the filtered, ordered result (`$skip` is the
+    /// caller's to add), at most `fetch`: what a paging cursor holds.
+    Window { from: u64, fetch: Option<u64> },
+    /// Just the rows `$filter` keeps, to count them.
     Count,
 }
 
@@ -288,43 +304,40 @@ pub fn frame(
         let (e, _) = translate(set, e)?;
         df = df.filter(e).map_err(df_error)?;
     }
-    match shape {
-        Shape::Count => Ok(df),
-        Shape::Page { size } => {
-            if !opts.orderby.is_empty() {
-                let mut sort: Vec<SortExpr> = Vec::new();
-                for o in &opts.orderby {
-                    property(set, &o.property, "$orderby")?;
-                    // OData: null sorts before every other value when ascending.
-                    sort.push(ident(&o.property).sort(!o.descending, !o.descending));
-                }
-                df = df.sort(sort).map_err(df_error)?;
-            }
-            let skip = opts.skip + opts.skiptoken;
-            let remaining = opts.top.map(|t| t.saturating_sub(opts.skiptoken));
-            // One row more than the page to learn whether there is a next page.
-            let fetch = match (remaining, size) {
-                (Some(r), Some(s)) if r > s => Some(s + 1),
-                (Some(r), _) => Some(r),
-                (None, Some(s)) => Some(s + 1),
-                (None, None) => None,
-            };
-            if skip > 0 || fetch.is_some() {
-                df = df
-                    .limit(skip as usize, fetch.map(|f| f as usize))
-                    .map_err(df_error)?;
-            }
-            if let Some(names) = &opts.select {
-                let mut cols = Vec::new();
-                for n in names {
-                    property(set, n, "$select")?;
-                    cols.push(ident(n));
-                }
-                df = df.select(cols).map_err(df_error)?;
-            }
-            Ok(df)
+    let (skip, fetch) = match shape {
+        Shape::Count => return Ok(df),
+        Shape::Rows => {
+            let delivered = opts.skiptoken.offset;
+            (
+                opts.skip + delivered,
+                opts.top.map(|t| t.saturating_sub(delivered)),
+            )
         }
+        Shape::Window { from, fetch } => (from, fetch),
+    };
+    if !opts.orderby.is_empty() {
+        let mut sort: Vec<SortExpr> = Vec::new();
+        for o in &opts.orderby {
+            property(set, &o.property, "$orderby")?;
+            // OData: null sorts before every other value when ascending.
+            sort.push(ident(&o.property).sort(!o.descending, !o.descending));
+        }
+        df = df.sort(sort).map_err(df_error)?;
     }
+    if skip > 0 || fetch.is_some() {
+        df = df
+            .limit(skip as usize, fetch.map(|f| f as usize))
+            .map_err(df_error)?;
+    }
+    if let Some(names) = &opts.select {
+        let mut cols = Vec::new();
+        for n in names {
+            property(set, n, "$select")?;
+            cols.push(ident(n));
+        }
+        df = df.select(cols).map_err(df_error)?;
+    }
+    Ok(df)
 }
 
 fn ident(name: &str) -> Expr {

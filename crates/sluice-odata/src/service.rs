@@ -1,6 +1,7 @@
 //! The HTTP side: service document, `$metadata`, entity sets and `/$count`.
 
 use crate::csdl::{self, EntitySet};
+use crate::cursor::{self, Cursor, Cursors, End, Lookup, PagingConfig, SkipToken};
 use crate::query::{self, Options, Shape, df_error};
 use arrow_schema::SchemaRef;
 use axum::{
@@ -17,6 +18,7 @@ use sluice_core::{Code, Error, Result};
 use sluice_gateway::{Gateway, Principal, RESERVED_PARAMS, auth::query_pairs, request_id};
 use sluice_store::Revision;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 const JSON: &str = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
 
@@ -27,12 +29,20 @@ pub struct OData {
     /// feed stream without registering anything, and building a session (its function
     /// registry) per request would cost more than a small query.
     ctx: Arc<SessionContext>,
+    /// Server-side cursors of paged reads (see `cursor.rs`).
+    cursors: Arc<Cursors>,
 }
 
+/// The OData routes with the default paging limits.
 pub fn router(gw: Gateway) -> Router {
+    router_with(gw, PagingConfig::default())
+}
+
+pub fn router_with(gw: Gateway, paging: PagingConfig) -> Router {
     let state = OData {
         gw,
         ctx: Arc::new(SessionContext::new()),
+        cursors: Arc::new(Cursors::new(paging)),
     };
     Router::new()
         .route("/odata/{ws}", get(service_document))
@@ -271,7 +281,7 @@ fn max_page_size(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// The query string with `$skiptoken` replaced: OData clients follow the link as is.
-fn next_link(base: &str, set: &str, pairs: &[(String, String)], delivered: u64) -> String {
+fn next_link(base: &str, set: &str, pairs: &[(String, String)], token: &str) -> String {
     let mut q = String::new();
     for (k, v) in pairs.iter().filter(|(k, _)| k != "$skiptoken") {
         q.push_str(&encode(k));
@@ -279,7 +289,7 @@ fn next_link(base: &str, set: &str, pairs: &[(String, String)], delivered: u64) 
         q.push_str(&encode(v));
         q.push('&');
     }
-    format!("{base}/{set}?{q}$skiptoken={delivered}")
+    format!("{base}/{set}?{q}$skiptoken={token}")
 }
 
 /// Percent-encoding for query components; `$`, `'`, `(`, `)`, `,` and `:` stay readable.
@@ -318,35 +328,27 @@ async fn entity_set(
     .await
 }
 
-/// The rows of one page of an entity set.
+/// The rows of one page of an entity set: streamed in one response, or paged through a
+/// server-side cursor when the client asks for pages or follows a cursor's next link.
 async fn rows(od: &OData, ws: &str, req: Request, headers: &HeaderMap) -> Result<Response> {
     let rid = request_id(headers);
-    let total = if req.opts.count {
-        Some(count_rows(od, ws, &req, &rid).await?)
-    } else {
-        None
-    };
     let page = max_page_size(headers);
-    let open = od.gw.open_feed(ws, &req.rev, &req.params, &rid).await?;
-    let es = EntitySet::new(&req.rev.feed, &open.schema, &req.rev.signature.key);
-    // With $top or a page size, DataFusion stops reading the feed once it has the rows
-    // (and drops it before the response ends): that is a successful call, not a hang-up.
-    let enough = open.enough.clone();
-    if req.opts.top.is_some() || page.is_some() {
-        enough.store(true, std::sync::atomic::Ordering::Relaxed);
+    let res = if page.is_some() || req.opts.skiptoken.cursor.is_some() {
+        paged(od, ws, &req, page, &rid).await?
+    } else {
+        streamed(od, ws, &req, &rid).await?
+    };
+    let mut res = res;
+    if let Some(n) = page
+        && let Ok(v) = HeaderValue::from_str(&format!("odata.maxpagesize={n}"))
+    {
+        res.headers_mut().insert("preference-applied", v);
     }
-    let df = query::frame(
-        &od.ctx,
-        &es,
-        open.schema,
-        open.batches,
-        &req.opts,
-        Shape::Page { size: page },
-    )?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let stream = df.execute_stream().await.map_err(df_error)?;
+    Ok(res)
+}
 
-    let base = od.base(ws);
+/// `{"@odata.context":...,"@odata.count":n,"value":`
+fn head(od: &OData, ws: &str, req: &Request, count: Option<u64>) -> Vec<u8> {
     let select = req
         .opts
         .select
@@ -355,55 +357,234 @@ async fn rows(od: &OData, ws: &str, req: Request, headers: &HeaderMap) -> Result
         .unwrap_or_default();
     let mut head = format!(
         r#"{{"@odata.context":{}"#,
-        serde_json::Value::String(format!("{base}/$metadata#{}{select}", req.rev.feed))
+        serde_json::Value::String(format!(
+            "{}/$metadata#{}{select}",
+            od.base(ws),
+            req.rev.feed
+        ))
     );
-    if let Some(n) = total {
+    if let Some(n) = count {
         head.push_str(&format!(r#","@odata.count":{n}"#));
     }
     head.push_str(r#","value":"#);
+    head.into_bytes()
+}
 
-    // Pass at most `page` rows; one more means there is a next page.
-    let limit = page.unwrap_or(u64::MAX);
-    let delivered_before = req.opts.skiptoken;
-    let more = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let more_w = more.clone();
-    let mut seen = 0u64;
-    let rows = stream
-        .map_err(df_error)
-        .try_filter_map(move |b| {
-            let left = limit.saturating_sub(seen);
-            let n = b.num_rows() as u64;
-            let out = if n > left {
-                more_w.store(true, std::sync::atomic::Ordering::Relaxed);
-                (left > 0).then(|| b.slice(0, left as usize))
-            } else {
-                Some(b)
-            };
-            seen += out.as_ref().map_or(0, |b| b.num_rows() as u64);
-            futures::future::ready(Ok(out))
-        })
-        .boxed();
-    let pairs = req.pairs.clone();
-    let feed = req.rev.feed.clone();
-    let tail: sluice_gateway::encode::Tail = Box::new(move || {
-        enough.store(true, std::sync::atomic::Ordering::Relaxed);
-        if more.load(std::sync::atomic::Ordering::Relaxed) {
-            let link = next_link(&base, &feed, &pairs, delivered_before + limit);
-            format!(
-                r#","@odata.nextLink":{}}}"#,
-                serde_json::Value::String(link)
-            )
-            .into_bytes()
-        } else {
-            b"}".to_vec()
-        }
-    });
-    let body = sluice_gateway::encode::encode_wrapped(schema, rows, head.into_bytes(), tail);
-    let mut res = ok(JSON, Body::from_stream(body.fuse()));
-    if let Some(n) = page
-        && let Ok(v) = HeaderValue::from_str(&format!("odata.maxpagesize={n}"))
-    {
-        res.headers_mut().insert("preference-applied", v);
+fn tail(link: Option<String>) -> Vec<u8> {
+    match link {
+        Some(link) => format!(
+            r#","@odata.nextLink":{}}}"#,
+            serde_json::Value::String(link)
+        )
+        .into_bytes(),
+        None => b"}".to_vec(),
     }
-    Ok(res)
+}
+
+/// The whole result in one response, in constant memory: the rows stream from the feed
+/// through DataFusion to the client. A bare numeric `$skiptoken` (no cursor) skips rows.
+async fn streamed(od: &OData, ws: &str, req: &Request, rid: &str) -> Result<Response> {
+    let total = if req.opts.count {
+        Some(count_rows(od, ws, req, rid).await?)
+    } else {
+        None
+    };
+    let open = od.gw.open_feed(ws, &req.rev, &req.params, rid).await?;
+    let es = EntitySet::new(&req.rev.feed, &open.schema, &req.rev.signature.key);
+    // With $top, DataFusion stops reading the feed once it has the rows (and drops it
+    // before the response ends): that is a successful call, not a hang-up.
+    let enough = open.enough.clone();
+    if req.opts.top.is_some() {
+        enough.store(true, Ordering::Relaxed);
+    }
+    let df = query::frame(
+        &od.ctx,
+        &es,
+        open.schema,
+        open.batches,
+        &req.opts,
+        Shape::Rows,
+    )?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let stream = df.execute_stream().await.map_err(df_error)?;
+    let rows = stream.map_err(df_error).boxed();
+    let tail: sluice_gateway::encode::Tail = Box::new(move || {
+        enough.store(true, Ordering::Relaxed);
+        tail(None)
+    });
+    let body = sluice_gateway::encode::encode_wrapped(schema, rows, head(od, ws, req, total), tail);
+    Ok(ok(JSON, Body::from_stream(body.fuse())))
+}
+
+/// What identifies a read for its cursor: the feed, its parameters and every query option
+/// but `$skiptoken`. Not the revision: a read that started before a deploy finishes on the
+/// rows it started with, so its pages stay one consistent result.
+fn query_id(req: &Request) -> String {
+    let opts = Options {
+        skiptoken: SkipToken::default(),
+        ..req.opts.clone()
+    };
+    format!(
+        "{}\u{0}{}\u{0}{opts:?}",
+        req.rev.feed,
+        sluice_core::params::params_to_json(&req.params)
+    )
+}
+
+/// Call the feed once and start filling a cursor with the query's rows from position
+/// `from` (of the filtered, ordered result; `$skip` included).
+async fn start_cursor(
+    od: &OData,
+    ws: &str,
+    req: &Request,
+    owner: &str,
+    query_id: &str,
+    from: u64,
+    rid: &str,
+) -> Result<Arc<Cursor>> {
+    let open = od.gw.open_feed(ws, &req.rev, &req.params, rid).await?;
+    // A cursor may stop reading on purpose ($top, its byte budget, eviction): a success.
+    open.enough.store(true, Ordering::Relaxed);
+    let es = EntitySet::new(&req.rev.feed, &open.schema, &req.rev.signature.key);
+    // With $count=true the cursor keeps every row after `from`: counting them all is one
+    // read of the feed, which this one is.
+    let fetch = match (req.opts.count, req.opts.top) {
+        (false, Some(t)) => Some((req.opts.skip + t).saturating_sub(from)),
+        _ => None,
+    };
+    let df = query::frame(
+        &od.ctx,
+        &es,
+        open.schema,
+        open.batches,
+        &req.opts,
+        Shape::Window { from, fetch },
+    )?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let stream = df.execute_stream().await.map_err(df_error)?;
+    let c = od
+        .cursors
+        .create(owner.to_string(), query_id.to_string(), schema, from);
+    tokio::spawn(cursor::fill(
+        od.cursors.clone(),
+        c.clone(),
+        stream.map_err(df_error).boxed(),
+    ));
+    Ok(c)
+}
+
+/// One page of a paged read, from the read's cursor; the first page (or a page whose
+/// cursor has expired, or lies past the rows its cursor could hold) calls the feed once
+/// and starts a cursor from that position.
+async fn paged(
+    od: &OData,
+    ws: &str,
+    req: &Request,
+    page: Option<u64>,
+    rid: &str,
+) -> Result<Response> {
+    let owner = cursor::owner_of(&req.principal);
+    let qid = query_id(req);
+    let token = &req.opts.skiptoken;
+    // Positions in the filtered, ordered result: this page starts at `start`; `$top` ends
+    // the read at `limit`; the page ends at `want` unless the rows end first.
+    let start = req.opts.skip + token.offset;
+    let limit = req.opts.top.map_or(u64::MAX, |t| req.opts.skip + t);
+    let want = page
+        .map_or(u64::MAX, |p| start.saturating_add(p))
+        .min(limit);
+    // One row past the page tells whether there is a next page.
+    let need = if want >= limit { want } else { want + 1 };
+
+    let mut found = match &token.cursor {
+        Some(id) => match od.cursors.lookup(id, &owner, &qid)? {
+            Lookup::Found(c) if c.base <= start => Some(c),
+            _ => None,
+        },
+        None => None,
+    };
+    let mut attempts = 0;
+    let (c, batches, page_end, more) = loop {
+        let c = match found.take() {
+            Some(c) => c,
+            None => {
+                attempts += 1;
+                if attempts > 2 {
+                    return Err(Error::new(
+                        Code::RuntimeUnavailable,
+                        "the server could not keep this page's rows (its paging memory is taken by other reads): retry the request",
+                    ));
+                }
+                start_cursor(od, ws, req, &owner, &qid, start, rid).await?
+            }
+        };
+        let out = c
+            .when(need, |f| {
+                let held = c.base + f.rows;
+                if let End::Failed(e) = &f.end
+                    && held < need
+                {
+                    return Err(e.clone());
+                }
+                if start >= held && !matches!(f.end, End::Done) {
+                    // Truncated before this page: a new call from here.
+                    return Ok(None);
+                }
+                let page_end = want.min(held).max(start);
+                let more = page_end < limit
+                    && (held > page_end || matches!(f.end, End::Open | End::Truncated));
+                Ok(Some((
+                    cursor::slice(f, c.base, start, page_end),
+                    page_end,
+                    more,
+                )))
+            })
+            .await?;
+        if let Some((batches, page_end, more)) = out {
+            break (c, batches, page_end, more);
+        }
+    };
+
+    let total = if req.opts.count {
+        Some(count_of(od, ws, req, &c, rid).await?)
+    } else {
+        None
+    };
+    let link = if more {
+        let token = SkipToken::format(page_end - req.opts.skip, &c.id);
+        Some(next_link(&od.base(ws), &req.rev.feed, &req.pairs, &token))
+    } else {
+        // The read is over: free its rows now rather than at expiry.
+        od.cursors.remove(&c.id);
+        None
+    };
+    let rows = futures::stream::iter(batches.into_iter().map(Ok)).boxed();
+    let tail: sluice_gateway::encode::Tail = Box::new(move || tail(link));
+    let body = sluice_gateway::encode::encode_wrapped(
+        c.schema.clone(),
+        rows,
+        head(od, ws, req, total),
+        tail,
+    );
+    Ok(ok(JSON, Body::from_stream(body.fuse())))
+}
+
+/// `@odata.count` of a paged read: known from the cursor once it holds every row from the
+/// first one; otherwise counted by one more call, and remembered for the next pages.
+async fn count_of(od: &OData, ws: &str, req: &Request, c: &Cursor, rid: &str) -> Result<u64> {
+    if let Some(n) = *c.count.lock().expect("count lock") {
+        return Ok(n);
+    }
+    let whole = if c.base == 0 {
+        c.when(u64::MAX, |f| matches!(f.end, End::Done).then_some(f.rows))
+            .await
+    } else {
+        None
+    };
+    let n = match whole {
+        Some(n) => n,
+        None => count_rows(od, ws, req, rid).await?,
+    };
+    *c.count.lock().expect("count lock") = Some(n);
+    Ok(n)
 }

@@ -430,3 +430,241 @@ fn odata_client_npm_reads_whole_feeds_following_next_links() {
         "npm ci in crates/sluice/tests/clients; test.sh does",
     );
 }
+
+const NUMBERS_FEED: &str = r#"
+import sluice
+
+@sluice.feed(key=["i"])
+def numbers(n: int = 2500):
+    """Numbers with a value that repeats, so an order by it needs the key to be total."""
+    return [{"i": i, "sq": i * i % 97, "name": f"n{i}"} for i in range(n)]
+
+@sluice.feed(cache="5m", key=["i"])
+def cached_numbers(n: int = 700):
+    """The same, declared cacheable."""
+    return [{"i": i, "sq": i * i % 97} for i in range(n)]
+"#;
+
+/// Invocation records of a feed (after the recorder has written them).
+fn invocations(server: &Server, feed: &str) -> Vec<Value> {
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let (status, logs) = server.http().json(
+        &format!("/api/v1/workspaces/demo/feeds/{feed}/logs?limit=1000"),
+        ADMIN_KEY,
+    );
+    assert_eq!(status, 200, "{logs}");
+    logs.as_array().unwrap().clone()
+}
+
+/// A counter of `/metrics` for one feed (0 when absent).
+fn metric(server: &Server, name: &str, feed: &str) -> u64 {
+    let text = server
+        .http()
+        .get("/metrics")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let prefix = format!("{name}{{workspace=\"demo\",feed=\"{feed}\"");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// One page: its rows, its next link and its count.
+fn page(url: &str, key: &str, size: Option<u64>) -> (u16, Value) {
+    let mut r = reqwest::blocking::Client::new()
+        .get(url)
+        .basic_auth("", Some(key));
+    if let Some(n) = size {
+        r = r.header("Prefer", format!("odata.maxpagesize={n}"));
+    }
+    let r = r.send().unwrap();
+    let status = r.status().as_u16();
+    one_odata_version(&r);
+    (status, r.json().unwrap())
+}
+
+/// Follow next links from `url` to the end; the rows and the number of pages.
+fn read_all(url: &str, key: &str, size: u64) -> (Vec<Value>, usize, Vec<Value>) {
+    let mut rows = Vec::new();
+    let mut pages = 0;
+    let mut bodies = Vec::new();
+    let mut next = Some(url.to_string());
+    while let Some(url) = next {
+        let (status, body) = page(&url, key, Some(size));
+        assert_eq!(status, 200, "{url}: {body}");
+        let got = body["value"].as_array().unwrap();
+        assert!(
+            got.len() as u64 <= size,
+            "a page holds at most maxpagesize rows"
+        );
+        rows.extend(got.iter().cloned());
+        pages += 1;
+        next = body["@odata.nextLink"].as_str().map(str::to_string);
+        bodies.push(body);
+        assert!(pages < 1000, "paging must end");
+    }
+    (rows, pages, bodies)
+}
+
+#[test]
+fn paged_reads_call_the_feed_once_and_cursors_belong_to_their_key() {
+    let server = Server::start(Opts::default());
+    let (status, body) = server
+        .http()
+        .deploy(ADMIN_KEY, "demo", "numbers.py", NUMBERS_FEED);
+    assert_eq!(status, 201, "{body}");
+    let q = form_urlencoded_pairs("n=2000&$filter=sq lt 60&$orderby=sq desc,i&$select=i,sq");
+    let url = format!("{}/odata/demo/numbers?{q}", server.url);
+
+    // The whole result in one response, streamed.
+    let (status, all) = page(&url, ADMIN_KEY, None);
+    assert_eq!(status, 200, "{all}");
+    let all = all["value"].as_array().unwrap().clone();
+    assert!(all.len() > 500, "{}", all.len());
+    assert_eq!(invocations(&server, "numbers").len(), 1);
+
+    // Page by page: the pages together are the same rows, and the feed ran once more.
+    let (rows, pages, bodies) = read_all(&url, ADMIN_KEY, 100);
+    assert_eq!(rows, all);
+    assert_eq!(pages, all.len().div_ceil(100));
+    let next = bodies[0]["@odata.nextLink"].as_str().unwrap();
+    assert!(
+        next.contains("n=2000")
+            && next.contains("$select=i,sq")
+            && next.contains("$skiptoken=100."),
+        "{next}"
+    );
+    let calls = invocations(&server, "numbers");
+    assert_eq!(
+        calls.len(),
+        2,
+        "a paged read calls the feed once: {calls:?}"
+    );
+    assert!(calls.iter().all(|c| c["status"] == 200), "{calls:?}");
+    assert_eq!(metric(&server, "sluice_feed_requests_total", "numbers"), 2);
+
+    // $count=true with pages: the count of the whole result on every page, still one call.
+    let counted = format!("{url}&$count=true&$top=950");
+    let (rows, pages, bodies) = read_all(&counted, ADMIN_KEY, 300);
+    assert_eq!(rows, all[..950]);
+    assert_eq!(pages, 4);
+    for b in &bodies {
+        assert_eq!(b["@odata.count"], all.len(), "{b}");
+    }
+    assert_eq!(invocations(&server, "numbers").len(), 3);
+
+    // A cursor belongs to the key that started the read: another key of the workspace
+    // is refused, by name of the option and with what to do.
+    let http = server.http();
+    let (st, viewer) = http.post(
+        "/api/v1/keys",
+        ADMIN_KEY,
+        serde_json::json!({"name": "excel", "role": "viewer", "workspace": "demo"}),
+    );
+    assert_eq!(st, 201, "{viewer}");
+    let viewer = viewer["secret"].as_str().unwrap().to_string();
+    let (_, first) = page(&url, ADMIN_KEY, Some(100));
+    let next = first["@odata.nextLink"].as_str().unwrap().to_string();
+    let (status, problem) = page(&next, &viewer, Some(100));
+    assert_eq!(status, 403, "{problem}");
+    assert_eq!(problem["code"], "forbidden");
+    let msg = problem["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("another key") && msg.contains("without $skiptoken"),
+        "{msg}"
+    );
+    // The viewer's own read works; the owner's link still works after the refusal.
+    let (rows, _, _) = read_all(&url, &viewer, 500);
+    assert_eq!(rows, all);
+    let (status, second) = page(&next, ADMIN_KEY, Some(100));
+    assert_eq!(status, 200);
+    assert_eq!(second["value"].as_array().unwrap()[..], all[100..200]);
+    // A token used with other query options is refused, not answered with wrong rows.
+    let other = next.replace("sq%20lt%2060", "sq%20lt%2061");
+    assert_ne!(other, next);
+    let (status, problem) = page(&other, ADMIN_KEY, Some(100));
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("another query")
+    );
+
+    // An expired or unknown cursor: the feed runs again from that position, and the rows
+    // are still the right ones (a new cursor carries the rest of the read).
+    let before = invocations(&server, "numbers").len();
+    let gone = format!("{url}&$skiptoken=250.{}", "0".repeat(32));
+    let (rows, pages, bodies) = read_all(&gone, ADMIN_KEY, 100);
+    assert_eq!(rows, all[250..]);
+    assert_eq!(pages, (all.len() - 250).div_ceil(100));
+    let relinked = bodies[0]["@odata.nextLink"].as_str().unwrap();
+    assert!(
+        relinked.contains("$skiptoken=350.") && !relinked.contains(&"0".repeat(32)),
+        "{relinked}"
+    );
+    assert_eq!(invocations(&server, "numbers").len(), before + 1);
+    // The bare numeric form of earlier versions still works, without a cursor.
+    let tail = all.len() - 10;
+    let (status, body) = page(&format!("{url}&$skiptoken={tail}"), ADMIN_KEY, None);
+    assert_eq!(status, 200);
+    assert_eq!(body["value"].as_array().unwrap()[..], all[tail..]);
+    // Tokens this service never issues are refused by name.
+    let (status, problem) = page(&format!("{url}&$skiptoken=abc"), ADMIN_KEY, Some(100));
+    assert_eq!(status, 400, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("$skiptoken"));
+    server.stop();
+}
+
+#[test]
+fn odata_reads_use_the_feed_result_cache() {
+    let server = Server::start(Opts::default());
+    let (status, body) = server
+        .http()
+        .deploy(ADMIN_KEY, "demo", "numbers.py", NUMBERS_FEED);
+    assert_eq!(status, 201, "{body}");
+    let url = format!(
+        "{}/odata/demo/cached_numbers?{}",
+        server.url,
+        form_urlencoded_pairs("$orderby=sq,i")
+    );
+    let (first, _, _) = read_all(&url, ADMIN_KEY, 250);
+    assert_eq!(first.len(), 700);
+    assert_eq!(
+        metric(&server, "sluice_feed_cache_hits_total", "cached_numbers"),
+        0
+    );
+    // Within the feed's cache=5m, another read (paged or not) does not call it.
+    let (again, _, _) = read_all(&url, ADMIN_KEY, 100);
+    assert_eq!(again, first);
+    let (_, whole) = page(&url, ADMIN_KEY, None);
+    assert_eq!(whole["value"].as_array().unwrap()[..], first[..]);
+    assert_eq!(
+        metric(&server, "sluice_feed_cache_hits_total", "cached_numbers"),
+        2
+    );
+    // The cache is the one /feeds uses: the Arrow result is warm already.
+    let r = server
+        .http()
+        .get("/feeds/demo/cached_numbers?format=arrow")
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-sluice-cache"], "hit");
+    // Another parameter value is another entry.
+    let (_, other) = page(
+        &format!("{}/odata/demo/cached_numbers?n=3", server.url),
+        ADMIN_KEY,
+        None,
+    );
+    assert_eq!(other["value"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        metric(&server, "sluice_feed_cache_hits_total", "cached_numbers"),
+        3
+    );
+    server.stop();
+}
