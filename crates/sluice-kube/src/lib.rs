@@ -7,5 +7,8 @@
 //! the gateway or the local runtime: the control plane talks to it only through Feed objects.
 
 pub mod build;
+pub mod conditions;
 pub mod crd;
 pub mod crdgen;
+pub mod metrics;
+pub mod reconcile;

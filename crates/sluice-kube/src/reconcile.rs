@@ -1,0 +1,544 @@
+//! Reconcile: dereference → build (pure, [`crate::build`]) → apply → sweep → status.
+//!
+//! Everything here is the thin IO shell around the build steps: reads of what an object refers
+//! to, server-side apply of what the build step produced (one field manager, forced, so the
+//! operator owns exactly the fields it sets), deletion of objects it made earlier that the
+//! build no longer produces (the orphan sweep), then a status patch and an Event. The
+//! `tests/reconcile.rs` scenario mock asserts every request these functions make.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy,
+};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalized, finalizer};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::build::feed::{self, FeedInputs, FeedPlan};
+use crate::build::workspace::{self, WorkspaceInputs, namespace_of};
+use crate::build::{FIELD_MANAGER, LABEL_FEED, Object, Settings};
+use crate::conditions::{condition, merge};
+use crate::crd::{DataSource, Feed, FeedStatus, Workspace, WorkspaceStatus};
+use crate::metrics::Metrics;
+
+/// The finalizer the operator puts on Feeds and Workspaces.
+pub const FINALIZER: &str = "sluice.dev/cleanup";
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// The operator's namespace (where the registry push Secret is).
+    pub namespace: String,
+    /// Clock for condition times; a test pins it.
+    pub now: fn() -> String,
+    /// Consecutive failures per object, for the error policy's backoff.
+    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+/// Why a reconcile failed. `category()` is a bounded metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("feed source: {0}")]
+    Source(String),
+}
+
+impl Error {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "transport",
+            Error::Finalizer(_) => "finalizer",
+            Error::Source(_) => "source",
+        }
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Server-side apply of one built object.
+pub async fn apply(client: &Client, obj: &Object) -> Result<DynamicObject, kube::Error> {
+    let api: Api<DynamicObject> = match &obj.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &obj.resource),
+        None => Api::all_with(client.clone(), &obj.resource),
+    };
+    api.patch(
+        &obj.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&obj.body),
+    )
+    .await
+}
+
+async fn publish(
+    ctx: &Context,
+    obj: &impl Resource<DynamicType = ()>,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    // An event that cannot be written is not worth failing the reconcile for.
+    if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish event");
+    }
+}
+
+/// Reconcile one Feed (the controller's entry point).
+pub async fn reconcile_feed(feed: Arc<Feed>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.timer("feed");
+    let ns = feed.namespace().unwrap_or_default();
+    let api: Api<Feed> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, feed, |event| async {
+        match event {
+            Finalized::Apply(feed) => apply_feed(&feed, &ctx).await,
+            Finalized::Cleanup(feed) => cleanup_feed(&feed, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .record("feed", result.as_ref().err().map(Error::category));
+    result
+}
+
+async fn feed_inputs(feed: &Feed, ctx: &Context) -> Result<FeedInputs, Error> {
+    let ns = feed.namespace().unwrap_or_default();
+    let client = &ctx.client;
+    let namespace = Api::<Namespace>::all(client.clone()).get_opt(&ns).await?;
+    let workspace = namespace
+        .and_then(|n| n.labels().get(crate::build::LABEL_WORKSPACE).cloned())
+        .unwrap_or_else(|| ns.trim_start_matches("sluice-").to_string());
+    let source = match (&feed.spec.source.inline, &feed.spec.source.config_map_ref) {
+        (Some(text), _) => text.clone(),
+        (None, Some(r)) => {
+            let key = r.key.clone().unwrap_or_else(|| "feed.py".into());
+            let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                .get_opt(&r.name)
+                .await?;
+            cm.and_then(|cm| cm.data.and_then(|mut d| d.remove(&key)))
+                .ok_or_else(|| {
+                    Error::Source(format!("ConfigMap {}/{} has no key {key}", ns, r.name))
+                })?
+        }
+        (None, None) => return Err(Error::Source("the feed has no source".into())),
+    };
+    let mut data_sources = Vec::new();
+    for name in &feed.spec.data_sources {
+        if let Some(ds) = Api::<DataSource>::all(client.clone()).get_opt(name).await? {
+            data_sources.push(ds);
+        }
+    }
+    let mut inputs = FeedInputs {
+        workspace,
+        source,
+        data_sources,
+        ..Default::default()
+    };
+    if feed.spec.image.is_none() {
+        let hash = feed::content_hash(feed, &inputs.source, &ctx.settings);
+        let job = Api::<Job>::namespaced(client.clone(), &ns)
+            .get_opt(&feed::build_job_name(&feed.name_any(), &hash))
+            .await?;
+        let status = job.and_then(|j| j.status).unwrap_or_default();
+        inputs.build_succeeded = status.succeeded.unwrap_or(0) > 0;
+        inputs.build_failed = status
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Failed" && c.status == "True");
+    }
+    Ok(inputs)
+}
+
+async fn apply_feed(feed: &Feed, ctx: &Context) -> Result<Action, Error> {
+    let inputs = feed_inputs(feed, ctx).await?;
+    let old = feed.status.clone().unwrap_or_default();
+    let generation = feed.metadata.generation;
+    let plan = match feed::build(feed, &inputs, &ctx.settings) {
+        Ok(plan) => plan,
+        Err(invalid) => {
+            let conditions = vec![
+                condition("Deployed", false, invalid.reason(), invalid.to_string()),
+                condition("Ready", false, invalid.reason(), invalid.to_string()),
+            ];
+            let status = FeedStatus {
+                conditions: merge(&old.conditions, conditions, generation, &(ctx.now)()),
+                observed_generation: generation,
+                ..old.clone()
+            };
+            patch_feed_status(feed, ctx, &status).await?;
+            publish(ctx, feed, true, invalid.reason(), invalid.to_string()).await;
+            // Nothing to retry until someone changes the feed or the data source.
+            return Ok(Action::requeue(Duration::from_secs(300)));
+        }
+    };
+
+    let mut deployment = None;
+    for obj in &plan.objects {
+        let applied = apply(&ctx.client, obj).await?;
+        if obj.resource.kind == "Deployment" && obj.name == feed.name_any() {
+            deployment = Some(applied);
+        }
+    }
+    sweep_feed(feed, &plan, ctx).await?;
+
+    let status = feed_status(
+        feed,
+        &inputs,
+        &plan,
+        deployment.as_ref(),
+        &old,
+        &(ctx.now)(),
+    );
+    patch_feed_status(feed, ctx, &status).await?;
+    if old.revision.as_deref() != Some(plan.revision.as_str()) && plan.image_ready {
+        publish(
+            ctx,
+            feed,
+            false,
+            "Deployed",
+            format!("revision {} is deployed as {}", plan.revision, plan.image),
+        )
+        .await;
+    }
+    if inputs.build_failed {
+        publish(
+            ctx,
+            feed,
+            true,
+            "BuildFailed",
+            format!("the build of {} failed; see its Job's logs", plan.image),
+        )
+        .await;
+    }
+    Ok(if plan.image_ready {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        // The Job is watched too; this is only a safety net.
+        Action::requeue(Duration::from_secs(30))
+    })
+}
+
+/// The status a feed gets once its plan was applied.
+pub fn feed_status(
+    feed: &Feed,
+    inputs: &FeedInputs,
+    plan: &FeedPlan,
+    deployment: Option<&DynamicObject>,
+    old: &FeedStatus,
+    now: &str,
+) -> FeedStatus {
+    let ready_replicas = deployment
+        .and_then(|d| d.data["status"]["readyReplicas"].as_i64())
+        .unwrap_or(0) as i32;
+    let replicas = deployment
+        .and_then(|d| d.data["status"]["replicas"].as_i64())
+        .unwrap_or(0) as i32;
+    let built = if plan.image_ready {
+        condition("Built", true, "ImageReady", format!("image {}", plan.image))
+    } else if inputs.build_failed {
+        condition(
+            "Built",
+            false,
+            "BuildFailed",
+            "the build Job failed; see its logs",
+        )
+    } else {
+        condition(
+            "Built",
+            false,
+            "Building",
+            format!("building {}", plan.image),
+        )
+    };
+    let deployed = if plan.image_ready {
+        condition(
+            "Deployed",
+            true,
+            "Applied",
+            format!("revision {}", plan.revision),
+        )
+    } else {
+        condition(
+            "Deployed",
+            false,
+            "WaitingForBuild",
+            "the image is not built yet",
+        )
+    };
+    let scale_to_zero = feed.spec.scaling.scale_to_zero;
+    let ready = if !plan.image_ready {
+        condition("Ready", false, "WaitingForBuild", "")
+    } else if ready_replicas > 0 {
+        condition(
+            "Ready",
+            true,
+            "Available",
+            format!("{ready_replicas} pods ready"),
+        )
+    } else if scale_to_zero {
+        condition(
+            "Ready",
+            true,
+            "ScaledToZero",
+            "the gateway starts a pod on the next call",
+        )
+    } else {
+        condition("Ready", false, "PodsNotReady", "no pod is ready yet")
+    };
+    let (revision, image) = if plan.image_ready {
+        (Some(plan.revision.clone()), Some(plan.image.clone()))
+    } else {
+        (old.revision.clone(), old.image.clone())
+    };
+    let image_digest = image
+        .as_deref()
+        .and_then(|i| i.split_once('@'))
+        .map(|(_, d)| d.to_string())
+        .or_else(|| old.image_digest.clone().filter(|_| image == old.image));
+    FeedStatus {
+        observed_generation: feed.metadata.generation,
+        revision,
+        image,
+        image_digest,
+        url: Some(plan.url.clone()),
+        replicas: Some(replicas),
+        ready_replicas: Some(ready_replicas),
+        conditions: merge(
+            &old.conditions,
+            vec![built, deployed, ready],
+            feed.metadata.generation,
+            now,
+        ),
+    }
+}
+
+async fn patch_feed_status(feed: &Feed, ctx: &Context, status: &FeedStatus) -> Result<(), Error> {
+    let api: Api<Feed> = Api::namespaced(ctx.client.clone(), &feed.namespace().unwrap_or_default());
+    let body = json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "Feed",
+        "metadata": {"name": feed.name_any()}, "status": status});
+    api.patch_status(
+        &feed.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Delete what this operator made for a feed that the current plan no longer has: the build
+/// Jobs of old revisions, a removed canary, an autoscaler of a feed that became fixed-size.
+async fn sweep_feed(feed: &Feed, plan: &FeedPlan, ctx: &Context) -> Result<(), Error> {
+    let ns = feed.namespace().unwrap_or_default();
+    let selector = format!(
+        "{LABEL_FEED}={},{}={}",
+        feed.name_any(),
+        crate::build::MANAGED_BY.0,
+        crate::build::MANAGED_BY.1
+    );
+    let lp = ListParams::default().labels(&selector);
+    let wanted = |kind: &str, name: &str| {
+        plan.keep_names.iter().any(|k| k == name)
+            || plan
+                .objects
+                .iter()
+                .any(|o| o.resource.kind == kind && o.name == name)
+    };
+    macro_rules! sweep {
+        ($kind:ty) => {{
+            let api: Api<$kind> = Api::namespaced(ctx.client.clone(), &ns);
+            let kind = <$kind as Resource>::kind(&());
+            for o in api.list_metadata(&lp).await? {
+                let name = o.name_any();
+                if !wanted(&kind, &name) && o.metadata.deletion_timestamp.is_none() {
+                    tracing::info!(%kind, %ns, %name, "deleting orphan");
+                    api.delete(&name, &DeleteParams::background()).await?;
+                }
+            }
+        }};
+    }
+    sweep!(Deployment);
+    sweep!(Service);
+    sweep!(Job);
+    sweep!(HorizontalPodAutoscaler);
+    Ok(())
+}
+
+async fn cleanup_feed(feed: &Feed, ctx: &Context) -> Result<Action, Error> {
+    // Owner references would let the garbage collector do this too; deleting in the
+    // foreground here means the feed is gone only once its pods stopped serving.
+    let ns = feed.namespace().unwrap_or_default();
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Foreground),
+        ..Default::default()
+    };
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    for suffix in ["", "-canary"] {
+        let name = format!("{}{suffix}", feed.name_any());
+        ignore_not_found(deployments.delete(&name, &dp).await.map(|_| ()))?;
+        ignore_not_found(services.delete(&name, &dp).await.map(|_| ()))?;
+    }
+    publish(
+        ctx,
+        feed,
+        false,
+        "Deleted",
+        "the feed's pods and services are deleted".into(),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+fn ignore_not_found(r: Result<(), kube::Error>) -> Result<(), kube::Error> {
+    match r {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        other => other,
+    }
+}
+
+/// Reconcile one Workspace (the controller's entry point).
+pub async fn reconcile_workspace(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.timer("workspace");
+    let api: Api<Workspace> = Api::all(ctx.client.clone());
+    let result = finalizer(&api, FINALIZER, ws, |event| async {
+        match event {
+            Finalized::Apply(ws) => apply_workspace(&ws, &ctx).await,
+            Finalized::Cleanup(ws) => cleanup_workspace(&ws, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .record("workspace", result.as_ref().err().map(Error::category));
+    result
+}
+
+async fn apply_workspace(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
+    let name = ws.name_any();
+    let client = &ctx.client;
+    let mut inputs = WorkspaceInputs::default();
+    for ds in Api::<DataSource>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+    {
+        if !workspace::grants(&ds, &name) {
+            continue;
+        }
+        let r = &ds.spec.secret_ref;
+        let secret = Api::<Secret>::namespaced(client.clone(), &r.namespace)
+            .get_opt(&r.name)
+            .await?;
+        inputs.data_sources.push((ds, secret));
+    }
+    if let Some(s) = &ctx.settings.registry_secret {
+        inputs.registry_secret = Api::<Secret>::namespaced(client.clone(), &ctx.namespace)
+            .get_opt(s)
+            .await?;
+    }
+    for obj in workspace::build(ws, &inputs, &ctx.settings) {
+        apply(client, &obj).await?;
+    }
+    let missing: Vec<String> = inputs
+        .data_sources
+        .iter()
+        .filter(|(_, s)| s.is_none())
+        .map(|(ds, _)| ds.name_any())
+        .collect();
+    let ready = if missing.is_empty() {
+        condition(
+            "Ready",
+            true,
+            "Applied",
+            "namespace, quota, RBAC and network policies are applied",
+        )
+    } else {
+        condition(
+            "Ready",
+            false,
+            "SecretMissing",
+            format!("the Secrets of data sources {missing:?} do not exist"),
+        )
+    };
+    let old = ws.status.clone().unwrap_or_default();
+    let status = WorkspaceStatus {
+        observed_generation: ws.metadata.generation,
+        namespace: Some(namespace_of(ws)),
+        data_sources: inputs
+            .data_sources
+            .iter()
+            .map(|(d, _)| d.name_any())
+            .collect(),
+        conditions: merge(
+            &old.conditions,
+            vec![ready],
+            ws.metadata.generation,
+            &(ctx.now)(),
+        ),
+    };
+    let body = json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "Workspace",
+        "metadata": {"name": name}, "status": status});
+    Api::<Workspace>::all(client.clone())
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+async fn cleanup_workspace(ws: &Workspace, ctx: &Context) -> Result<Action, Error> {
+    let ns = namespace_of(ws);
+    ignore_not_found(
+        Api::<Namespace>::all(ctx.client.clone())
+            .delete(&ns, &DeleteParams::background())
+            .await
+            .map(|_| ()),
+    )?;
+    Ok(Action::await_change())
+}
+
+/// Back off per object: 5 s, doubling to 5 min. Other objects keep their own pace.
+pub fn backoff(failures: u32) -> Duration {
+    let secs = 5u64.saturating_mul(1u64 << failures.min(6));
+    Duration::from_secs(secs.min(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let s: Vec<u64> = (0..9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(s, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    }
+}

@@ -1,0 +1,619 @@
+//! Reconcile against a scenario mock of the API server: every request the operator makes is
+//! asserted in order (method, path, query, field manager, content type, body), and answered
+//! the way a real API server would. A request the scenario does not expect blocks the
+//! reconcile, which fails the test by timeout; a missing one fails the scenario.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{Value, json};
+use sluice_kube::build::Settings;
+use sluice_kube::build::feed::{build_job_name, content_hash};
+use sluice_kube::crd::{Feed, Workspace};
+use sluice_kube::metrics::Metrics;
+use sluice_kube::reconcile::{self, Context};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+const NOW: &str = "2026-01-02T03:04:05Z";
+
+fn context() -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "sluice-operator".into(),
+            instance: None,
+        },
+    );
+    let settings = Settings {
+        gateway_url: "https://sluice.example.com".into(),
+        registry: "registry.example.com/sluice".into(),
+        ..Settings::default()
+    };
+    let ctx = Context {
+        client,
+        settings,
+        recorder,
+        metrics: Metrics::default(),
+        namespace: "sluice-system".into(),
+        now: || NOW.to_string(),
+        failures: Default::default(),
+    };
+    (Arc::new(ctx), handle)
+}
+
+/// One expected request.
+struct Step {
+    method: &'static str,
+    path: String,
+    reply_status: u16,
+    reply: Value,
+}
+
+fn step(method: &'static str, path: impl Into<String>, reply: Value) -> Step {
+    Step {
+        method,
+        path: path.into(),
+        reply_status: 200,
+        reply,
+    }
+}
+
+fn not_found(method: &'static str, path: impl Into<String>) -> Step {
+    Step {
+        method,
+        path: path.into(),
+        reply_status: 404,
+        reply: json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+    }
+}
+
+/// A request as it was seen, for the assertions after the scenario.
+#[derive(Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    query: BTreeMap<String, String>,
+    content_type: String,
+    body: Value,
+}
+
+async fn serve(mut handle: Handle, steps: Vec<Step>) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    for (i, s) in steps.into_iter().enumerate() {
+        let (req, send) = handle
+            .next_request()
+            .await
+            .unwrap_or_else(|| panic!("request {i} ({} {}) was never made", s.method, s.path));
+        let (parts, body) = req.into_parts();
+        let query: BTreeMap<String, String> =
+            form_urlencoded_pairs(parts.uri.query().unwrap_or(""));
+        let bytes = body.collect_bytes().await.unwrap();
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        assert_eq!(
+            (parts.method.as_str(), parts.uri.path()),
+            (s.method, s.path.as_str()),
+            "request {i}: {} {}",
+            parts.method,
+            parts.uri
+        );
+        let reply = if s.method == "PATCH" && s.reply.is_null() {
+            body.clone()
+        } else {
+            s.reply
+        };
+        send.send_response(
+            Response::builder()
+                .status(s.reply_status)
+                .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                .unwrap(),
+        );
+        seen.push(Seen {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            query,
+            content_type: parts
+                .headers
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default(),
+            body,
+        });
+    }
+    seen
+}
+
+fn form_urlencoded_pairs(q: &str) -> BTreeMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (
+                k.to_string(),
+                v.replace("%3D", "=")
+                    .replace("%2C", ",")
+                    .replace("%2F", "/"),
+            )
+        })
+        .collect()
+}
+
+async fn run<F, T>(reconcile: F, handle: Handle, steps: Vec<Step>) -> (T, Vec<Seen>)
+where
+    F: std::future::Future<Output = T>,
+{
+    tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(reconcile, serve(handle, steps))
+    })
+    .await
+    .expect("the reconcile made a request the scenario does not expect, or never finished")
+}
+
+fn feed(spec: Value, status: Option<Value>) -> Feed {
+    serde_json::from_value(feed_value(spec, status)).unwrap()
+}
+
+/// A Feed as the API server returns it (the reply to a finalizer or status patch).
+fn feed_value(spec: Value, status: Option<Value>) -> Value {
+    let mut v = json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Feed",
+        "metadata": {"name": "sales", "namespace": "sluice-team", "uid": "u-feed", "generation": 4,
+                     "resourceVersion": "10", "finalizers": ["sluice.dev/cleanup"]},
+        "spec": spec,
+    });
+    if let Some(s) = status {
+        v["status"] = s;
+    }
+    v
+}
+
+fn namespace() -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sluice-team", "labels": {"sluice.dev/workspace": "team"}}})
+}
+
+fn warehouse(workspaces: &[&str]) -> Value {
+    json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "DataSource",
+           "metadata": {"name": "warehouse", "uid": "u-ds"},
+           "spec": {"type": "postgres", "secretRef": {"name": "warehouse", "namespace": "sluice-system"},
+                    "workspaces": workspaces, "egress": {"cidrs": ["10.1.0.0/16"], "ports": [5432]}}})
+}
+
+fn metadata_list(names: &[&str]) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {},
+           "items": names.iter().map(|n| json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": n}})).collect::<Vec<_>>()})
+}
+
+const NS: &str = "/api/v1/namespaces/sluice-team";
+const APPS: &str = "/apis/apps/v1/namespaces/sluice-team";
+const BATCH: &str = "/apis/batch/v1/namespaces/sluice-team";
+const HPA: &str = "/apis/autoscaling/v2/namespaces/sluice-team";
+const FEEDS: &str = "/apis/sluice.dev/v1alpha1/namespaces/sluice-team/feeds";
+
+fn spec() -> Value {
+    json!({"source": {"inline": "import sluice\n"}, "dataSources": ["warehouse"]})
+}
+
+fn job_name(f: &Feed) -> String {
+    build_job_name(
+        "sales",
+        &content_hash(f, "import sluice\n", &context().0.settings),
+    )
+}
+
+fn assert_applied(s: &Seen, kind: &str, name: &str) {
+    assert_eq!(
+        s.content_type, "application/apply-patch+yaml",
+        "{} {}",
+        s.method, s.path
+    );
+    assert_eq!(
+        s.query.get("fieldManager").map(String::as_str),
+        Some("sluice-operator"),
+        "{}",
+        s.path
+    );
+    assert_eq!(
+        s.query.get("force").map(String::as_str),
+        Some("true"),
+        "{}",
+        s.path
+    );
+    assert_eq!(s.body["kind"], kind, "{}", s.path);
+    assert_eq!(s.body["metadata"]["name"], name, "{}", s.path);
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_new_feed_gets_its_finalizer_first() {
+    let (ctx, handle) = context();
+    let mut f = feed(spec(), None);
+    f.metadata.finalizers = None;
+    let steps = vec![step(
+        "PATCH",
+        format!("{FEEDS}/sales"),
+        feed_value(spec(), None),
+    )];
+    let (result, seen) = run(reconcile::reconcile_feed(Arc::new(f), ctx), handle, steps).await;
+    result.unwrap();
+    assert_eq!(seen[0].content_type, "application/json-patch+json");
+    let ops = serde_json::to_string(&seen[0].body).unwrap();
+    assert!(
+        ops.contains(r#""path":"/metadata/finalizers""#) && ops.contains("sluice.dev/cleanup"),
+        "{ops}"
+    );
+}
+
+#[tokio::test]
+async fn a_feed_whose_image_is_not_built_gets_a_build_job_and_old_things_are_swept() {
+    let (ctx, handle) = context();
+    let f = feed(spec(), None);
+    let job = job_name(&f);
+    let selector = "sluice.dev/feed=sales,app.kubernetes.io/managed-by=sluice-operator";
+    let steps = vec![
+        step("GET", NS, namespace()),
+        step(
+            "GET",
+            "/apis/sluice.dev/v1alpha1/datasources/warehouse",
+            warehouse(&["team"]),
+        ),
+        not_found("GET", format!("{BATCH}/jobs/{job}")),
+        step(
+            "PATCH",
+            format!("{NS}/configmaps/sales-source"),
+            Value::Null,
+        ),
+        step("PATCH", format!("{BATCH}/jobs/{job}"), Value::Null),
+        // The live Deployment keeps serving while the build runs; the old canary goes.
+        step(
+            "GET",
+            format!("{APPS}/deployments"),
+            metadata_list(&["sales", "sales-canary"]),
+        ),
+        step(
+            "DELETE",
+            format!("{APPS}/deployments/sales-canary"),
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        ),
+        step("GET", format!("{NS}/services"), metadata_list(&["sales"])),
+        step(
+            "GET",
+            format!("{BATCH}/jobs"),
+            metadata_list(&["sales-build-00000000", &job]),
+        ),
+        step(
+            "DELETE",
+            format!("{BATCH}/jobs/sales-build-00000000"),
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        ),
+        step(
+            "GET",
+            format!("{HPA}/horizontalpodautoscalers"),
+            metadata_list(&[]),
+        ),
+        step(
+            "PATCH",
+            format!("{FEEDS}/sales/status"),
+            feed_value(spec(), None),
+        ),
+    ];
+    let (result, seen) = run(
+        reconcile::reconcile_feed(Arc::new(f), ctx.clone()),
+        handle,
+        steps,
+    )
+    .await;
+    result.unwrap();
+    assert_applied(&seen[3], "ConfigMap", "sales-source");
+    assert_eq!(seen[3].body["data"]["feed.py"], "import sluice\n");
+    assert_applied(&seen[4], "Job", &job);
+    assert_eq!(
+        seen[4].body["metadata"]["ownerReferences"][0]["uid"],
+        "u-feed"
+    );
+    assert_eq!(seen[5].query["labelSelector"], selector);
+    assert_eq!(seen[6].query.get("propagationPolicy"), None);
+    let status = &seen[11];
+    assert_applied(status, "Feed", "sales");
+    let st = &status.body["status"];
+    assert_eq!(st["observedGeneration"], 4);
+    assert_eq!(st["url"], "https://sluice.example.com/feeds/team/sales");
+    assert_eq!(condition(st, "Built")["reason"], "Building");
+    assert_eq!(condition(st, "Built")["status"], "False");
+    assert_eq!(condition(st, "Built")["observedGeneration"], 4);
+    assert_eq!(condition(st, "Built")["lastTransitionTime"], NOW);
+    assert_eq!(condition(st, "Ready")["reason"], "WaitingForBuild");
+    assert!(st.get("revision").is_none(), "nothing is served yet");
+    assert!(
+        ctx.metrics
+            .render()
+            .contains(r#"sluice_operator_reconciles_total{kind="feed",result="ok"} 1"#)
+    );
+}
+
+#[tokio::test]
+async fn a_built_feed_is_deployed_reports_ready_and_records_an_event() {
+    let (ctx, handle) = context();
+    let f = feed(spec(), None);
+    let job = job_name(&f);
+    let hash = content_hash(&f, "import sluice\n", &ctx.settings);
+    let steps = vec![
+        step("GET", NS, namespace()),
+        step(
+            "GET",
+            "/apis/sluice.dev/v1alpha1/datasources/warehouse",
+            warehouse(&["team"]),
+        ),
+        step(
+            "GET",
+            format!("{BATCH}/jobs/{job}"),
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job}, "status": {"succeeded": 1}}),
+        ),
+        step(
+            "PATCH",
+            format!("{NS}/configmaps/sales-source"),
+            Value::Null,
+        ),
+        step("PATCH", format!("{BATCH}/jobs/{job}"), Value::Null),
+        step(
+            "PATCH",
+            format!("{APPS}/deployments/sales"),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "sales"}, "status": {"replicas": 1, "readyReplicas": 1}}),
+        ),
+        step("PATCH", format!("{NS}/services/sales"), Value::Null),
+        step(
+            "GET",
+            format!("{APPS}/deployments"),
+            metadata_list(&["sales"]),
+        ),
+        step("GET", format!("{NS}/services"), metadata_list(&["sales"])),
+        step("GET", format!("{BATCH}/jobs"), metadata_list(&[&job])),
+        step(
+            "GET",
+            format!("{HPA}/horizontalpodautoscalers"),
+            metadata_list(&[]),
+        ),
+        step(
+            "PATCH",
+            format!("{FEEDS}/sales/status"),
+            feed_value(spec(), None),
+        ),
+        step(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/sluice-team/events",
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": null}),
+        ),
+    ];
+    let (result, seen) = run(reconcile::reconcile_feed(Arc::new(f), ctx), handle, steps).await;
+    result.unwrap();
+    assert_applied(&seen[5], "Deployment", "sales");
+    let pod = &seen[5].body["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["image"],
+        format!("registry.example.com/sluice/sluice-team/sales:{hash}")
+    );
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
+    assert_applied(&seen[6], "Service", "sales");
+    let st = &seen[11].body["status"];
+    assert_eq!(st["revision"], hash.as_str());
+    assert_eq!(st["readyReplicas"], 1);
+    for (t, reason) in [
+        ("Built", "ImageReady"),
+        ("Deployed", "Applied"),
+        ("Ready", "Available"),
+    ] {
+        assert_eq!(condition(st, t)["status"], "True", "{t}");
+        assert_eq!(condition(st, t)["reason"], reason, "{t}");
+    }
+    let ev = &seen[12].body;
+    assert_eq!(ev["reason"], "Deployed");
+    assert_eq!(ev["type"], "Normal");
+    assert_eq!(ev["regarding"]["kind"], "Feed");
+    assert_eq!(ev["regarding"]["name"], "sales");
+    assert_eq!(ev["reportingController"], "sluice-operator");
+}
+
+#[tokio::test]
+async fn a_feed_using_an_ungranted_data_source_is_refused_in_its_status() {
+    let (ctx, handle) = context();
+    let old = json!({"conditions": [{"type": "Ready", "status": "False", "reason": "DataSourceNotGranted", "message": "", "lastTransitionTime": "2020-01-01T00:00:00Z"}]});
+    let f = feed(spec(), Some(old));
+    let job = job_name(&f);
+    let steps = vec![
+        step("GET", NS, namespace()),
+        step(
+            "GET",
+            "/apis/sluice.dev/v1alpha1/datasources/warehouse",
+            warehouse(&["finance"]),
+        ),
+        not_found("GET", format!("{BATCH}/jobs/{job}")),
+        step(
+            "PATCH",
+            format!("{FEEDS}/sales/status"),
+            feed_value(spec(), None),
+        ),
+        step(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/sluice-team/events",
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}}),
+        ),
+    ];
+    let (result, seen) = run(reconcile::reconcile_feed(Arc::new(f), ctx), handle, steps).await;
+    result.unwrap();
+    let st = &seen[3].body["status"];
+    let deployed = condition(st, "Deployed");
+    assert_eq!(deployed["status"], "False");
+    assert_eq!(deployed["reason"], "DataSourceNotGranted");
+    assert!(
+        deployed["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"warehouse\" is not granted to workspace \"team\"")
+    );
+    assert_eq!(
+        condition(st, "Ready")["lastTransitionTime"],
+        "2020-01-01T00:00:00Z",
+        "same status keeps its time"
+    );
+    assert_eq!(seen[4].body["type"], "Warning");
+    assert_eq!(seen[4].body["reason"], "DataSourceNotGranted");
+}
+
+#[tokio::test]
+async fn deleting_a_feed_removes_its_pods_then_its_finalizer() {
+    let (ctx, handle) = context();
+    let mut f = feed(spec(), None);
+    f.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-01-01T00:00:00Z".parse().unwrap(),
+    ));
+    let ok = json!({"kind": "Status", "apiVersion": "v1", "status": "Success"});
+    let steps = vec![
+        step("DELETE", format!("{APPS}/deployments/sales"), ok.clone()),
+        not_found("DELETE", format!("{NS}/services/sales")),
+        not_found("DELETE", format!("{APPS}/deployments/sales-canary")),
+        not_found("DELETE", format!("{NS}/services/sales-canary")),
+        step(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/sluice-team/events",
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}}),
+        ),
+        step("PATCH", format!("{FEEDS}/sales"), feed_value(spec(), None)),
+    ];
+    let (result, seen) = run(reconcile::reconcile_feed(Arc::new(f), ctx), handle, steps).await;
+    result.unwrap();
+    assert_eq!(seen[0].body["propagationPolicy"], "Foreground");
+    assert_eq!(seen[5].content_type, "application/json-patch+json");
+    let ops = serde_json::to_string(&seen[5].body).unwrap();
+    assert!(
+        ops.contains(r#""op":"remove""#) && ops.contains("/metadata/finalizers"),
+        "{ops}"
+    );
+}
+
+#[tokio::test]
+async fn an_api_error_is_reported_with_its_category() {
+    let (ctx, handle) = context();
+    let f = feed(spec(), None);
+    let steps = vec![Step {
+        method: "GET",
+        path: NS.into(),
+        reply_status: 500,
+        reply: json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcd is down"}),
+    }];
+    let (result, _) = run(
+        reconcile::reconcile_feed(Arc::new(f), ctx.clone()),
+        handle,
+        steps,
+    )
+    .await;
+    let err = result.unwrap_err();
+    assert!(err.to_string().contains("etcd is down"), "{err}");
+    assert!(ctx.metrics.render().contains(
+        r#"sluice_operator_reconcile_failures_total{kind="feed",category="finalizer"} 1"#
+    ));
+}
+
+#[tokio::test]
+async fn a_workspace_applies_its_namespace_first_and_copies_only_granted_secrets() {
+    let (ctx, handle) = context();
+    let ws: Workspace = serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Workspace",
+        "metadata": {"name": "team", "uid": "u-ws", "generation": 1, "finalizers": ["sluice.dev/cleanup"]},
+        "spec": {"members": [{"kind": "User", "name": "ann", "role": "editor"}]}
+    })).unwrap();
+    let mut hr = warehouse(&["people"]);
+    hr["metadata"]["name"] = "hr".into();
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "warehouse", "namespace": "sluice-system"}, "data": {"url": "cG9zdGdyZXM6Ly8="}});
+    let mut steps = vec![
+        step(
+            "GET",
+            "/apis/sluice.dev/v1alpha1/datasources",
+            json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "DataSourceList", "metadata": {}, "items": [warehouse(&["team"]), hr]}),
+        ),
+        step(
+            "GET",
+            "/api/v1/namespaces/sluice-system/secrets/warehouse",
+            secret,
+        ),
+        step("PATCH", "/api/v1/namespaces/sluice-team", Value::Null),
+        step(
+            "PATCH",
+            format!("{NS}/limitranges/sluice-limits"),
+            Value::Null,
+        ),
+        step(
+            "PATCH",
+            format!("{NS}/serviceaccounts/sluice-feed"),
+            Value::Null,
+        ),
+        step(
+            "PATCH",
+            format!("{NS}/serviceaccounts/sluice-builder"),
+            Value::Null,
+        ),
+        step(
+            "PATCH",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/sluice-team/rolebindings/sluice-editors",
+            Value::Null,
+        ),
+        step(
+            "PATCH",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/sluice-team/rolebindings/sluice-viewers",
+            Value::Null,
+        ),
+        step(
+            "PATCH",
+            format!("{NS}/secrets/sluice-ds-warehouse"),
+            Value::Null,
+        ),
+    ];
+    for np in [
+        "default-deny",
+        "sluice-gateway-ingress",
+        "sluice-feed-egress",
+        "sluice-builder-egress",
+    ] {
+        steps.push(step(
+            "PATCH",
+            format!("/apis/networking.k8s.io/v1/namespaces/sluice-team/networkpolicies/{np}"),
+            Value::Null,
+        ));
+    }
+    steps.push(step("PATCH", "/apis/sluice.dev/v1alpha1/workspaces/team/status", json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "Workspace", "metadata": {"name": "team"}, "spec": {}})));
+    let (result, seen) = run(
+        reconcile::reconcile_workspace(Arc::new(ws), ctx),
+        handle,
+        steps,
+    )
+    .await;
+    result.unwrap();
+    for s in &seen[2..] {
+        assert_eq!(s.query["fieldManager"], "sluice-operator");
+    }
+    assert_eq!(seen[8].body["data"]["url"], "cG9zdGdyZXM6Ly8=");
+    let st = &seen.last().unwrap().body["status"];
+    assert_eq!(st["namespace"], "sluice-team");
+    assert_eq!(st["dataSources"], json!(["warehouse"]));
+    assert_eq!(condition(st, "Ready")["status"], "True");
+}
