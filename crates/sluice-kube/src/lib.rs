@@ -10,5 +10,7 @@ pub mod build;
 pub mod conditions;
 pub mod crd;
 pub mod crdgen;
+pub mod lease;
 pub mod metrics;
+pub mod operator;
 pub mod reconcile;
