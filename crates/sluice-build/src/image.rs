@@ -1,0 +1,395 @@
+//! One feed image: the base image's layers, a dependency layer keyed by the lock's hash (so
+//! revisions with the same lock share it, and a code-only change never runs uv), and a code
+//! layer; then an OCI config and manifest. Every blob the registry already has is skipped.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::layer::{self, File, Layer};
+use crate::registry::{self, DOCKER_LIST, ImageRef, OCI_INDEX, OCI_MANIFEST, Registry};
+
+/// Where the code and the dependencies go in the image.
+pub const FEED_DIR: &str = "/opt/sluice/feed";
+pub const DEPS_DIR: &str = "/opt/sluice/deps";
+const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// Fixed creation time: the same inputs give the same digest.
+const CREATED: &str = "1970-01-01T00:00:00Z";
+
+/// Everything one build needs, already read from files.
+pub struct BuildInput {
+    pub base: ImageRef,
+    pub image: ImageRef,
+    pub feed: String,
+    pub source: Vec<u8>,
+    pub lock: Option<Vec<u8>>,
+    /// Dependencies already installed (instead of running uv), keyed by the lock all the same.
+    pub deps_dir: Option<PathBuf>,
+    /// Scratch space for uv.
+    pub work_dir: PathBuf,
+    /// The uv binary and the target of the wheels it picks.
+    pub uv: String,
+    pub python_version: String,
+    pub python_platform: String,
+    /// Registry connections; the same one twice when base and image share a host.
+    pub base_registry: std::sync::Arc<Registry>,
+    pub registry: std::sync::Arc<Registry>,
+}
+
+/// What a build did; the test asserts on it and `sluice build` prints it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Report {
+    pub digest: String,
+    pub pushed_blobs: usize,
+    pub skipped_blobs: usize,
+    pub deps_cached: bool,
+    pub layers: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("base image {0}: {1}")]
+    Base(String, String),
+    #[error("uv: {0}")]
+    Uv(String),
+}
+
+/// The key of a dependency layer: the lock and where its wheels must run.
+pub fn lock_hash(lock: &[u8], python_version: &str, platform: &str) -> String {
+    let mut key = lock.to_vec();
+    key.extend_from_slice(format!("\n{python_version}\n{platform}").as_bytes());
+    layer::sha256(&key)["sha256:".len()..][..16].to_string()
+}
+
+async fn ensure_blob(
+    input: &BuildInput,
+    report: &mut Report,
+    digest: &str,
+    bytes: impl AsyncFnOnce() -> Result<Vec<u8>, Error>,
+) -> Result<(), Error> {
+    let repo = &input.image.repository;
+    if input.registry.blob_exists(repo, digest).await? {
+        report.skipped_blobs += 1;
+        return Ok(());
+    }
+    if input.base.registry == input.image.registry
+        && input
+            .registry
+            .mount_blob(repo, digest, &input.base.repository)
+            .await?
+    {
+        report.skipped_blobs += 1;
+        return Ok(());
+    }
+    let bytes = bytes().await?;
+    input.registry.put_blob(repo, digest, &bytes).await?;
+    report.pushed_blobs += 1;
+    Ok(())
+}
+
+/// Resolve the base image to one linux/amd64 manifest and its config.
+async fn base_image(input: &BuildInput) -> Result<(Value, Value), Error> {
+    let b = &input.base;
+    let reg = &input.base_registry;
+    let bad = |m: &str| Error::Base(b.to_string(), m.to_string());
+    let (bytes, media, _) = reg
+        .get_manifest(&b.repository, &b.reference)
+        .await?
+        .ok_or_else(|| bad("not found"))?;
+    let mut manifest: Value = serde_json::from_slice(&bytes).map_err(|e| bad(&e.to_string()))?;
+    if media.starts_with(OCI_INDEX) || media.starts_with(DOCKER_LIST) {
+        let entry = manifest["manifests"]
+            .as_array()
+            .and_then(|m| {
+                m.iter().find(|e| {
+                    e["platform"]["os"] == "linux" && e["platform"]["architecture"] == "amd64"
+                })
+            })
+            .ok_or_else(|| bad("no linux/amd64 image in its index"))?;
+        let digest = entry["digest"].as_str().unwrap_or_default().to_string();
+        let (bytes, _, _) = reg
+            .get_manifest(&b.repository, &digest)
+            .await?
+            .ok_or_else(|| bad("index entry missing"))?;
+        manifest = serde_json::from_slice(&bytes).map_err(|e| bad(&e.to_string()))?;
+    }
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .ok_or_else(|| bad("manifest without config"))?;
+    let config: Value = serde_json::from_slice(&reg.get_blob(&b.repository, config_digest).await?)
+        .map_err(|e| bad(&e.to_string()))?;
+    Ok((manifest, config))
+}
+
+/// The dependency layer: found in the registry under `deps-<lock hash>`, or built and pushed.
+async fn deps_layer(
+    input: &BuildInput,
+    lock: &[u8],
+    report: &mut Report,
+) -> Result<(String, String, u64), Error> {
+    let key = lock_hash(lock, &input.python_version, &input.python_platform);
+    let tag = format!("deps-{key}");
+    let repo = &input.image.repository;
+    if let Some((bytes, _, _)) = input.registry.get_manifest(repo, &tag).await? {
+        let m: Value = serde_json::from_slice(&bytes).map_err(|e| Error::Uv(e.to_string()))?;
+        let cfg: Value = serde_json::from_slice(
+            &input
+                .registry
+                .get_blob(repo, m["config"]["digest"].as_str().unwrap_or_default())
+                .await?,
+        )
+        .map_err(|e| Error::Uv(e.to_string()))?;
+        if let (Some(l), Some(diff)) = (
+            m["layers"][0].as_object(),
+            cfg["rootfs"]["diff_ids"][0].as_str(),
+        ) {
+            report.deps_cached = true;
+            eprintln!("deps: reusing the layer of lock {key}");
+            return Ok((
+                l["digest"].as_str().unwrap_or_default().into(),
+                diff.into(),
+                l["size"].as_u64().unwrap_or(0),
+            ));
+        }
+    }
+    let dir = match &input.deps_dir {
+        Some(d) => d.clone(),
+        None => install_with_uv(input, lock, &key).await?,
+    };
+    let layer = layer::from_dir(&dir, DEPS_DIR)?;
+    eprintln!(
+        "deps: built a {} byte layer for lock {key}",
+        layer.bytes.len()
+    );
+    ensure_blob(input, report, &layer.digest, async || {
+        Ok(layer.bytes.clone())
+    })
+    .await?;
+    // A one-layer image under deps-<key> is how the next build finds this layer.
+    let config = json!({"architecture": "amd64", "os": "linux", "created": CREATED,
+        "config": {}, "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}});
+    let config = serde_json::to_vec(&config).expect("json");
+    let config_digest = layer::sha256(&config);
+    ensure_blob(input, report, &config_digest, async || Ok(config.clone())).await?;
+    let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": CONFIG, "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": LAYER_GZIP, "digest": layer.digest, "size": layer.bytes.len()}]});
+    input
+        .registry
+        .put_manifest(
+            repo,
+            &tag,
+            OCI_MANIFEST,
+            &serde_json::to_vec(&manifest).expect("json"),
+        )
+        .await?;
+    Ok((layer.digest, layer.diff_id, layer.bytes.len() as u64))
+}
+
+async fn install_with_uv(input: &BuildInput, lock: &[u8], key: &str) -> Result<PathBuf, Error> {
+    let dir = input.work_dir.join(format!("deps-{key}"));
+    let lock_path = input.work_dir.join(format!("lock-{key}.txt"));
+    tokio::fs::create_dir_all(&input.work_dir).await?;
+    tokio::fs::write(&lock_path, lock).await?;
+    eprintln!(
+        "deps: uv pip install for Python {} on {}",
+        input.python_version, input.python_platform
+    );
+    let out = tokio::process::Command::new(&input.uv)
+        .args([
+            "pip",
+            "install",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--no-compile",
+        ])
+        .args([
+            "--python-version",
+            &input.python_version,
+            "--python-platform",
+            &input.python_platform,
+        ])
+        .arg("--target")
+        .arg(&dir)
+        .arg("-r")
+        .arg(&lock_path)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| Error::Uv(format!("cannot run {}: {e}", input.uv)))?;
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        return Err(Error::Uv(format!("uv pip install failed ({})", out.status)));
+    }
+    Ok(dir)
+}
+
+fn code_layer(input: &BuildInput) -> std::io::Result<Layer> {
+    layer::from_files(vec![File {
+        path: format!("{FEED_DIR}/feed.py"),
+        mode: 0o644,
+        contents: input.source.clone(),
+    }])
+}
+
+/// Build and push one image; returns what was done.
+pub async fn build(input: &BuildInput) -> Result<Report, Error> {
+    let mut report = Report::default();
+    let (base_manifest, base_config) = base_image(input).await?;
+    let mut layers: Vec<Value> = Vec::new();
+    for l in base_manifest["layers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let digest = l["digest"].as_str().unwrap_or_default().to_string();
+        ensure_blob(input, &mut report, &digest, async || {
+            Ok(input
+                .base_registry
+                .get_blob(&input.base.repository, &digest)
+                .await?)
+        })
+        .await?;
+        let media = l["mediaType"].as_str().unwrap_or(LAYER_GZIP);
+        let media = if media.contains("docker") {
+            LAYER_GZIP
+        } else {
+            media
+        };
+        layers.push(json!({"mediaType": media, "digest": digest, "size": l["size"]}));
+    }
+    eprintln!("base: {} with {} layers", input.base, layers.len());
+    let mut diff_ids: Vec<Value> = base_config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut history: Vec<Value> = base_config["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+
+    if let Some(lock) = &input.lock {
+        let (digest, diff_id, size) = deps_layer(input, lock, &mut report).await?;
+        layers.push(json!({"mediaType": LAYER_GZIP, "digest": digest, "size": size}));
+        diff_ids.push(diff_id.into());
+        history.push(json!({"created": CREATED, "created_by": "sluice build: dependencies (uv)"}));
+    }
+    let code = code_layer(input)?;
+    ensure_blob(input, &mut report, &code.digest, async || {
+        Ok(code.bytes.clone())
+    })
+    .await?;
+    layers.push(json!({"mediaType": LAYER_GZIP, "digest": code.digest, "size": code.bytes.len()}));
+    diff_ids.push(code.diff_id.clone().into());
+    history.push(
+        json!({"created": CREATED, "created_by": format!("sluice build: feed {}", input.feed)}),
+    );
+
+    let mut cfg = base_config["config"].clone();
+    if !cfg.is_object() {
+        cfg = json!({});
+    }
+    let mut env: Vec<Value> = cfg["Env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| !e.as_str().unwrap_or("").starts_with("PYTHONPATH="))
+        .collect();
+    env.push(format!("PYTHONPATH={DEPS_DIR}").into());
+    env.push(format!("SLUICE_FEED_MODULE={FEED_DIR}/feed.py").into());
+    env.push(format!("SLUICE_FEED={}", input.feed).into());
+    cfg["Env"] = env.into();
+    cfg["Entrypoint"] = json!(["sluice", "agent"]);
+    cfg["Cmd"] = json!([]);
+    cfg["User"] = "65532:65532".into();
+    cfg["WorkingDir"] = FEED_DIR.into();
+    cfg["ExposedPorts"] = json!({"8080/tcp": {}});
+    let mut labels = cfg["Labels"].as_object().cloned().unwrap_or_default();
+    labels.insert("dev.sluice.feed".into(), input.feed.clone().into());
+    labels.insert(
+        "org.opencontainers.image.base.name".into(),
+        input.base.to_string().into(),
+    );
+    cfg["Labels"] = labels.into();
+    let config = json!({
+        "architecture": base_config["architecture"].as_str().unwrap_or("amd64"),
+        "os": base_config["os"].as_str().unwrap_or("linux"),
+        "created": CREATED,
+        "config": cfg,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
+    });
+    let config = serde_json::to_vec(&config).expect("json");
+    let config_digest = layer::sha256(&config);
+    ensure_blob(input, &mut report, &config_digest, async || {
+        Ok(config.clone())
+    })
+    .await?;
+
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": CONFIG, "digest": config_digest, "size": config.len()},
+        "layers": layers,
+    });
+    report.layers = manifest["layers"].as_array().map_or(0, Vec::len);
+    let bytes = serde_json::to_vec(&manifest).expect("json");
+    report.digest = input
+        .registry
+        .put_manifest(
+            &input.image.repository,
+            &input.image.reference,
+            OCI_MANIFEST,
+            &bytes,
+        )
+        .await?;
+    eprintln!(
+        "pushed {}@{} ({} blobs pushed, {} already there)",
+        input.image, report.digest, report.pushed_blobs, report.skipped_blobs
+    );
+    Ok(report)
+}
+
+/// Push an image made of the given layers and config (for base images made here, e.g. in tests
+/// or air-gapped installs). Returns the manifest digest.
+pub async fn push_image(
+    registry: &Registry,
+    image: &ImageRef,
+    layers: &[Layer],
+    config: Value,
+) -> Result<String, Error> {
+    let repo = &image.repository;
+    let mut config = config;
+    config["rootfs"] = json!({"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()});
+    let config = serde_json::to_vec(&config).expect("json");
+    let config_digest = layer::sha256(&config);
+    for (digest, bytes) in layers
+        .iter()
+        .map(|l| (&l.digest, &l.bytes))
+        .chain([(&config_digest, &config)])
+    {
+        if !registry.blob_exists(repo, digest).await? {
+            registry.put_blob(repo, digest, bytes).await?;
+        }
+    }
+    let manifest = json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": CONFIG, "digest": config_digest, "size": config.len()},
+        "layers": layers.iter().map(|l| json!({"mediaType": LAYER_GZIP, "digest": l.digest, "size": l.bytes.len()})).collect::<Vec<_>>(),
+    });
+    Ok(registry
+        .put_manifest(
+            repo,
+            &image.reference,
+            OCI_MANIFEST,
+            &serde_json::to_vec(&manifest).expect("json"),
+        )
+        .await?)
+}

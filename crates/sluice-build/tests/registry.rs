@@ -1,0 +1,272 @@
+//! The image builder against a real registry: Debian's `docker-registry` on loopback, checked
+//! with `skopeo inspect` and `umoci unpack` (each part skips with a printed reason when its
+//! tool is missing: `apt-get install docker-registry skopeo umoci`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_build::image::{BuildInput, Report, build, push_image};
+use sluice_build::layer::{self, File};
+use sluice_build::registry::{ImageRef, Registry};
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+}
+
+struct RegistryProcess {
+    child: Child,
+    host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RegistryProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_registry() -> Option<RegistryProcess> {
+    let Some(bin) = which("docker-registry") else {
+        eprintln!("SKIP: docker-registry is not on PATH (apt-get install docker-registry)");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = format!("127.0.0.1:{port}");
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&host).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "docker-registry did not start on {host}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(RegistryProcess {
+        child,
+        host,
+        _dir: dir,
+    })
+}
+
+/// A small base image standing in for Python slim + the agent: a passwd file and a `sluice`.
+async fn push_base(reg: &Registry, host: &str) -> ImageRef {
+    let base: ImageRef = format!("{host}/sluice/runtime:test").parse().unwrap();
+    let f = |path: &str, mode, text: &str| File {
+        path: path.into(),
+        mode,
+        contents: text.as_bytes().to_vec(),
+    };
+    let layer = layer::from_files(vec![
+        f(
+            "/etc/passwd",
+            0o644,
+            "root:x:0:0::/root:/bin/sh\nnonroot:x:65532:65532::/home/nonroot:/sbin/nologin\n",
+        ),
+        f("/usr/local/bin/sluice", 0o755, "#!/bin/sh\necho agent\n"),
+    ])
+    .unwrap();
+    let config = json!({"architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
+        "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONPATH=/old"]},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "test base"}]});
+    push_image(reg, &base, &[layer], config).await.unwrap();
+    base
+}
+
+fn input(
+    reg: &Arc<Registry>,
+    base: &ImageRef,
+    host: &str,
+    tag: &str,
+    source: &str,
+    deps: &Path,
+    work: &Path,
+) -> BuildInput {
+    BuildInput {
+        base: base.clone(),
+        image: format!("{host}/sluice/team/sales:{tag}").parse().unwrap(),
+        feed: "sales".into(),
+        source: source.as_bytes().to_vec(),
+        lock: Some(b"tinylib==1.0\n".to_vec()),
+        deps_dir: Some(deps.to_path_buf()),
+        work_dir: work.to_path_buf(),
+        uv: "uv".into(),
+        python_version: "3.12".into(),
+        python_platform: "x86_64-manylinux_2_28".into(),
+        base_registry: reg.clone(),
+        registry: reg.clone(),
+    }
+}
+
+fn skopeo_inspect(args: &[&str]) -> Option<Value> {
+    which("skopeo")?;
+    let out = Command::new("skopeo")
+        .arg("inspect")
+        .arg("--tls-verify=false")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+#[tokio::test]
+async fn builds_push_reproducible_images_and_reuse_the_dependency_layer() {
+    let Some(proc_) = start_registry() else {
+        return;
+    };
+    let host = proc_.host.clone();
+    let reg = Arc::new(Registry::new(&host, true, None).unwrap());
+    let base = push_base(&reg, &host).await;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let deps = tmp.path().join("deps");
+    std::fs::create_dir_all(deps.join("tinylib")).unwrap();
+    std::fs::write(deps.join("tinylib/__init__.py"), "VERSION = '1.0'\n").unwrap();
+    let source = "import sluice\n\n@sluice.feed\ndef sales():\n    return [{'a': 1}]\n";
+
+    // First build: base layer mounted from the base repository, deps + code + config pushed.
+    let first: Report = build(&input(&reg, &base, &host, "r1", source, &deps, tmp.path()))
+        .await
+        .unwrap();
+    assert_eq!(first.layers, 3);
+    assert!(!first.deps_cached);
+    assert!(first.pushed_blobs >= 3, "{first:?}");
+
+    // Same inputs, same digest, nothing pushed again.
+    let again = build(&input(&reg, &base, &host, "r1", source, &deps, tmp.path()))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.digest, first.digest,
+        "same inputs must give the same digest"
+    );
+    assert_eq!(again.pushed_blobs, 0, "{again:?}");
+    assert!(again.deps_cached);
+
+    // A code-only change: a new image, the dependency layer found by lock hash (the deps dir
+    // is gone, so it cannot have been rebuilt), only code + config pushed, within 2 s.
+    std::fs::remove_dir_all(&deps).unwrap();
+    let started = Instant::now();
+    let changed = build(&input(
+        &reg,
+        &base,
+        &host,
+        "r2",
+        &source.replace("1}", "2}"),
+        &deps,
+        tmp.path(),
+    ))
+    .await
+    .unwrap();
+    let elapsed = started.elapsed();
+    assert_ne!(changed.digest, first.digest);
+    assert!(changed.deps_cached);
+    assert_eq!(
+        changed.pushed_blobs, 2,
+        "code layer and config only: {changed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "a code-only build took {elapsed:?}"
+    );
+    eprintln!("code-only rebuild and push: {elapsed:?}");
+
+    let image = format!("docker://{host}/sluice/team/sales:r1");
+    let Some(inspect) = skopeo_inspect(&[&image]) else {
+        eprintln!("SKIP: skopeo is not on PATH (apt-get install skopeo)");
+        return;
+    };
+    assert_eq!(inspect["Digest"], first.digest.as_str());
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 3);
+    assert_eq!(inspect["Labels"]["dev.sluice.feed"], "sales");
+    let env: Vec<&str> = inspect["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"PYTHONPATH=/opt/sluice/deps"), "{env:?}");
+    assert!(!env.contains(&"PYTHONPATH=/old"), "{env:?}");
+    assert!(env.contains(&"SLUICE_FEED=sales"), "{env:?}");
+    let config = skopeo_inspect(&["--config", &image]).unwrap();
+    assert_eq!(config["config"]["Entrypoint"], json!(["sluice", "agent"]));
+    assert_eq!(config["config"]["User"], "65532:65532");
+    assert_eq!(config["history"].as_array().unwrap().len(), 3);
+
+    if which("umoci").is_none() {
+        eprintln!("SKIP: umoci is not on PATH (apt-get install umoci)");
+        return;
+    }
+    let layout = tmp.path().join("oci");
+    let out = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", &image])
+        .arg(format!("oci:{}:r1", layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bundle = tmp.path().join("bundle");
+    let out = Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:r1", layout.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "umoci unpack: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("opt/sluice/feed/feed.py")).unwrap(),
+        source
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("opt/sluice/deps/tinylib/__init__.py")).unwrap(),
+        "VERSION = '1.0'\n"
+    );
+    assert!(
+        rootfs.join("usr/local/bin/sluice").is_file(),
+        "the base layer is there"
+    );
+    let runtime: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    assert_eq!(runtime["process"]["args"], json!(["sluice", "agent"]));
+    assert_eq!(runtime["process"]["cwd"], "/opt/sluice/feed");
+}
