@@ -214,6 +214,30 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         failures: Default::default(),
     });
 
+    let controllers = run_controllers(ctx);
+
+    let renew = async {
+        if args.no_leader_election {
+            return futures::future::pending::<anyhow::Result<()>>().await;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            match lease.try_acquire_or_renew().await {
+                Ok(true) => {}
+                Ok(false) => anyhow::bail!("lost the leader Lease to another replica"),
+                Err(e) => tracing::warn!(error = %e, "cannot renew the leader Lease"),
+            }
+        }
+    };
+    tokio::select! {
+        _ = controllers => Ok(()),
+        r = renew => r,
+    }
+}
+
+/// The Feed and Workspace controllers, until SIGTERM. The e2e test runs these in-process.
+pub async fn run_controllers(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
     let wc = watcher::Config::default();
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=sluice-operator");
     let feeds = Controller::new(Api::<Feed>::all(client.clone()), wc.clone())
@@ -269,23 +293,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             }
         });
 
-    let renew = async {
-        if args.no_leader_election {
-            return futures::future::pending::<anyhow::Result<()>>().await;
-        }
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            match lease.try_acquire_or_renew().await {
-                Ok(true) => {}
-                Ok(false) => anyhow::bail!("lost the leader Lease to another replica"),
-                Err(e) => tracing::warn!(error = %e, "cannot renew the leader Lease"),
-            }
-        }
-    };
-    tokio::select! {
-        _ = futures::future::join(feeds, workspaces) => Ok(()),
-        r = renew => r,
-    }
+    futures::future::join(feeds, workspaces).await;
 }
 
 /// Flags of `sluice crds`.
