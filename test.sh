@@ -11,6 +11,9 @@ python3 -m pip install --quiet --disable-pip-version-check -r python/requirement
 (cd crates/sluice/tests/clients && npm ci --silent --no-audit --no-fund)
 
 cargo fmt --all -- --check
+# Generated Kubernetes CRDs (deploy/crds, the chart's crds/) match the Rust types; on drift,
+# regenerate with `cargo run -p sluice -- crds --write .` and commit.
+cargo test -p sluice-kube --test crds --quiet committed_crds_match_the_rust_types
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
 python3 -m openapi_spec_validator docs/openapi.json

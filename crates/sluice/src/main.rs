@@ -29,6 +29,18 @@ enum Command {
     /// Run the production server (PostgreSQL metadata with --database-url or a config file).
     #[command(after_help = "Example:\n  sluice server --config /etc/sluice/sluice.toml")]
     Server(ServerArgs),
+    /// Run the Kubernetes operator: Workspace, Feed and DataSource controllers.
+    #[command(
+        after_help = "Example:\n  sluice operator --registry registry.example.com/sluice --public-url https://sluice.example.com"
+    )]
+    Operator(Box<sluice_kube::operator::OperatorArgs>),
+    /// Build a feed's OCI image and push it, without a Docker daemon.
+    #[command(
+        after_help = "Example:\n  sluice build --source feed.py --lock requirements.lock --base ghcr.io/sluice-dev/runtime:py3.12 --image registry.example.com/sluice/team/sales:7 --feed sales"
+    )]
+    Build(Box<sluice_build::cli::BuildArgs>),
+    /// Print the Kubernetes CRDs, or write them into the repository with --write.
+    Crds(sluice_kube::operator::CrdsArgs),
     #[command(flatten)]
     Client(Box<sluice_cli::ClientCommand>),
 }
@@ -79,9 +91,28 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Up(args) => server(args, server::Mode::AllInOne),
         Command::Server(args) => server(args, server::Mode::Production),
+        Command::Operator(args) => {
+            init_logs(false);
+            exit(rt.block_on(sluice_kube::operator::run(*args)))
+        }
+        Command::Build(args) => {
+            init_logs(false);
+            exit(rt.block_on(sluice_build::cli::run(*args)).map(|_| ()))
+        }
+        Command::Crds(args) => exit(sluice_kube::operator::crds(&args)),
         Command::Client(cmd) => match rt.block_on(sluice_cli::run(*cmd)) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => sluice_cli::report_error(&e),
         },
+    }
+}
+
+fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
