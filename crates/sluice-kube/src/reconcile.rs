@@ -12,7 +12,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy,
 };
@@ -168,6 +168,10 @@ async fn feed_inputs(feed: &Feed, ctx: &Context) -> Result<FeedInputs, Error> {
             .await?;
         let status = job.and_then(|j| j.status).unwrap_or_default();
         inputs.build_succeeded = status.succeeded.unwrap_or(0) > 0;
+        if inputs.build_succeeded {
+            inputs.image_digest =
+                build_digest(client, &ns, &feed::build_job_name(&feed.name_any(), &hash)).await?;
+        }
         inputs.build_failed = status
             .conditions
             .unwrap_or_default()
@@ -175,6 +179,19 @@ async fn feed_inputs(feed: &Feed, ctx: &Context) -> Result<FeedInputs, Error> {
             .any(|c| c.type_ == "Failed" && c.status == "True");
     }
     Ok(inputs)
+}
+
+/// The digest a succeeded build Job wrote to its termination message.
+async fn build_digest(client: &Client, ns: &str, job: &str) -> Result<Option<String>, Error> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await?;
+    Ok(pods.items.iter().find_map(|p| {
+        let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+        let t = statuses.first()?.state.as_ref()?.terminated.as_ref()?;
+        let m = t.message.as_deref()?.trim();
+        (t.exit_code == 0 && m.starts_with("sha256:") && m.len() == 71).then(|| m.to_string())
+    }))
 }
 
 async fn apply_feed(feed: &Feed, ctx: &Context) -> Result<Action, Error> {
@@ -322,6 +339,7 @@ pub fn feed_status(
         .as_deref()
         .and_then(|i| i.split_once('@'))
         .map(|(_, d)| d.to_string())
+        .or_else(|| inputs.image_digest.clone().filter(|_| plan.image_ready))
         .or_else(|| old.image_digest.clone().filter(|_| image == old.image));
     FeedStatus {
         observed_generation: feed.metadata.generation,

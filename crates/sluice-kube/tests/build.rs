@@ -237,6 +237,7 @@ fn inputs(build_succeeded: bool) -> FeedInputs {
         data_sources: load("datasources.yaml"),
         build_succeeded,
         build_failed: false,
+        image_digest: None,
     }
 }
 

@@ -21,6 +21,7 @@ use sluice_kube::reconcile::{self, Context};
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 const NOW: &str = "2026-01-02T03:04:05Z";
+const DIGEST: &str = "sha256:5c5b8f2a0b9c4e7d1f3a6b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f7a8b9c0";
 
 fn context() -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -368,6 +369,14 @@ async fn a_built_feed_is_deployed_reports_ready_and_records_an_event() {
             json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job}, "status": {"succeeded": 1}}),
         ),
         step(
+            "GET",
+            format!("{NS}/pods"),
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "b-1"}, "status": {"containerStatuses": [
+                {"name": "build", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                 "state": {"terminated": {"exitCode": 0, "message": DIGEST}}}]}}]}),
+        ),
+        step(
             "PATCH",
             format!("{NS}/configmaps/sales-source"),
             Value::Null,
@@ -404,20 +413,23 @@ async fn a_built_feed_is_deployed_reports_ready_and_records_an_event() {
     ];
     let (result, seen) = run(reconcile::reconcile_feed(Arc::new(f), ctx), handle, steps).await;
     result.unwrap();
-    assert_applied(&seen[5], "Deployment", "sales");
-    let pod = &seen[5].body["spec"]["template"]["spec"];
+    assert_applied(&seen[6], "Deployment", "sales");
+    let pod = &seen[6].body["spec"]["template"]["spec"];
     assert_eq!(
         pod["containers"][0]["image"],
-        format!("registry.example.com/sluice/sluice-team/sales:{hash}")
+        format!("registry.example.com/sluice/sluice-team/sales:{hash}@{DIGEST}"),
+        "pinned to the digest the build pushed"
     );
     assert_eq!(
         pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
         true
     );
-    assert_applied(&seen[6], "Service", "sales");
-    let st = &seen[11].body["status"];
+    assert_applied(&seen[7], "Service", "sales");
+    let st = &seen[12].body["status"];
     assert_eq!(st["revision"], hash.as_str());
     assert_eq!(st["readyReplicas"], 1);
+    assert_eq!(st["imageDigest"], DIGEST);
+    assert_eq!(seen[3].query["labelSelector"], format!("job-name={job}"));
     for (t, reason) in [
         ("Built", "ImageReady"),
         ("Deployed", "Applied"),
@@ -426,7 +438,7 @@ async fn a_built_feed_is_deployed_reports_ready_and_records_an_event() {
         assert_eq!(condition(st, t)["status"], "True", "{t}");
         assert_eq!(condition(st, t)["reason"], reason, "{t}");
     }
-    let ev = &seen[12].body;
+    let ev = &seen[13].body;
     assert_eq!(ev["reason"], "Deployed");
     assert_eq!(ev["type"], "Normal");
     assert_eq!(ev["regarding"]["kind"], "Feed");

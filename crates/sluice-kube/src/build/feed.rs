@@ -48,6 +48,8 @@ pub struct FeedInputs {
     pub build_succeeded: bool,
     /// The build Job failed for good (its backoff limit is spent).
     pub build_failed: bool,
+    /// The digest the build Job pushed (from its termination message), `sha256:...`.
+    pub image_digest: Option<String>,
 }
 
 /// Why a feed cannot be deployed as written. Shown in its `Deployed` condition.
@@ -170,11 +172,16 @@ pub fn build(feed: &Feed, inputs: &FeedInputs, settings: &Settings) -> Result<Fe
     );
     let mut keep_names = Vec::new();
     if image_ready {
+        // Pin the pods to the digest the build pushed, when the build told us.
+        let pinned = match &inputs.image_digest {
+            Some(d) if feed.spec.image.is_none() => format!("{image}@{d}"),
+            _ => image.clone(),
+        };
         let live = Track {
             suffix: "",
             track: "live",
             revision: &revision,
-            image: &image,
+            image: &pinned,
         };
         objects.extend(serving(feed, inputs, &live, &meta, &labels));
         if let Some(c) = &feed.spec.canary {
@@ -464,6 +471,9 @@ fn build_job(
         function_of(feed),
         "--work-dir".into(),
         "/work".into(),
+        // The operator reads the pushed digest back from the pod's termination message.
+        "--digest-file".into(),
+        "/dev/termination-log".into(),
     ];
     if feed.spec.lock.is_some() {
         args.extend(["--lock".into(), "/src/requirements.lock".into()]);
