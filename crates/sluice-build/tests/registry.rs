@@ -270,3 +270,51 @@ async fn builds_push_reproducible_images_and_reuse_the_dependency_layer() {
     assert_eq!(runtime["process"]["args"], json!(["sluice", "agent"]));
     assert_eq!(runtime["process"]["cwd"], "/opt/sluice/feed");
 }
+
+/// The dependency layer built by uv for real, from a lock with one pure wheel from PyPI.
+#[tokio::test]
+async fn uv_builds_the_dependency_layer() {
+    if which("uv").is_none() {
+        eprintln!("SKIP: uv is not on PATH (pip install uv)");
+        return;
+    }
+    let Some(proc_) = start_registry() else {
+        return;
+    };
+    let host = proc_.host.clone();
+    let reg = Arc::new(Registry::new(&host, true, None).unwrap());
+    let base = push_base(&reg, &host).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut inp = input(
+        &reg,
+        &base,
+        &host,
+        "uv",
+        "import six\n",
+        &tmp.path().join("none"),
+        tmp.path(),
+    );
+    inp.deps_dir = None;
+    inp.lock = Some(b"six==1.16.0\n".to_vec());
+    let report = build(&inp).await.unwrap();
+    assert!(!report.deps_cached);
+    assert_eq!(report.layers, 3);
+
+    let (bytes, _, _) = reg
+        .get_manifest("sluice/team/sales", "uv")
+        .await
+        .unwrap()
+        .unwrap();
+    let manifest: Value = serde_json::from_slice(&bytes).unwrap();
+    let deps = manifest["layers"][1]["digest"].as_str().unwrap();
+    let blob = reg.get_blob("sluice/team/sales", deps).await.unwrap();
+    let names: Vec<String> = tar::Archive::new(flate2::read::GzDecoder::new(blob.as_slice()))
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "opt/sluice/deps/six.py"),
+        "{names:?}"
+    );
+}
