@@ -13,7 +13,7 @@ python3 -m pip install --quiet --disable-pip-version-check -r python/requirement
 cargo fmt --all -- --check
 # Generated Kubernetes CRDs (deploy/crds, the chart's crds/) match the Rust types; on drift,
 # regenerate with `cargo run -p sluice -- crds --write .` and commit.
-cargo test -p sluice-kube --test crds --quiet committed_crds_match_the_rust_types
+cargo test -p sluice-kube --test integration --quiet crds::committed_crds_match_the_rust_types
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
 python3 -m openapi_spec_validator docs/openapi.json

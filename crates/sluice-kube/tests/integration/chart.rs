@@ -121,7 +121,7 @@ fn every_template_container_is_restricted() {
 fn helm_lint_and_template() {
     if !on_path("helm") {
         eprintln!(
-            "SKIP: helm is not on PATH; install helm and rerun `cargo test -p sluice-kube --test chart`"
+            "SKIP: helm is not on PATH; install helm and rerun `cargo test -p sluice-kube --test integration chart::`"
         );
         return;
     }

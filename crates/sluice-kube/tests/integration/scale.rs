@@ -2,7 +2,7 @@
 //! server on loopback (answers every read the reconcile makes, echoes every apply, lists
 //! nothing to sweep). It measures the operator's own cost per feed: dereference, build,
 //! 4 applies, 4 sweep lists, a status patch and an Event, 13 requests a feed. Run with
-//! `cargo test -p sluice-kube --test scale -- --ignored --nocapture`.
+//! `cargo test -p sluice-kube --test integration -- --ignored --nocapture scale::`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

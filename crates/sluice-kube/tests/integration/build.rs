@@ -1,7 +1,7 @@
 //! The pure build steps, from YAML fixtures: what a Workspace and a Feed become.
 //!
 //! Each case compares the whole output with a golden file under `fixtures/expected/`
-//! (regenerate with `SLUICE_UPDATE_GOLDEN=1 cargo test -p sluice-kube --test build` and
+//! (regenerate with `SLUICE_UPDATE_GOLDEN=1 cargo test -p sluice-kube --test integration build::` and
 //! review the diff), then asserts the properties that matter one by one, so a reviewer sees
 //! intent and a change in output is caught either way.
 

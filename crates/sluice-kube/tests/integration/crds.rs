@@ -26,7 +26,7 @@ fn committed_crds_match_the_rust_types() {
     }
     assert!(
         drift.is_empty(),
-        "CRD YAML is out of date: {drift:?}\nrun `cargo run -p sluice -- crds --write` (or `cargo test -p sluice-kube --test crds -- --ignored regenerate`) and commit the result"
+        "CRD YAML is out of date: {drift:?}\nrun `cargo run -p sluice -- crds --write .` (or `cargo test -p sluice-kube --test integration -- --ignored crds::regenerate`) and commit the result"
     );
 }
 
