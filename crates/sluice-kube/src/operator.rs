@@ -95,6 +95,10 @@ pub struct OperatorArgs {
         default_value = "ghcr.io/sluice-dev/sluice:latest"
     )]
     pub builder_image: String,
+    /// Build with this Kaniko executor image and a generated Dockerfile instead of `sluice build`
+    /// (workspace namespaces then enforce Pod Security baseline: Kaniko runs as root).
+    #[arg(long, env = "SLUICE_KANIKO_IMAGE")]
+    pub kaniko_image: Option<String>,
 }
 
 impl OperatorArgs {
@@ -114,6 +118,7 @@ impl OperatorArgs {
             registry_secret: self.registry_secret.clone(),
             runtime_image: self.runtime_image.clone(),
             builder_image: self.builder_image.clone(),
+            kaniko_image: self.kaniko_image.clone(),
         })
     }
 }

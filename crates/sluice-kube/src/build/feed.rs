@@ -16,9 +16,10 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    HTTPGetAction, KeyToPath, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -146,6 +147,9 @@ pub fn build(feed: &Feed, inputs: &FeedInputs, settings: &Settings) -> Result<Fe
     let mut data = BTreeMap::from([("feed.py".to_string(), inputs.source.clone())]);
     if let Some(lock) = &feed.spec.lock {
         data.insert("requirements.lock".into(), lock.clone());
+    }
+    if settings.kaniko_image.is_some() {
+        data.insert("Dockerfile".into(), dockerfile(feed, settings));
     }
     let source_cm = format!("{name}-source");
     objects.push(Object::from_typed(&ConfigMap {
@@ -442,6 +446,97 @@ fn labels_with(
     out
 }
 
+/// The Dockerfile of a Kaniko build: the same image `sluice build` makes. The lock is copied
+/// and installed before the code, so Kaniko's layer cache reuses the dependency layer across
+/// code-only revisions. The base runtime image carries uv.
+pub fn dockerfile(feed: &Feed, settings: &Settings) -> String {
+    let base = feed
+        .spec
+        .runtime_image
+        .as_deref()
+        .unwrap_or(&settings.runtime_image);
+    let mut d = format!("FROM {base}\n");
+    if feed.spec.lock.is_some() {
+        d.push_str("COPY requirements.lock /tmp/requirements.lock\n");
+        d.push_str("RUN uv pip install --no-deps --only-binary :all: --no-compile --target /opt/sluice/deps -r /tmp/requirements.lock\n");
+    }
+    d.push_str("COPY feed.py /opt/sluice/feed/feed.py\n");
+    d.push_str(&format!(
+        "ENV PYTHONPATH=/opt/sluice/deps SLUICE_FEED_MODULE=/opt/sluice/feed/feed.py SLUICE_FEED={}\n",
+        function_of(feed)
+    ));
+    d.push_str("USER 65532:65532\nWORKDIR /opt/sluice/feed\nEXPOSE 8080\nENTRYPOINT [\"sluice\", \"agent\"]\n");
+    d
+}
+
+/// The Kaniko executor's container: root (Kaniko unpacks the base image onto its own root
+/// filesystem), no privilege escalation, only the capabilities unpacking needs.
+fn kaniko_container(kaniko: &str, image: &str, settings: &Settings) -> (Container, Vec<Volume>) {
+    let cache = format!("{}/cache", settings.registry);
+    let mut volumes = vec![];
+    let mut mounts = vec![VolumeMount {
+        name: "src".into(),
+        mount_path: "/workspace".into(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    if settings.registry_secret.is_some() {
+        volumes.push(registry_volume());
+        mounts.push(mount("registry", "/kaniko/.docker"));
+    }
+    let container = Container {
+        name: "build".into(),
+        image: Some(kaniko.into()),
+        args: Some(vec![
+            "--context=dir:///workspace".into(),
+            "--dockerfile=/workspace/Dockerfile".into(),
+            format!("--destination={image}"),
+            "--digest-file=/dev/termination-log".into(),
+            "--reproducible".into(),
+            "--cache=true".into(),
+            format!("--cache-repo={cache}"),
+        ]),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(0),
+            run_as_non_root: Some(false),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: Some(
+                    ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+    (container, volumes)
+}
+
+fn registry_volume() -> Volume {
+    Volume {
+        name: "registry".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(REGISTRY_SECRET.into()),
+            items: Some(vec![KeyToPath {
+                key: ".dockerconfigjson".into(),
+                path: "config.json".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 fn build_job(
     feed: &Feed,
     hash: &str,
@@ -497,21 +592,30 @@ fn build_job(
     ];
     let mut envs = vec![env("HOME", "/tmp")];
     if settings.registry_secret.is_some() {
-        volumes.push(Volume {
-            name: "registry".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(REGISTRY_SECRET.into()),
-                items: Some(vec![KeyToPath {
-                    key: ".dockerconfigjson".into(),
-                    path: "config.json".into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        volumes.push(registry_volume());
         mounts.push(mount("registry", "/var/run/sluice/registry"));
         envs.push(env("DOCKER_CONFIG", "/var/run/sluice/registry"));
+    }
+    let mut container = Container {
+        name: "build".into(),
+        image: Some(settings.builder_image.clone()),
+        args: Some(args),
+        env: Some(envs),
+        security_context: Some(restricted_container()),
+        volume_mounts: Some(mounts),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+    let mut pod_security = restricted_pod();
+    if let Some(kaniko) = &settings.kaniko_image {
+        let (c, extra) = kaniko_container(kaniko, image, settings);
+        container = c;
+        volumes.truncate(1);
+        volumes.extend(extra);
+        pod_security = PodSecurityContext {
+            seccomp_profile: pod_security.seccomp_profile,
+            ..Default::default()
+        };
     }
     Object::from_typed(&Job {
         metadata: meta(build_job_name(&feed.name_any(), hash), pod_labels.clone()),
@@ -527,17 +631,8 @@ fn build_job(
                     restart_policy: Some("Never".into()),
                     service_account_name: Some(BUILDER_SERVICE_ACCOUNT.into()),
                     automount_service_account_token: Some(false),
-                    security_context: Some(restricted_pod()),
-                    containers: vec![Container {
-                        name: "build".into(),
-                        image: Some(settings.builder_image.clone()),
-                        args: Some(args),
-                        env: Some(envs),
-                        security_context: Some(restricted_container()),
-                        volume_mounts: Some(mounts),
-                        termination_message_policy: Some("FallbackToLogsOnError".into()),
-                        ..Default::default()
-                    }],
+                    security_context: Some(pod_security),
+                    containers: vec![container],
                     volumes: Some(volumes),
                     ..Default::default()
                 }),

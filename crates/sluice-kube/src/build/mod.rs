@@ -49,6 +49,11 @@ pub struct Settings {
     pub runtime_image: String,
     /// The image that runs `sluice build` in build Jobs (the sluice image itself).
     pub builder_image: String,
+    /// Build with this Kaniko executor image and a generated Dockerfile instead of the
+    /// daemonless `sluice build`, for clusters that mandate Kaniko. Kaniko runs as root, so
+    /// workspace namespaces then enforce Pod Security `baseline` (and warn on `restricted`);
+    /// feed pods themselves stay restricted.
+    pub kaniko_image: Option<String>,
 }
 
 impl Default for Settings {
@@ -64,6 +69,7 @@ impl Default for Settings {
             registry_secret: None,
             runtime_image: "ghcr.io/sluice-dev/runtime:py3.12".into(),
             builder_image: "ghcr.io/sluice-dev/sluice:latest".into(),
+            kaniko_image: None,
         }
     }
 }

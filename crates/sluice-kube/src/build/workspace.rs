@@ -71,8 +71,14 @@ pub fn build(ws: &Workspace, inputs: &WorkspaceInputs, settings: &Settings) -> V
     let mut out = Vec::new();
 
     let mut ns_labels = base_labels(&name);
+    let enforce = if settings.kaniko_image.is_some() {
+        "baseline"
+    } else {
+        "restricted"
+    };
+    ns_labels.insert("pod-security.kubernetes.io/enforce".into(), enforce.into());
     ns_labels.insert(
-        "pod-security.kubernetes.io/enforce".into(),
+        "pod-security.kubernetes.io/warn".into(),
         "restricted".into(),
     );
     out.push(Object::from_typed(&Namespace {

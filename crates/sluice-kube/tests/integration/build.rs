@@ -33,6 +33,7 @@ fn settings() -> Settings {
         registry_secret: Some("registry-push".into()),
         runtime_image: "registry.example.com/sluice/runtime:py3.12".into(),
         builder_image: "registry.example.com/sluice/sluice:0.1.0".into(),
+        kaniko_image: None,
     }
 }
 
@@ -449,4 +450,66 @@ fn assert_restricted(pod: &Value) {
         assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
         assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
     }
+}
+
+#[test]
+fn kaniko_builds_from_a_generated_dockerfile() {
+    let s = Settings {
+        kaniko_image: Some("gcr.io/kaniko-project/executor:v1.23.2".into()),
+        ..settings()
+    };
+    let plan = feed::build(&sales(), &inputs(false), &s).unwrap();
+    let cm = find(&plan.objects, "ConfigMap", "sales-by-region-source");
+    let dockerfile = cm["data"]["Dockerfile"].as_str().unwrap();
+    assert_eq!(dockerfile, feed::dockerfile(&sales(), &s));
+    let lines: Vec<&str> = dockerfile.lines().collect();
+    assert_eq!(lines[0], "FROM registry.example.com/sluice/runtime:py3.12");
+    let lock = lines
+        .iter()
+        .position(|l| l.starts_with("COPY requirements.lock"))
+        .unwrap();
+    let code = lines
+        .iter()
+        .position(|l| l.starts_with("COPY feed.py"))
+        .unwrap();
+    assert!(
+        lock < code,
+        "dependencies before code, so Kaniko's cache keeps them"
+    );
+    assert!(dockerfile.contains("SLUICE_FEED=sales_by_region"));
+    assert!(dockerfile.contains("USER 65532:65532"));
+
+    let job = plan
+        .objects
+        .iter()
+        .find(|o| o.resource.kind == "Job")
+        .unwrap();
+    let c = &job.body["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "gcr.io/kaniko-project/executor:v1.23.2");
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.contains(&format!("--destination={}", plan.image).as_str()),
+        "{args:?}"
+    );
+    assert!(args.contains(&"--digest-file=/dev/termination-log"));
+    assert!(args.contains(&"--cache-repo=registry.example.com/sluice/cache"));
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["runAsUser"], 0, "Kaniko needs root");
+    assert_eq!(c["volumeMounts"][1]["mountPath"], "/kaniko/.docker");
+
+    let ws: Workspace = load("workspace-team.yaml");
+    let out = workspace::build(&ws, &WorkspaceInputs::default(), &s);
+    let labels = &out[0].body["metadata"]["labels"];
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "baseline");
+    assert_eq!(labels["pod-security.kubernetes.io/warn"], "restricted");
+    // Feed pods stay restricted either way.
+    let plan = feed::build(&sales(), &inputs(true), &s).unwrap();
+    assert_restricted(
+        &find(&plan.objects, "Deployment", "sales-by-region")["spec"]["template"]["spec"],
+    );
 }
