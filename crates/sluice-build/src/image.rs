@@ -230,12 +230,27 @@ async fn install_with_uv(input: &BuildInput, lock: &[u8], key: &str) -> Result<P
     Ok(dir)
 }
 
+/// The base interpreter's site-packages in `python:X.Y-slim`-style images.
+pub fn site_packages(python_version: &str) -> String {
+    format!("/usr/local/lib/python{python_version}/site-packages")
+}
+
+/// The code, and a `.pth` file that puts the dependency layer on the base interpreter's path:
+/// the agent's workers run with a cleared environment (no PYTHONPATH), and a `.pth` in
+/// site-packages is read all the same.
 fn code_layer(input: &BuildInput) -> std::io::Result<Layer> {
-    layer::from_files(vec![File {
-        path: format!("{FEED_DIR}/feed.py"),
-        mode: 0o644,
-        contents: input.source.clone(),
-    }])
+    layer::from_files(vec![
+        File {
+            path: format!("{FEED_DIR}/feed.py"),
+            mode: 0o644,
+            contents: input.source.clone(),
+        },
+        File {
+            path: format!("{}/sluice-deps.pth", site_packages(&input.python_version)),
+            mode: 0o644,
+            contents: format!("{DEPS_DIR}\n").into_bytes(),
+        },
+    ])
 }
 
 /// Build and push one image; returns what was done.

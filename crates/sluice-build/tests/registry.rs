@@ -265,6 +265,14 @@ async fn builds_push_reproducible_images_and_reuse_the_dependency_layer() {
         rootfs.join("usr/local/bin/sluice").is_file(),
         "the base layer is there"
     );
+    assert_eq!(
+        std::fs::read_to_string(
+            rootfs.join("usr/local/lib/python3.12/site-packages/sluice-deps.pth")
+        )
+        .unwrap(),
+        "/opt/sluice/deps\n",
+        "the workers' interpreter finds the dependencies without PYTHONPATH"
+    );
     let runtime: Value =
         serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
     assert_eq!(runtime["process"]["args"], json!(["sluice", "agent"]));

@@ -460,6 +460,10 @@ pub fn dockerfile(feed: &Feed, settings: &Settings) -> String {
         d.push_str("COPY requirements.lock /tmp/requirements.lock\n");
         d.push_str("RUN uv pip install --no-deps --only-binary :all: --no-compile --target /opt/sluice/deps -r /tmp/requirements.lock\n");
     }
+    // The agent's workers run with a cleared environment: a .pth puts the deps on their path.
+    d.push_str(
+        "RUN python3 -c \"import site; open(site.getsitepackages()[0] + '/sluice-deps.pth', 'w').write('/opt/sluice/deps\\\\n')\"\n",
+    );
     d.push_str("COPY feed.py /opt/sluice/feed/feed.py\n");
     d.push_str(&format!(
         "ENV PYTHONPATH=/opt/sluice/deps SLUICE_FEED_MODULE=/opt/sluice/feed/feed.py SLUICE_FEED={}\n",

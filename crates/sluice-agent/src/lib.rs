@@ -1,0 +1,351 @@
+//! `sluice agent`: the local runtime serving one feed revision in a pod. The operator runs it
+//! as the container of a feed's Deployment; the gateway (the only thing the workspace's
+//! NetworkPolicy lets in) validates parameters and authenticates callers, then calls
+//! `POST /v1/call` here and gets the rows back as an Arrow IPC stream, which it encodes for
+//! the client exactly as in local mode.
+//!
+//! The feed's dependencies are baked into the image (`/opt/sluice/deps`, on the base
+//! interpreter's path through a `.pth` file the builder writes), so the agent never resolves
+//! or downloads anything: it runs the module on the base interpreter.
+//!
+//! Probes: `/healthz` (alive), `/readyz` (workers warmed, not draining). On SIGTERM it stops
+//! being ready, finishes the calls in flight (up to the drain timeout), then stops its workers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arrow_ipc::writer::StreamWriter;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use sluice_runtime::{CallOutput, CallSpec, ModuleSpec, Runtime, RuntimeConfig};
+
+/// Flags of `sluice agent` (the operator sets the environment variables).
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentArgs {
+    #[arg(long, env = "SLUICE_AGENT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The feed module.
+    #[arg(
+        long,
+        env = "SLUICE_FEED_MODULE",
+        default_value = "/opt/sluice/feed/feed.py"
+    )]
+    pub module: PathBuf,
+    /// The function to serve.
+    #[arg(long, env = "SLUICE_FEED")]
+    pub feed: String,
+    #[arg(long, env = "SLUICE_REVISION", default_value = "0")]
+    pub revision: String,
+    /// One folder per granted data source, each with a `url` file (the mounted Secrets).
+    #[arg(
+        long,
+        env = "SLUICE_SOURCES_DIR",
+        default_value = "/var/run/sluice/sources"
+    )]
+    pub sources_dir: PathBuf,
+    /// Writable scratch space (an emptyDir: the root filesystem is read-only).
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "/tmp/sluice")]
+    pub data_dir: PathBuf,
+    #[arg(long, env = "SLUICE_PYTHON", default_value = "python3")]
+    pub python: PathBuf,
+    /// Python workers (concurrent calls) in this pod.
+    #[arg(long, env = "SLUICE_WORKERS_MAX", default_value_t = 4)]
+    pub workers: usize,
+    #[arg(long, env = "SLUICE_CALL_TIMEOUT", default_value_t = 60)]
+    pub call_timeout_secs: u64,
+    /// Longest a SIGTERM waits for calls in flight.
+    #[arg(long, default_value_t = 25)]
+    pub drain_secs: u64,
+}
+
+/// The agent's state, shared by its handlers.
+pub struct Agent {
+    runtime: Runtime,
+    module: ModuleSpec,
+    feed: String,
+    sources: Arc<str>,
+    ready: AtomicBool,
+    registry: Registry,
+    in_flight: Gauge,
+    calls: Family<Vec<(String, String)>, Counter>,
+}
+
+/// `{name: {"kind": ..}}` for the runtime, from the mounted data-source Secrets.
+pub fn read_sources(dir: &Path) -> anyhow::Result<serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(out.into());
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.path().is_dir() {
+            continue;
+        }
+        let url = std::fs::read_to_string(entry.path().join("url"))
+            .with_context(|| format!("data source {name}: no `url` in its Secret"))?;
+        let url = url.trim();
+        let config = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            serde_json::json!({"kind": "postgres", "url": url})
+        } else {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            serde_json::json!({"kind": "sqlite", "path": path})
+        };
+        out.insert(name, config);
+    }
+    Ok(out.into())
+}
+
+impl Agent {
+    /// Start the runtime and warm the feed's workers.
+    pub async fn start(args: &AgentArgs) -> anyhow::Result<Arc<Agent>> {
+        let source = tokio::fs::read_to_string(&args.module)
+            .await
+            .with_context(|| format!("cannot read the feed module {}", args.module.display()))?;
+        let sources = read_sources(&args.sources_dir)?.to_string();
+        let runtime = Runtime::start(RuntimeConfig {
+            data_dir: args.data_dir.clone(),
+            python: args.python.clone(),
+            pool_min: 1,
+            pool_max: args.workers.max(1),
+            call_timeout: Duration::from_secs(args.call_timeout_secs),
+            ..RuntimeConfig::default()
+        })
+        .await?;
+        let module = ModuleSpec {
+            revision_id: 1,
+            filename: args
+                .module
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "feed.py".into()),
+            source,
+            // Dependencies are in the image already: the base interpreter runs the module.
+            env_hash: sluice_runtime::BASE_ENV.into(),
+            lock: String::new(),
+        };
+        let mut registry = Registry::with_prefix("sluice_agent");
+        let in_flight = Gauge::default();
+        let calls = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register("calls_in_flight", "Calls being served", in_flight.clone());
+        registry.register("calls", "Calls by result", calls.clone());
+        let agent = Arc::new(Agent {
+            runtime,
+            module,
+            feed: args.feed.clone(),
+            sources: sources.into(),
+            ready: AtomicBool::new(false),
+            registry,
+            in_flight,
+            calls,
+        });
+        agent.runtime.warm(&agent.module).await?;
+        agent.ready.store(true, Ordering::SeqCst);
+        tracing::info!(feed = %args.feed, revision = %args.revision, "ready");
+        Ok(agent)
+    }
+
+    /// Stop being ready (the first step of a drain).
+    pub fn unready(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+    }
+
+    pub async fn shutdown(&self) {
+        self.runtime.shutdown().await;
+    }
+}
+
+/// The agent's HTTP API.
+pub fn router(agent: Arc<Agent>) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/call", post(call))
+        .with_state(agent)
+}
+
+async fn readyz(State(a): State<Arc<Agent>>) -> StatusCode {
+    if a.ready.load(Ordering::SeqCst) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn metrics(State(a): State<Arc<Agent>>) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &a.registry).expect("String");
+    out
+}
+
+fn problem(e: &sluice_core::Error) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        // The gateway decides what its caller may see; it gets everything.
+        e.problem(true, None).to_string(),
+    )
+        .into_response()
+}
+
+/// Decrements the in-flight gauge when the response body is done (or dropped).
+struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn call(State(a): State<Arc<Agent>>, Json(body): Json<serde_json::Value>) -> Response {
+    a.in_flight.inc();
+    let guard = InFlight(a.in_flight.clone());
+    let spec = CallSpec {
+        feed: a.feed.clone(),
+        params: body
+            .get("params")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({})),
+        sources: a.sources.clone(),
+        passthrough: false,
+        request_id: body
+            .get("request_id")
+            .and_then(|r| r.as_str())
+            .unwrap_or("agent")
+            .to_string(),
+    };
+    let count = |result: &str| {
+        a.calls
+            .get_or_create(&vec![("result".to_string(), result.to_string())])
+            .inc();
+    };
+    let (schema, mut batches) = match a.runtime.call(&a.module, spec).await {
+        Ok(CallOutput::Rows {
+            schema, batches, ..
+        }) => (schema, batches),
+        Ok(CallOutput::Sql { .. }) => unreachable!("passthrough is off"),
+        Err(e) => {
+            count("error");
+            return problem(&e);
+        }
+    };
+    count("ok");
+    // Stream the Arrow IPC bytes batch by batch: nothing waits for the whole result.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let _guard = guard;
+        let mut writer = match StreamWriter::try_new(Vec::new(), &schema) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = tx.send(Err(std::io::Error::other(e))).await;
+                return;
+            }
+        };
+        loop {
+            let chunk = std::mem::take(writer.get_mut());
+            if !chunk.is_empty() && tx.send(Ok(chunk.into())).await.is_err() {
+                return; // the caller hung up; dropping the stream frees the worker
+            }
+            match batches.next().await {
+                Some(Ok(batch)) => {
+                    if let Err(e) = writer.write(&batch) {
+                        let _ = tx.send(Err(std::io::Error::other(e))).await;
+                        return;
+                    }
+                }
+                Some(Err(e)) => {
+                    // Mid-stream: the status is sent, so the stream ends without its
+                    // end-of-stream marker and the gateway reports the call failed.
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+                None => break,
+            }
+        }
+        if writer.finish().is_ok() {
+            let rest = std::mem::take(writer.get_mut());
+            let _ = tx.send(Ok(rest.into())).await;
+        }
+    });
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    (
+        [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Serve until `shutdown` resolves, then drain: unready, finish calls in flight (at most
+/// `drain`), stop the workers.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    agent: Arc<Agent>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let a = agent.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        a.unready();
+        let _ = stop_tx.send(());
+    });
+    let server = axum::serve(listener, router(agent.clone())).with_graceful_shutdown(async {
+        let _ = stop_rx.await;
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        r = &mut server => r?,
+        _ = async {
+            // Only starts counting once the drain has begun.
+            while agent.ready.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(drain).await;
+        } => tracing::warn!("drain timeout: calls still in flight are cut"),
+    }
+    agent.shutdown().await;
+    Ok(())
+}
+
+/// `sluice agent`.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let agent = Agent::start(&args).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("draining");
+    };
+    serve(
+        listener,
+        agent,
+        shutdown,
+        Duration::from_secs(args.drain_secs),
+    )
+    .await
+}

@@ -1,0 +1,176 @@
+//! The agent against real Python workers (the real SDK, the machine's python3): readiness,
+//! a call answered as an Arrow IPC stream, a feed error as problem+json, data sources from
+//! mounted Secret folders, metrics, and a drain that lets a slow call finish.
+
+use std::time::Duration;
+
+use arrow_array::{Array, StringArray};
+use sluice_agent::{Agent, AgentArgs, read_sources, serve};
+
+const MODULE: &str = r#"
+import time
+import sluice
+
+@sluice.feed
+def hello(name: str = "world", sleep: float = 0.0):
+    if name == "boom":
+        raise ValueError("no booms")
+    time.sleep(sleep)
+    return [{"greeting": "hello " + name}]
+"#;
+
+fn args(dir: &std::path::Path) -> AgentArgs {
+    std::fs::write(dir.join("feed.py"), MODULE).unwrap();
+    std::fs::create_dir_all(dir.join("sources/warehouse")).unwrap();
+    std::fs::write(
+        dir.join("sources/warehouse/url"),
+        "postgres://u:p@db:5432/wh\n",
+    )
+    .unwrap();
+    AgentArgs {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        module: dir.join("feed.py"),
+        feed: "hello".into(),
+        revision: "3".into(),
+        sources_dir: dir.join("sources"),
+        data_dir: dir.join("data"),
+        python: "python3".into(),
+        workers: 2,
+        call_timeout_secs: 30,
+        drain_secs: 10,
+    }
+}
+
+fn batches(bytes: &[u8]) -> Vec<arrow_array::RecordBatch> {
+    arrow_ipc::reader::StreamReader::try_new(bytes, None)
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+}
+
+#[test]
+fn sources_come_from_mounted_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    args(dir.path());
+    std::fs::create_dir_all(dir.path().join("sources/local")).unwrap();
+    std::fs::write(dir.path().join("sources/local/url"), "sqlite:///data/x.db").unwrap();
+    let s = read_sources(&dir.path().join("sources")).unwrap();
+    assert_eq!(
+        s["warehouse"],
+        serde_json::json!({"kind": "postgres", "url": "postgres://u:p@db:5432/wh"})
+    );
+    assert_eq!(
+        s["local"],
+        serde_json::json!({"kind": "sqlite", "path": "/data/x.db"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_one_feed_and_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&args(dir.path())).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(
+        listener,
+        agent,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(10),
+    ));
+    let http = reqwest::Client::new();
+
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let resp = http
+        .post(format!("{base}/v1/call"))
+        .json(&serde_json::json!({"params": {"name": "ann"}, "request_id": "r1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
+    let b = batches(&resp.bytes().await.unwrap());
+    let col = b[0].column_by_name("greeting").unwrap();
+    let col = col.as_any().downcast_ref::<StringArray>().unwrap();
+    assert_eq!(col.value(0), "hello ann");
+
+    let resp = http
+        .post(format!("{base}/v1/call"))
+        .json(&serde_json::json!({"params": {"name": "boom"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let p: serde_json::Value = resp.json().await.unwrap();
+    assert!(p.to_string().contains("no booms"), "{p}");
+
+    let m = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains(r#"sluice_agent_calls_total{result="ok"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains("sluice_agent_calls_in_flight 0"), "{m}");
+
+    // A slow call in flight when the drain starts still completes.
+    let slow = tokio::spawn({
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let r = http
+                .post(format!("{base}/v1/call"))
+                .json(&serde_json::json!({"params": {"name": "slow", "sleep": 1.0}}))
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.bytes().await.unwrap())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(()).unwrap();
+    let (status, body) = slow.await.unwrap();
+    assert_eq!(status, 200);
+    let b = batches(&body);
+    let col = b[0].column_by_name("greeting").unwrap();
+    assert_eq!(
+        col.as_any().downcast_ref::<StringArray>().unwrap().value(0),
+        "hello slow"
+    );
+    tokio::time::timeout(Duration::from_secs(15), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        http.get(format!("{base}/healthz")).send().await.is_err(),
+        "the agent is gone after the drain"
+    );
+}
