@@ -39,6 +39,8 @@ enum Command {
         after_help = "Example:\n  sluice build --source feed.py --lock requirements.lock --base ghcr.io/sluice-dev/runtime:py3.12 --image registry.example.com/sluice/team/sales:7 --feed sales"
     )]
     Build(Box<sluice_build::cli::BuildArgs>),
+    /// Serve one feed revision in a Kubernetes pod (run by the operator's Deployments).
+    Agent(Box<sluice_agent::AgentArgs>),
     /// Print the Kubernetes CRDs, or write them into the repository with --write.
     Crds(sluice_kube::operator::CrdsArgs),
     #[command(flatten)]
@@ -98,6 +100,10 @@ fn main() -> std::process::ExitCode {
         Command::Build(args) => {
             init_logs(false);
             exit(rt.block_on(sluice_build::cli::run(*args)).map(|_| ()))
+        }
+        Command::Agent(args) => {
+            init_logs(true);
+            exit(rt.block_on(sluice_agent::run(*args)))
         }
         Command::Crds(args) => exit(sluice_kube::operator::crds(&args)),
         Command::Client(cmd) => match rt.block_on(sluice_cli::run(*cmd)) {
