@@ -6,7 +6,8 @@
 //!
 //! Validation that the API server can do on its own lives here as CEL rules
 //! (`x-kubernetes-validations`), so a bad object is refused by `kubectl apply` instead of
-//! failing later in the operator.
+//! failing later in the operator. Every list and string a rule walks has a maximum size, so
+//! the API server's CEL cost estimate stays within its budget (it refuses the CRD otherwise).
 
 // Several `printcolumn(...)` share `type_ = "string"`, which clippy mistakes for a
 // duplicated attribute.
@@ -48,6 +49,7 @@ pub struct WorkspaceSpec {
     /// People and groups, each bound to the `sluice-editor` or `sluice-viewer` ClusterRole.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(validation = Rule::new("self.all(m, m.role in ['editor', 'viewer'])").message("a member's role is editor or viewer"))]
+    #[schemars(length(max = 500))]
     pub members: Vec<Member>,
 }
 
@@ -73,10 +75,12 @@ pub struct WorkspaceQuota {
 pub struct Member {
     /// `User`, `Group` or `ServiceAccount` (as in a RoleBinding subject).
     #[x_kube(validation = Rule::new("self in ['User', 'Group', 'ServiceAccount']").message("kind is User, Group or ServiceAccount"))]
+    #[schemars(length(max = 32))]
     pub kind: String,
     /// The user, group or `namespace:serviceaccount` name.
     pub name: String,
     /// `editor` or `viewer`.
+    #[schemars(length(max = 32))]
     pub role: String,
 }
 
@@ -157,6 +161,7 @@ pub struct FeedSpec {
     /// How long results are cached, e.g. `5m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[0-9]+(ms|s|m|h)$')").message("cache is a duration such as 30s, 5m or 1h"))]
+    #[schemars(length(max = 16))]
     pub cache: Option<String>,
     /// Names of the DataSources the feed uses; each must grant this workspace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -286,6 +291,7 @@ pub struct DataSourceSpec {
     /// `postgres`, `mysql`, `sqlite`, `duckdb` or `http`.
     #[serde(rename = "type")]
     #[x_kube(validation = Rule::new("self in ['postgres', 'mysql', 'sqlite', 'duckdb', 'http']").message("type is postgres, mysql, sqlite, duckdb or http"))]
+    #[schemars(length(max = 16))]
     pub type_: String,
     /// The Secret with the connection (key `url`, plus whatever the type needs).
     pub secret_ref: SecretRef,
@@ -312,6 +318,7 @@ pub struct SecretRef {
 pub struct Egress {
     /// IP blocks, e.g. `10.0.12.0/24`.
     #[serde(default)]
+    #[schemars(length(max = 64))]
     pub cidrs: Vec<String>,
     /// An in-cluster source: its namespace ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -322,6 +329,7 @@ pub struct Egress {
     /// TCP ports; none means any.
     #[serde(default)]
     #[x_kube(validation = Rule::new("self.all(p, p >= 1 && p <= 65535)").message("ports are 1 to 65535"))]
+    #[schemars(length(max = 32))]
     pub ports: Vec<i32>,
 }
 
