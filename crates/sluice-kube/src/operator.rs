@@ -240,7 +240,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The Feed and Workspace controllers, until SIGTERM. The e2e test runs these in-process.
+/// The Feed, Workspace and DataSource controllers, until SIGTERM. The e2e test runs these in-process.
 pub async fn run_controllers(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let wc = watcher::Config::default();
@@ -298,7 +298,23 @@ pub async fn run_controllers(ctx: Arc<Context>) {
             }
         });
 
-    futures::future::join(feeds, workspaces).await;
+    let datasources = Controller::new(
+        Api::<DataSource>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(reconcile::reconcile_datasource, error_policy, ctx.clone())
+    .for_each({
+        let ctx = ctx.clone();
+        move |r| {
+            match r {
+                Ok((obj, _)) => forget_failures(&ctx, &obj),
+                Err(e) => tracing::debug!(error = %e, "data source controller"),
+            }
+            futures::future::ready(())
+        }
+    });
+    futures::future::join3(feeds, workspaces, datasources).await;
 }
 
 /// Flags of `sluice crds`.

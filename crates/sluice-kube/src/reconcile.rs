@@ -26,7 +26,7 @@ use crate::build::feed::{self, FeedInputs, FeedPlan};
 use crate::build::workspace::{self, WorkspaceInputs, namespace_of};
 use crate::build::{FIELD_MANAGER, LABEL_FEED, Object, Settings};
 use crate::conditions::{condition, merge};
-use crate::crd::{DataSource, Feed, FeedStatus, Workspace, WorkspaceStatus};
+use crate::crd::{DataSource, DataSourceStatus, Feed, FeedStatus, Workspace, WorkspaceStatus};
 use crate::metrics::Metrics;
 
 /// The finalizer the operator puts on Feeds and Workspaces.
@@ -542,6 +542,69 @@ async fn cleanup_workspace(ws: &Workspace, ctx: &Context) -> Result<Action, Erro
             .map(|_| ()),
     )?;
     Ok(Action::await_change())
+}
+
+/// Reconcile one DataSource: its status says whether its Secret is there with a `url`.
+/// (Granting is done by the workspaces it names; they watch DataSources.)
+pub async fn reconcile_datasource(ds: Arc<DataSource>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.timer("datasource");
+    let result = apply_datasource(&ds, &ctx).await;
+    ctx.metrics
+        .record("datasource", result.as_ref().err().map(Error::category));
+    result
+}
+
+async fn apply_datasource(ds: &DataSource, ctx: &Context) -> Result<Action, Error> {
+    let r = &ds.spec.secret_ref;
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &r.namespace)
+        .get_opt(&r.name)
+        .await?;
+    let has_url = secret.as_ref().is_some_and(|s| {
+        s.data.as_ref().is_some_and(|d| d.contains_key("url"))
+            || s.string_data
+                .as_ref()
+                .is_some_and(|d| d.contains_key("url"))
+    });
+    let ready = match (&secret, has_url) {
+        (None, _) => condition(
+            "Ready",
+            false,
+            "SecretMissing",
+            format!("Secret {}/{} does not exist", r.namespace, r.name),
+        ),
+        (Some(_), false) => condition(
+            "Ready",
+            false,
+            "SecretHasNoUrl",
+            format!("Secret {}/{} has no key `url`", r.namespace, r.name),
+        ),
+        (Some(_), true) => condition(
+            "Ready",
+            true,
+            "SecretFound",
+            format!("granted to {}", ds.spec.workspaces.join(", ")),
+        ),
+    };
+    let old = ds.status.clone().unwrap_or_default();
+    let status = DataSourceStatus {
+        observed_generation: ds.metadata.generation,
+        conditions: merge(
+            &old.conditions,
+            vec![ready],
+            ds.metadata.generation,
+            &(ctx.now)(),
+        ),
+    };
+    let body = json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "DataSource",
+        "metadata": {"name": ds.name_any()}, "status": status});
+    Api::<DataSource>::all(ctx.client.clone())
+        .patch_status(
+            &ds.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
 }
 
 /// Back off per object: 5 s, doubling to 5 min. Other objects keep their own pace.

@@ -629,3 +629,57 @@ async fn a_workspace_applies_its_namespace_first_and_copies_only_granted_secrets
     assert_eq!(st["dataSources"], json!(["warehouse"]));
     assert_eq!(condition(st, "Ready")["status"], "True");
 }
+
+#[tokio::test]
+async fn a_data_source_reports_whether_its_secret_is_there() {
+    for (reply, ready, reason) in [
+        (
+            Some(
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "warehouse"}, "data": {"url": "eA=="}}),
+            ),
+            "True",
+            "SecretFound",
+        ),
+        (
+            Some(
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "warehouse"}, "data": {"password": "eA=="}}),
+            ),
+            "False",
+            "SecretHasNoUrl",
+        ),
+        (None, "False", "SecretMissing"),
+    ] {
+        let (ctx, handle) = context();
+        let mut ds = warehouse(&["team"]);
+        ds["metadata"]["generation"] = json!(2);
+        let get = match reply {
+            Some(r) => step(
+                "GET",
+                "/api/v1/namespaces/sluice-system/secrets/warehouse",
+                r,
+            ),
+            None => not_found("GET", "/api/v1/namespaces/sluice-system/secrets/warehouse"),
+        };
+        let steps = vec![
+            get,
+            step(
+                "PATCH",
+                "/apis/sluice.dev/v1alpha1/datasources/warehouse/status",
+                ds.clone(),
+            ),
+        ];
+        let ds: sluice_kube::crd::DataSource = serde_json::from_value(ds).unwrap();
+        let (result, seen) = run(
+            reconcile::reconcile_datasource(Arc::new(ds), ctx),
+            handle,
+            steps,
+        )
+        .await;
+        result.unwrap();
+        assert_applied(&seen[1], "DataSource", "warehouse");
+        let st = &seen[1].body["status"];
+        assert_eq!(st["observedGeneration"], 2);
+        assert_eq!(condition(st, "Ready")["status"], ready, "{reason}");
+        assert_eq!(condition(st, "Ready")["reason"], reason);
+    }
+}
