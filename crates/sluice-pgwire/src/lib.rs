@@ -10,6 +10,7 @@
 //! `table.rs` for how a feed becomes a table). A session per connection also keeps what
 //! a client creates (temporary tables, `SET`s) to that connection.
 
+mod catalog;
 mod colnames;
 mod hooks;
 mod keys;
@@ -38,6 +39,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let shared = Arc::new(Shared::new(gw, tls.is_some()));
+    // Decode the shared pg_catalog tables now rather than in the first connection.
+    tokio::task::spawn_blocking(|| {
+        if let Err(e) = catalog::statics() {
+            tracing::warn!("postgres endpoint: the pg_catalog tables could not be built: {e}");
+        }
+    });
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {

@@ -16,8 +16,6 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser;
-use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
-use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use datafusion_postgres::pgwire;
 use datafusion_postgres::{DfSessionService, Parser};
 use futures::{Sink, SinkExt};
@@ -244,7 +242,7 @@ impl Startup {
             crate::keys::FUNCTION,
             Arc::new(crate::keys::PrimaryKeysFunction { feeds }),
         );
-        setup_pg_catalog(&ctx, ws, EmptyContextProvider).map_err(|e| df(*e))?;
+        crate::catalog::setup(&ctx, ws).map_err(df)?;
         ctx.register_udf(version_udf());
         ctx.register_udf(to_regtype_udf());
         // Feeds have no sequences, identities or collations: SQLAlchemy's column
