@@ -683,3 +683,71 @@ async fn a_data_source_reports_whether_its_secret_is_there() {
         assert_eq!(condition(st, "Ready")["reason"], reason);
     }
 }
+
+#[tokio::test]
+async fn the_server_deploys_feeds_with_its_own_field_manager_and_lists_gitops_ones_too() {
+    use sluice_kube::control::{Deploy, KubeFeeds};
+    let (ctx, handle) = context();
+    let feeds = KubeFeeds::new(ctx.client.clone());
+    let mut applied = feed_value(spec(), None);
+    applied["metadata"]["managedFields"] =
+        json!([{"manager": "sluice-server", "operation": "Apply"}]);
+    let mut gitops = feed_value(
+        json!({"source": {"inline": "x"}, "revision": "3"}),
+        Some(json!({
+        "observedGeneration": 4, "revision": "3", "url": "https://s/feeds/team/gitops",
+        "conditions": [{"type": "Built", "status": "True", "reason": "ImageReady", "message": ""},
+                       {"type": "Ready", "status": "True", "reason": "Available", "message": ""}]})),
+    );
+    gitops["metadata"]["name"] = "gitops".into();
+    gitops["metadata"]["managedFields"] =
+        json!([{"manager": "argocd-controller", "operation": "Apply"}]);
+    let steps = vec![
+        step("PATCH", format!("{FEEDS}/sales"), applied.clone()),
+        step(
+            "GET",
+            FEEDS,
+            json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "FeedList", "metadata": {}, "items": [gitops, applied]}),
+        ),
+        not_found("DELETE", format!("{FEEDS}/gone")),
+    ];
+    let work = async {
+        let d = Deploy {
+            source: "import sluice\n".into(),
+            lock: Some("pandas==2.2.3\n".into()),
+            revision: "7".into(),
+            cache: Some("5m".into()),
+            data_sources: vec!["warehouse".into()],
+            ..Default::default()
+        };
+        let deployed = feeds.deploy("sluice-team", "sales", &d).await.unwrap();
+        let listed = feeds.list("sluice-team").await.unwrap();
+        feeds.delete("sluice-team", "gone").await.unwrap();
+        (deployed, listed)
+    };
+    let ((deployed, listed), seen) = run(work, handle, steps).await;
+    assert_eq!(seen[0].query["fieldManager"], "sluice-server");
+    assert_eq!(seen[0].query["force"], "true");
+    assert_eq!(seen[0].content_type, "application/apply-patch+yaml");
+    assert_eq!(
+        seen[0].body["spec"],
+        json!({"source": {"inline": "import sluice\n"}, "revision": "7",
+        "lock": "pandas==2.2.3\n", "cache": "5m", "dataSources": ["warehouse"]})
+    );
+    assert!(deployed.managed_by_server);
+    assert!(!deployed.ready);
+    assert_eq!(
+        listed.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        ["gitops", "sales"]
+    );
+    let g = &listed[0];
+    assert!(g.ready && g.built && !g.managed_by_server);
+    assert_eq!(g.live_revision.as_deref(), Some("3"));
+    assert_eq!(g.url.as_deref(), Some("https://s/feeds/team/gitops"));
+    assert_eq!(g.waiting_for, None);
+    assert_eq!(
+        listed[1].waiting_for.as_deref(),
+        Some("Reconciling"),
+        "no status yet"
+    );
+}
