@@ -171,9 +171,10 @@ async fn serve_metrics(addr: SocketAddr, metrics: Metrics) -> anyhow::Result<()>
 /// Run the operator until SIGTERM, or until the leader Lease is lost.
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
-    let client = Client::try_default()
-        .await
-        .context("no Kubernetes API: set KUBECONFIG or run in a pod")?;
+    let client = Client::try_default().await.map_err(|e| {
+        // kube's error repeats its causes in its own message: one line is enough.
+        anyhow::anyhow!("no Kubernetes API: set KUBECONFIG or run in a pod ({e})")
+    })?;
     let metrics = Metrics::default();
     tokio::spawn({
         let metrics = metrics.clone();
