@@ -13,7 +13,7 @@ use sluice_store::{NewInvocation, Revision, Store};
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, RwLock,
+        Arc, RwLock,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -51,7 +51,8 @@ impl Default for GatewayConfig {
 /// passthrough, and the JSON connection map sent to workers for `sluice.connect`.
 pub struct WorkspaceSources {
     pub configs: HashMap<String, SourceConfig>,
-    pub worker_json: serde_json::Value,
+    /// Serialized once: every CALL of the workspace carries it.
+    pub worker_json: Arc<str>,
 }
 
 #[derive(Clone)]
@@ -59,8 +60,9 @@ pub struct Gateway {
     pub(crate) inner: Arc<Inner>,
 }
 
-/// (workspace, feed)
-type FeedKey = (String, String);
+/// Workspace, then feed: nested so the hot path looks both up by `&str`, without building
+/// an owned key per request.
+type PerFeed<T> = HashMap<String, HashMap<String, T>>;
 
 pub(crate) struct Inner {
     pub store: Store,
@@ -68,9 +70,9 @@ pub(crate) struct Inner {
     pub sources: Sources,
     pub cfg: GatewayConfig,
     pub keys: KeyCache,
-    pub live: RwLock<HashMap<FeedKey, (Instant, Arc<Revision>)>>,
+    pub live: RwLock<PerFeed<(Instant, Arc<Revision>)>>,
     pub ws_sources: RwLock<HashMap<String, Arc<WorkspaceSources>>>,
-    pub limiters: Mutex<HashMap<FeedKey, Arc<Limiter>>>,
+    pub limiters: RwLock<PerFeed<Arc<Limiter>>>,
     pub cache: ResultCache,
     pub metrics: Metrics,
     /// Result schemas by revision id (see `schemas.rs`).
@@ -163,13 +165,13 @@ impl Gateway {
 
     /// The live revision of a feed, from memory when fresh.
     pub async fn live_revision(&self, ws: &str, feed: &str) -> Result<Arc<Revision>> {
-        let key = (ws.to_string(), feed.to_string());
         let cached = self
             .inner
             .live
             .read()
             .expect("live lock")
-            .get(&key)
+            .get(ws)
+            .and_then(|m| m.get(feed))
             .cloned();
         if let Some((at, rev)) = cached
             && at.elapsed() < self.inner.cfg.live_cache_ttl
@@ -187,17 +189,17 @@ impl Gateway {
             .live
             .write()
             .expect("live lock")
-            .insert(key, (Instant::now(), rev.clone()));
+            .entry(ws.to_string())
+            .or_default()
+            .insert(feed.to_string(), (Instant::now(), rev.clone()));
         Ok(rev)
     }
 
     /// Forget what is cached about a feed after a deploy, rollback or delete.
     pub fn invalidate_feed(&self, ws: &str, feed: &str) {
-        self.inner
-            .live
-            .write()
-            .expect("live lock")
-            .remove(&(ws.to_string(), feed.to_string()));
+        if let Some(m) = self.inner.live.write().expect("live lock").get_mut(ws) {
+            m.remove(feed);
+        }
     }
 
     pub fn invalidate_keys(&self) {
@@ -229,7 +231,7 @@ impl Gateway {
         }
         let ws_sources = Arc::new(WorkspaceSources {
             configs,
-            worker_json: serde_json::Value::Object(worker),
+            worker_json: serde_json::Value::Object(worker).to_string().into(),
         });
         self.inner
             .ws_sources
@@ -240,8 +242,23 @@ impl Gateway {
     }
 
     pub fn limiter(&self, ws: &str, feed: &str) -> Arc<Limiter> {
-        let mut map = self.inner.limiters.lock().expect("limiter lock");
-        map.entry((ws.to_string(), feed.to_string()))
+        if let Some(l) = self
+            .inner
+            .limiters
+            .read()
+            .expect("limiter lock")
+            .get(ws)
+            .and_then(|m| m.get(feed))
+        {
+            return l.clone();
+        }
+        self.inner
+            .limiters
+            .write()
+            .expect("limiter lock")
+            .entry(ws.to_string())
+            .or_default()
+            .entry(feed.to_string())
             .or_insert_with(|| {
                 Arc::new(Limiter::new(
                     self.inner.cfg.feed_concurrency,

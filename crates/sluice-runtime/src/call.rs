@@ -44,8 +44,9 @@ pub struct CallSpec {
     pub feed: String,
     /// Already validated and coerced against the feed's signature, in JSON.
     pub params: serde_json::Value,
-    /// `{name: {"kind": "sqlite", "path": ..} | {"kind": "postgres", "url": ..}}`
-    pub sources: serde_json::Value,
+    /// `{name: {"kind": "sqlite", "path": ..} | {"kind": "postgres", "url": ..}}` as JSON
+    /// text: the same for every call of a workspace, so it is serialized once, not per call.
+    pub sources: Arc<str>,
     /// Whether a returned `sluice.sql(...)` may come back as [`CallOutput::Sql`].
     pub passthrough: bool,
     pub request_id: String,
@@ -94,16 +95,32 @@ struct Budget {
     spent: Duration,
 }
 
-/// The CALL frame's payload.
+/// The CALL frame's payload, written directly: the sources are already JSON text.
 pub(crate) fn payload(call: CallSpec) -> Result<Vec<u8>> {
-    let payload = serde_json::json!({
-        "id": call.request_id,
-        "feed": call.feed,
-        "params": if call.params.is_null() { serde_json::json!({}) } else { call.params },
-        "sources": if call.sources.is_null() { serde_json::json!({}) } else { call.sources },
-        "passthrough": call.passthrough,
+    let sources = call.sources.trim();
+    let mut out = Vec::with_capacity(96 + call.feed.len() + sources.len());
+    out.extend_from_slice(b"{\"id\":");
+    serde_json::to_writer(&mut out, &call.request_id).map_err(Error::internal)?;
+    out.extend_from_slice(b",\"feed\":");
+    serde_json::to_writer(&mut out, &call.feed).map_err(Error::internal)?;
+    out.extend_from_slice(b",\"params\":");
+    if call.params.is_null() {
+        out.extend_from_slice(b"{}");
+    } else {
+        serde_json::to_writer(&mut out, &call.params).map_err(Error::internal)?;
+    }
+    out.extend_from_slice(b",\"sources\":");
+    out.extend_from_slice(if sources.is_empty() {
+        b"{}"
+    } else {
+        sources.as_bytes()
     });
-    serde_json::to_vec(&payload).map_err(Error::internal)
+    out.extend_from_slice(if call.passthrough {
+        b",\"passthrough\":true}"
+    } else {
+        b",\"passthrough\":false}"
+    });
+    Ok(out)
 }
 
 /// Read the result of a CALL already sent on `lease`.
@@ -430,4 +447,43 @@ fn violation(lease: &mut Lease, what: String) -> Error {
     Error::internal(format!(
         "the feed's worker broke the protocol ({what}); it was restarted. This is a bug in Sluice, please report it"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_call_payload_is_the_json_the_worker_reads() {
+        let spec = |params, sources: &str, passthrough| CallSpec {
+            feed: "top\"products".into(),
+            params,
+            sources: sources.into(),
+            passthrough,
+            request_id: "r\n1".into(),
+        };
+        let p = payload(spec(
+            serde_json::json!({"limit": 5, "region": "EU"}),
+            r#" {"warehouse": {"kind": "sqlite", "path": "/d/w.db"}} "#,
+            true,
+        ))
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "id": "r\n1",
+                "feed": "top\"products",
+                "params": {"limit": 5, "region": "EU"},
+                "sources": {"warehouse": {"kind": "sqlite", "path": "/d/w.db"}},
+                "passthrough": true,
+            })
+        );
+        // No parameters and no sources are empty objects, never null.
+        let p = payload(spec(serde_json::Value::Null, "", false)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+        assert_eq!(v["params"], serde_json::json!({}));
+        assert_eq!(v["sources"], serde_json::json!({}));
+        assert_eq!(v["passthrough"], false);
+    }
 }

@@ -6,8 +6,9 @@
 //! permits wait, at most `queue` of them; the next gets `too_many_requests`.
 //!
 //! While calls are quick, a waiting caller's CALL is also written into the socket of a
-//! busy worker, one deep, so the worker finds it the moment it ends its current call; the
-//! lease, permit included, then passes straight to that caller ([`Pool::feed_next`]).
+//! busy worker, up to [`QUEUE_BEHIND_DEPTH`] deep, so the worker finds it the moment it
+//! ends its current call; the lease, permit included, then passes straight to that caller
+//! ([`Pool::feed_next`]).
 //!
 //! A [`Lease`] is the permit plus the worker. Whatever happens to the call (success,
 //! crash, timeout, a stream dropped mid-call, a cancelled future) the lease's `Drop`
@@ -32,6 +33,15 @@ const RECHECK_IDLE: Duration = Duration::from_millis(500);
 const QUEUE_BEHIND_TYPICAL_CALL: Duration = Duration::from_millis(10);
 /// ... and only CALL frames this small, which a socket takes whole without waiting.
 const QUEUE_BEHIND_MAX_BYTES: usize = 16 * 1024;
+/// Calls queued behind one busy worker at most. One is not enough on a saturated feed:
+/// by the time the gateway has read a result and queued the next call, the worker has
+/// often finished the call that was waiting and gone to sleep on an empty socket. Two
+/// keep it busy; with calls under [`QUEUE_BEHIND_TYPICAL_CALL`] a queued call waits at
+/// most two quick calls.
+const QUEUE_BEHIND_DEPTH: usize = 2;
+/// How long a queued call whose caller went away may take to finish unread before its
+/// worker is stopped instead (see [`drain`]).
+const DRAIN_ABANDONED: Duration = Duration::from_secs(5);
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy)]
@@ -229,8 +239,8 @@ impl Pool {
         }
     }
 
-    /// Queue waiting callers' CALLs behind busy workers, at most one per worker, oldest
-    /// caller first: the worker then finds its next call the moment it finishes, instead
+    /// Queue waiting callers' CALLs behind busy workers, at most [`QUEUE_BEHIND_DEPTH`]
+    /// per worker, shallowest queue first, oldest caller first: the worker then finds its next call the moment it finishes, instead
     /// of sleeping until the gateway has read its result, released it and woken the
     /// next caller. On a saturated feed that saves a sleep and a wake-up of the Python
     /// process per call, its largest cost. A worker still runs one call at a time: the
@@ -256,31 +266,34 @@ impl Pool {
             queued_behind,
             ..
         } = s;
-        for slot in leased.iter_mut() {
-            if slot.next.is_some()
-                || slot.poisoned
-                || now.duration_since(slot.since).as_secs_f64() >= limit
-            {
-                continue;
-            }
-            let Some(p) = pending.pop_front() else {
-                return;
-            };
-            if p.tx.is_closed() {
-                continue;
-            }
-            match protocol::try_write_whole(&slot.writer, &p.frame) {
-                Ok(true) => {
-                    slot.next = Some(p.tx);
-                    *queued_behind += 1;
+        for depth in 1..=QUEUE_BEHIND_DEPTH {
+            for slot in leased.iter_mut() {
+                if slot.next.len() >= depth
+                    || slot.poisoned
+                    || now.duration_since(slot.since).as_secs_f64() >= limit
+                {
+                    continue;
                 }
-                Ok(false) => pending.push_front(p),
-                Err(e) => {
-                    // Part of a frame went out: that worker's stream is corrupt. Its
-                    // current call ends in a protocol error and the worker is replaced.
-                    tracing::warn!(revision_id = self.revision_id, error = %e, "queueing a call behind a busy worker failed");
-                    slot.poisoned = true;
-                    pending.push_front(p);
+                let p = loop {
+                    match pending.pop_front() {
+                        None => return,
+                        Some(p) if p.tx.is_closed() => continue,
+                        Some(p) => break p,
+                    }
+                };
+                match protocol::try_write_whole(&slot.writer, &p.frame) {
+                    Ok(true) => {
+                        slot.next.push_back(p.tx);
+                        *queued_behind += 1;
+                    }
+                    Ok(false) => pending.push_front(p),
+                    Err(e) => {
+                        // Part of a frame went out: that worker's stream is corrupt. Its
+                        // current call ends in a protocol error and the worker is replaced.
+                        tracing::warn!(revision_id = self.revision_id, error = %e, "queueing a call behind a busy worker failed");
+                        slot.poisoned = true;
+                        pending.push_front(p);
+                    }
                 }
             }
         }
@@ -392,12 +405,12 @@ impl Pool {
         let mut outcome = lease.outcome;
         let mut s = self.state();
         let slot = s.leased.iter().position(|l| l.id == lease.slot);
-        let (next, poisoned) = match slot {
+        let (mut queue, poisoned) = match slot {
             Some(i) => {
                 let l = s.leased.swap_remove(i);
                 (l.next, l.poisoned)
             }
-            None => (None, false),
+            None => (Default::default(), false),
         };
         if poisoned && outcome == Outcome::Healthy {
             outcome = Outcome::Killed;
@@ -410,8 +423,11 @@ impl Pool {
                 took
             };
         }
-        // A call queued behind this one takes the worker, and the slot, as they are.
-        if let (Some(next), Outcome::Healthy) = (next, outcome)
+        // A call queued behind this one takes the worker, and the slot, as they are, with
+        // the calls queued behind it. (Any other outcome drops the queue: those calls never
+        // started, and their callers look for another worker.)
+        if outcome == Outcome::Healthy
+            && let Some(next) = queue.pop_front()
             && let Some(worker) = worker
         {
             let mut handed = Lease {
@@ -423,12 +439,16 @@ impl Pool {
                 since: Instant::now(),
                 called: true,
             };
-            handed.register(&mut s, worker);
+            handed.register(&mut s, worker, queue);
             self.feed_next(&mut s);
             drop(s);
-            // Nobody waits for it any more (the caller went away): the worker will run
-            // that call with no one to read it, so dropping the lease replaces the worker.
-            let _ = next.send(handed);
+            // Nobody waits for it any more (the caller went away) but the worker runs it
+            // anyway, and calls may be queued behind it: read it to its end and pass on.
+            if let Err(abandoned) = next.send(handed)
+                && let Ok(rt) = tokio::runtime::Handle::try_current()
+            {
+                rt.spawn(drain(abandoned));
+            }
             return;
         }
         s.busy -= 1;
@@ -473,6 +493,32 @@ impl Pool {
         let idle = std::mem::take(&mut s.idle);
         s.workers -= idle.len();
         idle.into_iter().map(|(w, _)| w).collect()
+    }
+}
+
+/// Read a queued call whose caller has gone away to its end, so the worker, and the calls
+/// queued behind it, carry on. A call that does not end soon (or breaks the protocol)
+/// leaves the lease's default outcome: the worker is stopped and replaced, and the calls
+/// behind it, which never started, go to other workers.
+async fn drain(mut lease: Lease) {
+    let ended = tokio::time::timeout(DRAIN_ABANDONED, async {
+        loop {
+            match lease.worker().recv().await {
+                Ok(f) if f.kind == Kind::End => return true,
+                // The SDK exits after a MemoryError: that worker is not reusable.
+                Ok(f) if f.kind == Kind::Error => {
+                    return f
+                        .json::<protocol::ErrorFrame>()
+                        .is_ok_and(|e| e.ty != "MemoryError");
+                }
+                Ok(f) if matches!(f.kind, Kind::Rows | Kind::Arrow | Kind::Sql) => continue,
+                _ => return false,
+            }
+        }
+    })
+    .await;
+    if ended == Ok(true) {
+        lease.outcome = Outcome::Healthy;
     }
 }
 
@@ -526,8 +572,8 @@ struct Leased {
     id: u64,
     writer: Arc<OwnedWriteHalf>,
     since: Instant,
-    /// A caller whose CALL is queued behind the current one.
-    next: Option<oneshot::Sender<Lease>>,
+    /// Callers whose CALLs are queued behind the current one, in the worker's order.
+    next: std::collections::VecDeque<oneshot::Sender<Lease>>,
     /// Queueing wrote part of a frame: the worker must not be reused.
     poisoned: bool,
 }
@@ -566,16 +612,21 @@ impl Lease {
     fn attach(&mut self, worker: Worker) {
         let pool = self.pool.clone();
         let mut s = pool.state();
-        self.register(&mut s, worker);
+        self.register(&mut s, worker, Default::default());
     }
 
-    fn register(&mut self, s: &mut State, worker: Worker) {
+    fn register(
+        &mut self,
+        s: &mut State,
+        worker: Worker,
+        next: std::collections::VecDeque<oneshot::Sender<Lease>>,
+    ) {
         self.slot = crate::next_seq();
         s.leased.push(Leased {
             id: self.slot,
             writer: worker.writer(),
             since: self.since,
-            next: None,
+            next,
             poisoned: false,
         });
         self.worker = Some(worker);

@@ -45,7 +45,7 @@ fn call(feed: &str, params: serde_json::Value) -> CallSpec {
     CallSpec {
         feed: feed.into(),
         params,
-        sources: json!({}),
+        sources: "{}".into(),
         passthrough: true,
         request_id: "t".into(),
     }
@@ -421,7 +421,9 @@ async fn sql_passthrough_and_materialised() {
     // Without passthrough the worker runs the query itself and streams rows.
     let spec = CallSpec {
         passthrough: false,
-        sources: json!({"warehouse": {"kind": "sqlite", "path": db}}),
+        sources: json!({"warehouse": {"kind": "sqlite", "path": db}})
+            .to_string()
+            .into(),
         ..call("passthrough", json!({"region": "EU"}))
     };
     let (schema, batches, _) = collect(rt.call(&m, spec).await.unwrap()).await;
@@ -973,6 +975,81 @@ async fn a_call_queued_behind_a_crashing_one_runs_on_a_fresh_worker() {
         assert_eq!(queued.unwrap().0, 7);
         if rt.stats()[0].queued_behind > before {
             break;
+        }
+    }
+}
+
+/// A caller whose CALL is queued behind a busy worker and who then goes away (a client
+/// hanging up) costs nothing: the worker runs that call to its end unread and carries on
+/// with the calls queued behind it, each of which gets its own answer. No worker restarts.
+#[tokio::test]
+async fn a_queued_call_whose_caller_went_away_is_drained_not_killed() {
+    const SRC: &str = r#"
+import os, time
+import sluice
+
+@sluice.feed
+def echo(i: int = 0):
+    return [{"i": i, "pid": os.getpid()}]
+
+@sluice.feed
+def short():
+    time.sleep(0.05)
+    return [{"i": -1, "pid": os.getpid()}]
+"#;
+    let d = tempfile::tempdir().unwrap();
+    let rt = Runtime::start(RuntimeConfig {
+        pool_max: 1,
+        queue: 8,
+        ..cfg(d.path())
+    })
+    .await
+    .unwrap();
+    let m = module(24, SRC);
+    rt.warm(&m).await.unwrap();
+    let pid = echo(&rt, &m, 0).await.unwrap().1;
+    // Until the timing works out: both echo calls must be queued while `short` runs
+    // (queueing stops once the current call has run for 10 ms).
+    for attempt in 0.. {
+        assert!(
+            attempt < 20,
+            "never managed to queue two calls behind `short`"
+        );
+        for i in 0..5 {
+            echo(&rt, &m, i).await.unwrap();
+        }
+        let before = rt.stats()[0].queued_behind;
+        let (r1, m1) = (rt.clone(), m.clone());
+        let first = tokio::spawn(async move { rows(&r1, &m1, "short").await.map(|_| ()) });
+        while rt.stats()[0].busy == 0 {
+            tokio::task::yield_now().await;
+        }
+        let (r2, m2) = (rt.clone(), m.clone());
+        let abandoned = tokio::spawn(async move { echo(&r2, &m2, 1).await });
+        while rt.stats()[0].waiting == 0 {
+            tokio::task::yield_now().await;
+        }
+        let (r3, m3) = (rt.clone(), m.clone());
+        let behind = tokio::spawn(async move { echo(&r3, &m3, 2).await });
+        while rt.stats()[0].waiting < 2 {
+            tokio::task::yield_now().await;
+        }
+        let queued = rt.stats()[0].queued_behind - before;
+        abandoned.abort();
+        first.await.unwrap().unwrap();
+        let (i, p) = behind.await.unwrap().unwrap();
+        assert_eq!(
+            i, 2,
+            "the call behind the abandoned one got another call's answer"
+        );
+        let s = &rt.stats()[0];
+        assert_eq!(s.restarts, 0, "{s:?}");
+        assert_eq!(p, pid, "the worker was replaced");
+        if queued == 2 {
+            // Both were queued behind `short`, so the abandoned one ran on this worker,
+            // unread, and the next call still found the same worker.
+            assert_eq!(echo(&rt, &m, 3).await.unwrap(), (3, pid));
+            return;
         }
     }
 }
