@@ -1,7 +1,8 @@
 //! How long the operator takes to reconcile 1,000 Feeds, over real HTTP to a minimal fake API
 //! server on loopback (answers every read the reconcile makes, echoes every apply, lists
 //! nothing to sweep). It measures the operator's own cost per feed: dereference, build,
-//! 4 applies, 4 sweep lists, a status patch and an Event, 13 requests a feed. Run with
+//! the build pod's digest, 4 applies, 4 sweep lists, a status patch and an Event, 14 requests
+//! a feed. Run with
 //! `cargo test -p sluice-kube --test integration -- --ignored --nocapture scale::`.
 
 use std::sync::Arc;
