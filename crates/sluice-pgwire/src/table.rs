@@ -373,7 +373,11 @@ impl PartitionStream for FeedPartition {
         let rid = self.request_id.clone();
         let schema = self.schema.clone();
         let n_result = self.n_result;
-        let constants = self.constants.clone();
+        let mut constants: Vec<Repeated> = self
+            .constants
+            .iter()
+            .map(|(_, one)| Repeated::new(one.clone()))
+            .collect();
         let stream =
             futures::stream::once(async move { gw.open_feed(&ws, &rev, &params, &rid).await })
                 .map(|r| match r {
@@ -381,8 +385,32 @@ impl PartitionStream for FeedPartition {
                     Err(e) => futures::stream::once(async move { Err(feed_error(e)) }).boxed(),
                 })
                 .flatten()
-                .map(move |b| conform(&b?, &schema, n_result, &constants));
+                .map(move |b| conform(&b?, &schema, n_result, &mut constants));
         Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
+
+/// A parameter's constant column: one value repeated, built once for the largest batch
+/// seen and sliced for each batch (a slice is free; building it again per batch cost a
+/// copy of the value per row, e.g. a string parameter on every row of a 1M-row read).
+struct Repeated {
+    one: ArrayRef,
+    filled: ArrayRef,
+}
+
+impl Repeated {
+    fn new(one: ArrayRef) -> Self {
+        let filled = one.slice(0, 0);
+        Repeated { one, filled }
+    }
+
+    fn column(&mut self, rows: usize) -> DfResult<ArrayRef> {
+        if self.filled.len() < rows {
+            // Batches are usually all the size of the first: no regrowth after it.
+            let idx = arrow_array::UInt32Array::from(vec![0u32; rows]);
+            self.filled = arrow_select_take(self.one.as_ref(), &idx)?;
+        }
+        Ok(self.filled.slice(0, rows))
     }
 }
 
@@ -392,7 +420,7 @@ fn conform(
     b: &RecordBatch,
     schema: &SchemaRef,
     n_result: usize,
-    constants: &[(usize, ArrayRef)],
+    constants: &mut [Repeated],
 ) -> DfResult<RecordBatch> {
     let rows = b.num_rows();
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
@@ -404,9 +432,8 @@ fn conform(
         };
         cols.push(col);
     }
-    for (_, one) in constants {
-        let idx = arrow_array::UInt32Array::from(vec![0u32; rows]);
-        cols.push(arrow_select_take(one.as_ref(), &idx)?);
+    for c in constants {
+        cols.push(c.column(rows)?);
     }
     Ok(RecordBatch::try_new_with_options(
         schema.clone(),
@@ -606,5 +633,44 @@ mod tests {
         );
         let n = param_array(&ParamValue::Null, &DataType::Int64).unwrap();
         assert!(n.is_null(0));
+    }
+
+    #[test]
+    fn constant_parameter_columns_repeat_the_value_for_every_batch_size() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("region", DataType::Utf8, true),
+        ]));
+        let one = param_array(&ParamValue::Str("EU".into()), &DataType::Utf8).unwrap();
+        let mut constants = vec![Repeated::new(one)];
+        for rows in [3usize, 5, 2, 0, 5] {
+            let b = RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)])),
+                vec![Arc::new(arrow_array::Int64Array::from_iter_values(
+                    0..rows as i64,
+                ))],
+            )
+            .unwrap();
+            let out = conform(&b, &schema, 1, &mut constants).unwrap();
+            assert_eq!(out.num_rows(), rows);
+            let region = out
+                .column(1)
+                .as_any()
+                .downcast_ref::<arrow_array::StringArray>()
+                .unwrap();
+            assert_eq!(region.len(), rows);
+            assert!(region.iter().all(|v| v == Some("EU")), "{rows} rows");
+        }
+        // A null parameter is a null column.
+        let mut nulls = vec![Repeated::new(
+            param_array(&ParamValue::Null, &DataType::Utf8).unwrap(),
+        )];
+        let b = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)])),
+            vec![Arc::new(arrow_array::Int64Array::from(vec![1, 2]))],
+        )
+        .unwrap();
+        let out = conform(&b, &schema, 1, &mut nulls).unwrap();
+        assert_eq!(out.column(1).null_count(), 2);
     }
 }
