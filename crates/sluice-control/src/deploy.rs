@@ -161,11 +161,25 @@ async fn do_deploy(
         }
     }
     tracing::info!(workspace = %ws, feeds = stored.len(), by = %p.name, "deployed {}", m.filename);
-    Ok(json!({
-        "feeds": stored.iter().map(|r| json!({
-            "name": r.feed, "revision": r.number, "url": gw.feed_url(ws, &r.feed), "env_hash": r.env_hash,
-        })).collect::<Vec<_>>()
-    }))
+    let mut out: Vec<Value> = stored.iter().map(|r| json!({
+        "name": r.feed, "revision": r.number, "url": gw.feed_url(ws, &r.feed), "env_hash": r.env_hash,
+    })).collect();
+    // runtime = kubernetes: the store revision is the record; the Feed object is what the
+    // operator builds and rolls out. Its status comes back as the feed's `cluster` state.
+    if let Some(cluster) = gw.cluster() {
+        for (rev, o) in stored.iter().zip(out.iter_mut()) {
+            progress(format!(
+                "writing Feed {} (revision {}) to the cluster",
+                rev.feed, rev.number
+            ));
+            let c = cluster.deploy(ws, rev).await?;
+            gw.set_agent_url(ws, &rev.feed, c.agent_url.as_deref().filter(|_| c.ready));
+            o["cluster"] = json!({
+                "ready": c.ready, "live_revision": c.live_revision, "waiting_for": c.waiting_for,
+            });
+        }
+    }
+    Ok(json!({ "feeds": out }))
 }
 
 pub async fn deploy(

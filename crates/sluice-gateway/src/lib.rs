@@ -9,8 +9,10 @@
 //! its problem responses, so both surfaces behave alike. This crate never writes feeds,
 //! keys or sources: that is the control API's job.
 
+mod agent;
 pub mod auth;
 pub mod cache;
+pub mod cluster;
 pub mod encode;
 mod feeds;
 pub mod limiter;
@@ -22,6 +24,7 @@ mod recorder;
 mod schemas;
 mod state;
 
+pub use agent::AgentClient;
 pub use auth::Principal;
 pub use feeds::{RESERVED as RESERVED_PARAMS, request_id};
 pub use open::OpenFeed;

@@ -1,7 +1,10 @@
 //! The gateway's shared state and the execution pipeline both surfaces use: the feed
 //! endpoint and the control API's `run` call a feed the same way.
 
-use crate::{auth::KeyCache, cache::ResultCache, limiter::Limiter, metrics::Metrics, recorder};
+use crate::{
+    agent::AgentClient, auth::KeyCache, cache::ResultCache, cluster::Cluster, limiter::Limiter,
+    metrics::Metrics, recorder,
+};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use axum::{extract::State, http::StatusCode, response::IntoResponse};
@@ -79,6 +82,16 @@ pub(crate) struct Inner {
     pub schemas: RwLock<HashMap<i64, SchemaRef>>,
     pub recorder: mpsc::Sender<NewInvocation>,
     pub ready: AtomicBool,
+    /// Set when runtime = kubernetes: feeds run in their agent pods, not in `runtime`.
+    pub agents: Option<Agents>,
+}
+
+/// Feed agents (runtime = kubernetes) and where each feed's agent answers, as the Feed's
+/// status reports it (the control side keeps this up to date from the cluster).
+pub(crate) struct Agents {
+    pub client: AgentClient,
+    pub cluster: Option<Arc<dyn Cluster>>,
+    pub urls: RwLock<PerFeed<String>>,
 }
 
 /// Where the captured stdout/stderr of a call will come from.
@@ -121,6 +134,34 @@ pub fn module_of(rev: &Revision) -> ModuleSpec {
 impl Gateway {
     /// Build the state and start the invocation recorder.
     pub fn new(store: Store, runtime: Runtime, sources: Sources, cfg: GatewayConfig) -> Gateway {
+        Gateway::build(store, runtime, sources, cfg, None)
+    }
+
+    /// A gateway for runtime = kubernetes: calls go to each feed's agent (see
+    /// [`Gateway::set_agent_url`]); `runtime` still serves `sluice run` of unsaved code.
+    pub fn with_agents(
+        store: Store,
+        runtime: Runtime,
+        sources: Sources,
+        cfg: GatewayConfig,
+        client: AgentClient,
+        cluster: Option<Arc<dyn Cluster>>,
+    ) -> Gateway {
+        let agents = Agents {
+            client,
+            cluster,
+            urls: Default::default(),
+        };
+        Gateway::build(store, runtime, sources, cfg, Some(agents))
+    }
+
+    fn build(
+        store: Store,
+        runtime: Runtime,
+        sources: Sources,
+        cfg: GatewayConfig,
+        agents: Option<Agents>,
+    ) -> Gateway {
         let (recorder, _task) = recorder::spawn(store.clone());
         Gateway {
             inner: Arc::new(Inner {
@@ -137,6 +178,7 @@ impl Gateway {
                 schemas: Default::default(),
                 recorder,
                 ready: AtomicBool::new(false),
+                agents,
             }),
         }
     }
@@ -200,6 +242,36 @@ impl Gateway {
         if let Some(m) = self.inner.live.write().expect("live lock").get_mut(ws) {
             m.remove(feed);
         }
+    }
+
+    /// Where a feed's agent answers (the Feed's status URL); `None` forgets it. Only
+    /// meaningful with runtime = kubernetes.
+    pub fn set_agent_url(&self, ws: &str, feed: &str, url: Option<&str>) {
+        let Some(agents) = &self.inner.agents else {
+            return;
+        };
+        let mut urls = agents.urls.write().expect("agents lock");
+        match url {
+            Some(u) => {
+                urls.entry(ws.to_string())
+                    .or_default()
+                    .insert(feed.to_string(), u.to_string());
+            }
+            None => {
+                if let Some(m) = urls.get_mut(ws) {
+                    m.remove(feed);
+                }
+            }
+        }
+    }
+
+    /// The cluster deploys write to (runtime = kubernetes).
+    pub fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
+        self.inner.agents.as_ref().and_then(|a| a.cluster.as_ref())
+    }
+
+    pub fn uses_agents(&self) -> bool {
+        self.inner.agents.is_some()
     }
 
     pub fn invalidate_keys(&self) {
@@ -278,6 +350,27 @@ impl Gateway {
         params: &Params,
         request_id: &str,
     ) -> Result<Execution> {
+        if let Some(agents) = &self.inner.agents {
+            // The agent runs `sluice.sql` itself, with the data sources mounted in its pod.
+            let url = agents
+                .urls
+                .read()
+                .expect("agents lock")
+                .get(ws)
+                .and_then(|m| m.get(feed))
+                .cloned()
+                .ok_or_else(|| {
+                    Error::new(
+                        Code::RuntimeUnavailable,
+                        format!("feed '{ws}/{feed}' has no ready agent yet: `kubectl get feeds -n {ws}` shows its build and rollout"),
+                    )
+                    .retry_after(5)
+                })?;
+            return agents
+                .client
+                .call(&url, params_to_json(params), request_id)
+                .await;
+        }
         let sources = self.workspace_sources(ws).await?;
         let out = self
             .inner

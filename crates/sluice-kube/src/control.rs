@@ -39,6 +39,9 @@ pub struct FeedView {
     /// The reason of the first condition that is not True (what the CLI shows).
     pub waiting_for: Option<String>,
     pub url: Option<String>,
+    /// Where the feed's agent answers inside the cluster (its Service, port 80), once ready:
+    /// what the gateway calls.
+    pub agent_url: Option<String>,
     pub image: Option<String>,
     /// Written by GitOps (another field manager owns the spec), not through the API.
     pub managed_by_server: bool,
@@ -60,12 +63,19 @@ impl FeedView {
             .find(|c| c.status != "True")
             .map(|c| c.reason.clone())
             .or_else(|| (!current).then(|| "Reconciling".to_string()));
+        let ready = current && is_true("Ready");
         FeedView {
+            agent_url: ready.then(|| {
+                agent_url(
+                    f.metadata.namespace.as_deref().unwrap_or("default"),
+                    &f.name_any(),
+                )
+            }),
             name: f.name_any(),
             function: function_of(f),
             revision: f.spec.revision.clone(),
             live_revision: status.revision.clone(),
-            ready: current && is_true("Ready"),
+            ready,
             built: is_true("Built"),
             waiting_for,
             url: status.url.clone(),
@@ -76,6 +86,16 @@ impl FeedView {
                 .any(|m| m.manager.as_deref() == Some(SERVER_FIELD_MANAGER)),
         }
     }
+}
+
+/// The in-cluster URL of a feed's agent: its Service (named after the Feed, port 80).
+pub fn agent_url(namespace: &str, feed: &str) -> String {
+    format!("http://{feed}.{namespace}.svc")
+}
+
+/// The Feed object's name for a feed: feed names may hold `_`, object names may not.
+pub fn object_name(feed: &str) -> String {
+    feed.replace('_', "-")
 }
 
 /// Feeds of one cluster, addressed by workspace namespace.

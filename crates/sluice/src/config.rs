@@ -61,6 +61,62 @@ pub struct ServerArgs {
     /// Log as JSON lines instead of text
     #[arg(long, env = "SLUICE_LOG_JSON")]
     pub log_json: bool,
+    /// Where feeds run: `local` (Python workers in this process) or `kubernetes` (Feed
+    /// objects, served by their in-cluster agent)
+    #[arg(long, env = "SLUICE_RUNTIME", value_parser = RuntimeKind::parse)]
+    pub runtime: Option<RuntimeKind>,
+}
+
+/// Where feeds run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// Warm Python worker pools supervised by this process.
+    #[default]
+    Local,
+    /// Feed custom resources reconciled by `sluice operator`; the gateway calls each feed's
+    /// agent Service.
+    Kubernetes,
+}
+
+impl RuntimeKind {
+    fn parse(s: &str) -> Result<RuntimeKind, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "local" => Ok(RuntimeKind::Local),
+            "kubernetes" | "k8s" => Ok(RuntimeKind::Kubernetes),
+            other => Err(format!(
+                "unknown runtime '{other}': use `local` or `kubernetes`"
+            )),
+        }
+    }
+}
+
+/// Where a Kubernetes client would find its API, as kube's own `Config::infer` looks:
+/// `$KUBECONFIG`, then `~/.kube/config`, then the pod's service account. Checked at startup
+/// so a server configured for Kubernetes fails with what to do rather than at first deploy.
+pub fn check_kube_config(
+    kubeconfig: Option<&std::ffi::OsStr>,
+    home: Option<&std::path::Path>,
+    in_cluster: bool,
+) -> anyhow::Result<()> {
+    if in_cluster {
+        return Ok(());
+    }
+    if let Some(list) = kubeconfig.filter(|k| !k.is_empty()) {
+        if std::env::split_paths(list).any(|p| p.is_file()) {
+            return Ok(());
+        }
+        bail!(
+            "runtime = \"kubernetes\" but KUBECONFIG ({}) names no readable file: point it at the cluster's kubeconfig, run the server in a pod of the cluster, or set runtime = \"local\"",
+            list.to_string_lossy()
+        );
+    }
+    if home.is_some_and(|h| h.join(".kube/config").is_file()) {
+        return Ok(());
+    }
+    bail!(
+        "runtime = \"kubernetes\" but no Kubernetes API is configured: set KUBECONFIG (or write ~/.kube/config), run the server in a pod of the cluster, or set runtime = \"local\" ([runtime] kind in the config file, or SLUICE_RUNTIME)"
+    )
 }
 
 /// The TOML file's shape. Every field is optional; see `docs/config.md`.
@@ -83,6 +139,7 @@ struct FileConfig {
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 struct RuntimeFile {
+    kind: Option<RuntimeKind>,
     python: Option<PathBuf>,
     uv: Option<PathBuf>,
     uv_cache_dir: Option<PathBuf>,
@@ -111,6 +168,7 @@ pub struct ServerConfig {
     pub admin_key: Option<String>,
     pub master_key: Option<[u8; 32]>,
     pub log_json: bool,
+    pub runtime_kind: RuntimeKind,
     pub runtime: sluice_runtime::RuntimeConfig,
     pub gateway: sluice_gateway::GatewayConfig,
 }
@@ -162,6 +220,14 @@ impl ServerConfig {
             .or(file.public_url)
             .unwrap_or_default();
         let rf = file.runtime;
+        let runtime_kind = args.runtime.or(rf.kind).unwrap_or_default();
+        if runtime_kind == RuntimeKind::Kubernetes {
+            check_kube_config(
+                std::env::var_os("KUBECONFIG").as_deref(),
+                std::env::var_os("HOME").map(PathBuf::from).as_deref(),
+                std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+            )?;
+        }
         let defaults = sluice_runtime::RuntimeConfig {
             data_dir: data_dir.clone(),
             ..Default::default()
@@ -211,6 +277,7 @@ impl ServerConfig {
             admin_key,
             master_key,
             log_json: args.log_json,
+            runtime_kind,
             runtime,
             gateway,
         })
@@ -260,6 +327,66 @@ mod tests {
             toml::from_str(toml_block).expect("docs/config.md's example parses");
         assert_eq!(parsed.runtime.workers_max, Some(4));
         assert_eq!(parsed.gateway.cache_mb, Some(64));
+    }
+
+    #[test]
+    fn runtime_kind_from_file_and_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(&file, "[runtime]\nkind = \"local\"\n").unwrap();
+        let args = ServerArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ServerConfig::load(&args).unwrap().runtime_kind,
+            RuntimeKind::Local
+        );
+        assert_eq!(
+            ServerConfig::load(&ServerArgs::default())
+                .unwrap()
+                .runtime_kind,
+            RuntimeKind::Local,
+            "the default"
+        );
+        assert_eq!(
+            RuntimeKind::parse("Kubernetes"),
+            Ok(RuntimeKind::Kubernetes)
+        );
+        assert!(RuntimeKind::parse("nomad").unwrap_err().contains("local"));
+        std::fs::write(&file, "[runtime]\nkind = \"nomad\"\n").unwrap();
+        let e = format!(
+            "{:#}",
+            ServerConfig::load(&ServerArgs {
+                config: Some(file),
+                ..Default::default()
+            })
+            .unwrap_err()
+        );
+        assert!(e.contains("kubernetes"), "{e}");
+    }
+
+    #[test]
+    fn kubernetes_without_a_kube_config_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = check_kube_config(None, Some(dir.path()), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("set KUBECONFIG") && e.contains("runtime = \"local\""),
+            "{e}"
+        );
+        let missing = dir.path().join("nope");
+        let e = check_kube_config(Some(missing.as_os_str()), None, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("names no readable file"), "{e}");
+        assert!(check_kube_config(None, None, true).is_ok(), "in a pod");
+        std::fs::create_dir_all(dir.path().join(".kube")).unwrap();
+        std::fs::write(dir.path().join(".kube/config"), "apiVersion: v1\n").unwrap();
+        assert!(check_kube_config(None, Some(dir.path()), false).is_ok());
+        let kc = dir.path().join(".kube/config");
+        assert!(check_kube_config(Some(kc.as_os_str()), None, false).is_ok());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod config;
 mod demo;
+mod kube_cluster;
 mod server;
 
 use clap::{Parser, Subcommand};

@@ -234,12 +234,30 @@ pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
         .with_context(|| "cannot open the metadata store".to_string())?;
     let admin_secret = ensure_admin_key(&store, &cfg, mode).await?;
     let runtime = sluice_runtime::Runtime::start(cfg.runtime.clone()).await?;
-    let gw = Gateway::new(
-        store.clone(),
-        runtime.clone(),
-        sluice_sources::Sources::new(),
-        cfg.gateway.clone(),
-    );
+    let gw = match cfg.runtime_kind {
+        crate::config::RuntimeKind::Local => Gateway::new(
+            store.clone(),
+            runtime.clone(),
+            sluice_sources::Sources::new(),
+            cfg.gateway.clone(),
+        ),
+        crate::config::RuntimeKind::Kubernetes => {
+            let client = kube::Client::try_default().await.map_err(|e| {
+                anyhow::anyhow!("runtime = kubernetes but no Kubernetes API: set KUBECONFIG or run in a pod ({e})")
+            })?;
+            let cluster = crate::kube_cluster::KubeCluster {
+                feeds: sluice_kube::control::KubeFeeds::new(client),
+            };
+            Gateway::with_agents(
+                store.clone(),
+                runtime.clone(),
+                sluice_sources::Sources::new(),
+                cfg.gateway.clone(),
+                sluice_gateway::AgentClient::new(cfg.runtime.call_timeout),
+                Some(std::sync::Arc::new(cluster)),
+            )
+        }
+    };
     let examples = bootstrap(&gw, &cfg, mode).await?;
     store.set_setting("initialized", "1").await?;
 
