@@ -26,15 +26,8 @@ fn committed_crds_match_the_rust_types() {
     }
     assert!(
         drift.is_empty(),
-        "CRD YAML is out of date: {drift:?}\nrun `cargo run -p sluice -- crds --write .` (or `cargo test -p sluice-kube --test integration -- --ignored crds::regenerate`) and commit the result"
+        "CRD YAML is out of date: {drift:?}\nrun `cargo run -p sluice -- crds --write .` and commit the result"
     );
-}
-
-/// Rewrites the committed YAML; run by hand after changing `crd.rs`.
-#[test]
-#[ignore]
-fn regenerate() {
-    crdgen::write_all(&repo_root()).unwrap();
 }
 
 fn schema(file: &str) -> Value {

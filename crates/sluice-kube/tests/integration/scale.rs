@@ -3,11 +3,11 @@
 //! nothing to sweep). It measures the operator's own cost per feed: dereference, build,
 //! the build pod's digest, 4 applies, 4 sweep lists, a status patch and an Event, 14 requests
 //! a feed. Run with
-//! `cargo test -p sluice-kube --test integration -- --ignored --nocapture scale::`.
+//! `cargo test -p sluice-kube --test integration -- --nocapture scale::` (part of `./test.sh`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -63,7 +63,6 @@ async fn api(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
 async fn reconcile_1000_feeds() {
     let count = Arc::new(AtomicUsize::new(0));
     let app = axum::Router::new()
@@ -116,8 +115,5 @@ async fn reconcile_1000_feeds() {
         1000.0 / elapsed.as_secs_f64(),
         requests as f64 / elapsed.as_secs_f64()
     );
-    assert!(
-        elapsed < Duration::from_secs(60),
-        "1000 feeds took {elapsed:?}"
-    );
+    // The time is printed for docs/kubernetes.md, never asserted: it measures the machine.
 }
