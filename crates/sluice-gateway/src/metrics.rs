@@ -150,6 +150,30 @@ impl Metrics {
         }
     }
 
+    /// Take a feed's hot series from the families and keep them for the next request.
+    fn hot_series(&self, ws: &str, feed: &str) -> Hot {
+        let labels = Self::feed(ws, feed);
+        let h = Hot {
+            ok: self
+                .requests
+                .get_or_create(&StatusLabels {
+                    workspace: ws.into(),
+                    feed: feed.into(),
+                    status: 200,
+                })
+                .clone(),
+            latency: self.latency.get_or_create(&labels).clone(),
+            rows: self.rows.get_or_create(&labels).clone(),
+        };
+        self.hot
+            .write()
+            .expect("metrics lock")
+            .entry(labels.workspace)
+            .or_default()
+            .insert(labels.feed, h.clone());
+        h
+    }
+
     pub fn record(
         &self,
         ws: &str,
@@ -160,36 +184,20 @@ impl Metrics {
         error: Option<&str>,
     ) {
         if status == 200 && error.is_none() {
-            let hot = self.hot.read().expect("metrics lock");
-            if let Some(h) = hot.get(ws).and_then(|m| m.get(feed)) {
-                h.ok.inc();
-                h.latency.observe(seconds);
-                if rows > 0 {
-                    h.rows.inc_by(rows);
-                }
-                return;
-            }
-            drop(hot);
-            let labels = Self::feed(ws, feed);
-            let h = Hot {
-                ok: self
-                    .requests
-                    .get_or_create(&StatusLabels {
-                        workspace: ws.into(),
-                        feed: feed.into(),
-                        status,
-                    })
-                    .clone(),
-                latency: self.latency.get_or_create(&labels).clone(),
-                rows: self.rows.get_or_create(&labels).clone(),
-            };
-            self.hot
-                .write()
+            let found = self
+                .hot
+                .read()
                 .expect("metrics lock")
-                .entry(labels.workspace)
-                .or_default()
-                .insert(labels.feed, h);
-            return self.record(ws, feed, status, seconds, rows, error);
+                .get(ws)
+                .and_then(|m| m.get(feed))
+                .cloned();
+            let h = found.unwrap_or_else(|| self.hot_series(ws, feed));
+            h.ok.inc();
+            h.latency.observe(seconds);
+            if rows > 0 {
+                h.rows.inc_by(rows);
+            }
+            return;
         }
         self.requests
             .get_or_create(&StatusLabels {
