@@ -33,6 +33,8 @@ from ._encode import ARROW, CALL, END, ERROR, HELLO, LOAD_ERROR, ROWS, SHUTDOWN,
 
 # Results of at most this many rows (in a list) go as ROWS even when pyarrow is present.
 SMALL_RESULT_ROWS = 256
+# A call's result may be held back for the next call's only when the call took less than this.
+HOLD_BACK_S = 0.0005
 
 _SDK_DIR = os.path.dirname(os.path.abspath(__file__))
 CAPTURE_BYTES = 64 * 1024
@@ -63,7 +65,8 @@ class Connection:
             self.sock.sendall(frame)
 
     def cork(self) -> None:
-        self.corked = []
+        if self.corked is None:
+            self.corked = []
 
     def uncork(self) -> None:
         frames, self.corked = self.corked, None
@@ -92,6 +95,8 @@ class Connection:
                 want = 4 + n - len(buf)
             else:
                 want = 5 - len(buf)
+            # About to wait for the peer: what is held back must go first.
+            self.uncork()
             chunk = self.sock.recv(max(want, 65536))
             if not chunk:
                 return None
@@ -318,6 +323,7 @@ class Worker:
                 return 0
             kind, payload = frame
             if kind == SHUTDOWN:
+                self.conn.uncork()
                 return 0
             if kind != CALL:
                 # A protocol bug on the Rust side; say so, but keep serving.
@@ -348,7 +354,14 @@ class Worker:
             return
         try:
             self._run(f, params, call, started)
-        finally:
+        except BaseException:
+            self.conn.uncork()
+            raise
+        # A quick call's frames may wait for the next call when it is already here (queued
+        # behind this one by the runtime): `recv` finds it buffered, and both results then
+        # leave in one write that wakes the Rust side once instead of twice. Never longer
+        # than one more quick call: `recv` sends what is held before it would block.
+        if time.perf_counter() - started > HOLD_BACK_S:
             self.conn.uncork()
 
     def _run(self, f: _feed.Feed, params: Dict[str, Any], call: Dict[str, Any], started: float) -> None:
@@ -365,6 +378,9 @@ class Worker:
                     # A few rows are cheaper as ROWS (~30 us) than as an Arrow IPC stream
                     # (~300 us, mostly fixed cost): it decides the latency of small feeds.
                     small = isinstance(result, (list, tuple)) and len(result) <= SMALL_RESULT_ROWS
+                    if not small:
+                        # A big result streams at once, behind nothing held back.
+                        self.conn.uncork()
                     pa = None if small else self.pa
                     if small:
                         self.conn.cork()

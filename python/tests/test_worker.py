@@ -445,3 +445,49 @@ def test_generator_failing_midway_sends_its_rows_then_error_and_bad_sql_is_a_sou
     assert "no such column: nope" in err["message"]
     sock.close()
     thread.join(5)
+
+
+def test_quick_results_wait_for_a_call_already_queued_but_never_for_one_not_sent() -> None:
+    @sluice.feed
+    def echo(i: int = 0):
+        return [{"i": i}]
+
+    ours, theirs = socket.socketpair()
+    writes: List[int] = []
+
+    class Counting:
+        """The worker's socket, counting its writes."""
+
+        def recv(self, n: int) -> bytes:
+            return theirs.recv(n)
+
+        def sendall(self, b: bytes) -> None:
+            writes.append(len(b))
+            theirs.sendall(b)
+
+    worker = _worker.Worker(_worker.Connection(Counting()), sluice.feeds())  # type: ignore[arg-type]
+    thread = threading.Thread(target=worker.serve, daemon=True)
+    thread.start()
+    ours.settimeout(5)
+    read_frame(ours)  # HELLO
+
+    # A lone call is answered while the worker waits for the next: nothing is held back
+    # without a next call already in the socket.
+    write_json(ours, CALL, {"feed": "echo", "params": {"i": 1}, "sources": {}, "passthrough": True})
+    frames = read_call(ours)
+    assert rows_rows([frames[0][1]]) == [{"i": 1}]
+    assert len(writes) == 2, "HELLO, then the call's ROWS and END in one write"
+
+    # Two calls in the socket at once (the runtime queues one behind a busy worker): both
+    # answers, in order, leave in one write.
+    calls = [json.dumps({"feed": "echo", "params": {"i": i}, "sources": {}, "passthrough": True}).encode() for i in (2, 3)]
+    ours.sendall(b"".join(
+        (len(c) + 1).to_bytes(4, "big") + bytes([CALL]) + c for c in calls))
+    got = [read_call(ours), read_call(ours)]
+    assert [rows_rows([f[0][1]]) for f in got] == [[{"i": 2}], [{"i": 3}]]
+    assert len(writes) == 3, f"both answers in one write, not {len(writes) - 2}"
+
+    write_json(ours, SHUTDOWN, {})
+    thread.join(5)
+    ours.close()
+    theirs.close()

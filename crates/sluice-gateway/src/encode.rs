@@ -23,6 +23,8 @@ use sluice_core::{Code, Error, Result};
 
 /// A chunk is handed to the socket once it holds at least this much.
 pub const CHUNK_BYTES: usize = 64 * 1024;
+/// A text body's first buffer.
+const START_BYTES: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -224,7 +226,11 @@ impl Encoder {
             Encoder::Text(t) => t.end(),
             Encoder::Arrow(w) => w.finish().map_err(arrow_error)?,
         }
-        Ok(self.take())
+        // Nothing follows: no fresh buffer (a 128 KiB allocation per small response).
+        Ok(Bytes::from(std::mem::take(match self {
+            Encoder::Text(t) => &mut t.out,
+            Encoder::Arrow(w) => w.get_mut(),
+        })))
     }
 }
 
@@ -252,7 +258,9 @@ struct TextEncoder {
 
 impl TextEncoder {
     fn new(kind: TextKind, schema: &SchemaRef) -> TextEncoder {
-        let mut out = Vec::with_capacity(CHUNK_BYTES * 2);
+        // Small to start: most feeds answer a few rows, and the buffer grows by doubling
+        // (then stays at [`CHUNK_BYTES`] × 2 after the first chunk, see `take`).
+        let mut out = Vec::with_capacity(START_BYTES);
         let mut keys = Vec::new();
         match kind {
             TextKind::Json | TextKind::Ndjson => {

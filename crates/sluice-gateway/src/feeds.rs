@@ -205,7 +205,45 @@ async fn serve(
             rows.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
         })
         .boxed();
-    let body = encode(format, exec.schema, batches);
+    let mut body = encode(format, exec.schema, batches);
+
+    // A small result is usually complete already (the worker's rows and its END arrived
+    // together): answer it whole, with a Content-Length and no chunked framing, and an
+    // error that comes before any byte as a real problem response.
+    let mut ready = Vec::new();
+    let mut failed = None;
+    loop {
+        match futures::FutureExt::now_or_never(body.next()) {
+            Some(Some(Ok(chunk))) => ready.push(chunk),
+            Some(Some(Err(e))) if ready.is_empty() => {
+                finish.fail(&e);
+                return Err(Failure::Logged(e));
+            }
+            Some(Some(Err(e))) => {
+                failed = Some(e);
+                break;
+            }
+            Some(None) => {
+                let whole = concat(ready);
+                if let Some((key, ttl)) = cache_key.zip(ttl)
+                    && whole.len() <= MAX_ENTRY_BYTES
+                {
+                    let rows = finish.rows.load(Ordering::Relaxed);
+                    gw.inner.cache.put(key, whole.clone(), rows, ttl);
+                }
+                finish.done(200, None);
+                return Ok(response(format, feed, rev.number, Body::from(whole), false));
+            }
+            // Still running: stream what is ready, then the rest as it comes.
+            None => break,
+        }
+    }
+    let body = if ready.is_empty() && failed.is_none() {
+        body
+    } else {
+        let prefix = ready.into_iter().map(Ok).chain(failed.map(Err));
+        futures::stream::iter(prefix).chain(body).boxed()
+    };
 
     struct St {
         body: futures::stream::BoxStream<'static, sluice_core::Result<Bytes>>,
@@ -259,6 +297,17 @@ async fn serve(
         Body::from_stream(stream.fuse()),
         false,
     ))
+}
+
+fn concat(mut chunks: Vec<Bytes>) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    let mut all = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+    for c in &chunks {
+        all.extend_from_slice(c);
+    }
+    all.freeze()
 }
 
 fn response(format: Format, feed: &str, revision: i64, body: Body, cached: bool) -> Response {

@@ -33,12 +33,11 @@ const RECHECK_IDLE: Duration = Duration::from_millis(500);
 const QUEUE_BEHIND_TYPICAL_CALL: Duration = Duration::from_millis(10);
 /// ... and only CALL frames this small, which a socket takes whole without waiting.
 const QUEUE_BEHIND_MAX_BYTES: usize = 16 * 1024;
-/// Calls queued behind one busy worker at most. One is not enough on a saturated feed:
-/// by the time the gateway has read a result and queued the next call, the worker has
-/// often finished the call that was waiting and gone to sleep on an empty socket. Two
-/// keep it busy; with calls under [`QUEUE_BEHIND_TYPICAL_CALL`] a queued call waits at
-/// most two quick calls.
-const QUEUE_BEHIND_DEPTH: usize = 2;
+/// Calls queued behind one busy worker at most. Measured with the hello benchmark, two
+/// deep was no faster than one once the worker holds a quick call's result back while the
+/// next call is already in its socket (both results then leave in one write), and one
+/// deep keeps a queued call behind at most one other.
+const QUEUE_BEHIND_DEPTH: usize = 1;
 /// How long a queued call whose caller went away may take to finish unread before its
 /// worker is stopped instead (see [`drain`]).
 const DRAIN_ABANDONED: Duration = Duration::from_secs(5);

@@ -134,6 +134,8 @@ struct FileConfig {
     runtime: RuntimeFile,
     #[serde(default)]
     gateway: GatewayFile,
+    #[serde(default)]
+    odata: ODataFile,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -158,6 +160,15 @@ struct GatewayFile {
     cache_mb: Option<usize>,
 }
 
+/// OData server-side paging: the cursors that let a paged read call the feed once.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct ODataFile {
+    cursor_ttl: Option<u64>,
+    cursors_mb: Option<usize>,
+    cursor_mb: Option<usize>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
@@ -171,6 +182,7 @@ pub struct ServerConfig {
     pub runtime_kind: RuntimeKind,
     pub runtime: sluice_runtime::RuntimeConfig,
     pub gateway: sluice_gateway::GatewayConfig,
+    pub odata: sluice_odata::PagingConfig,
 }
 
 impl ServerConfig {
@@ -269,6 +281,20 @@ impl ServerConfig {
             cache_bytes: gf.cache_mb.map(|m| m << 20).unwrap_or(gd.cache_bytes),
             ..gd
         };
+        let of = file.odata;
+        let od = sluice_odata::PagingConfig::default();
+        let odata = sluice_odata::PagingConfig {
+            ttl: of.cursor_ttl.map(Duration::from_secs).unwrap_or(od.ttl),
+            max_bytes: of.cursors_mb.map(|m| m << 20).unwrap_or(od.max_bytes),
+            max_cursor_bytes: of.cursor_mb.map(|m| m << 20).unwrap_or(od.max_cursor_bytes),
+        };
+        if odata.max_cursor_bytes > odata.max_bytes {
+            bail!(
+                "[odata] cursor_mb ({}) is larger than cursors_mb ({}): one cursor cannot hold more than all of them",
+                odata.max_cursor_bytes >> 20,
+                odata.max_bytes >> 20
+            );
+        }
         Ok(ServerConfig {
             data_dir,
             listen,
@@ -280,6 +306,7 @@ impl ServerConfig {
             runtime_kind,
             runtime,
             gateway,
+            odata,
         })
     }
 }
@@ -299,7 +326,7 @@ mod tests {
     fn flags_override_the_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sluice.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\npublic_url = \"https://data.example\"\n[runtime]\nworkers_max = 7\ncall_timeout = 5\n[gateway]\nfeed_queue = 3\n").unwrap();
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\npublic_url = \"https://data.example\"\n[runtime]\nworkers_max = 7\ncall_timeout = 5\n[gateway]\nfeed_queue = 3\n[odata]\ncursor_ttl = 60\ncursor_mb = 8\n").unwrap();
         let args = ServerArgs {
             config: Some(file),
             feed_queue: Some(9),
@@ -313,6 +340,9 @@ mod tests {
         assert_eq!(c.gateway.public_url, "https://data.example");
         assert!(c.data_dir.is_absolute());
         assert_eq!(c.pg_listen.to_string(), "127.0.0.1:5433", "the default");
+        assert_eq!(c.odata.ttl, Duration::from_secs(60));
+        assert_eq!(c.odata.max_cursor_bytes, 8 << 20);
+        assert_eq!(c.odata.max_bytes, 256 << 20, "the default");
     }
 
     #[test]
@@ -327,6 +357,7 @@ mod tests {
             toml::from_str(toml_block).expect("docs/config.md's example parses");
         assert_eq!(parsed.runtime.workers_max, Some(4));
         assert_eq!(parsed.gateway.cache_mb, Some(64));
+        assert_eq!(parsed.odata.cursor_ttl, Some(300));
     }
 
     #[test]

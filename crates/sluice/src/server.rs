@@ -22,10 +22,14 @@ pub enum Mode {
     Production,
 }
 
-pub fn app(gw: Gateway, connect: sluice_control::ConnectInfo) -> Router {
+pub fn app(
+    gw: Gateway,
+    connect: sluice_control::ConnectInfo,
+    paging: sluice_odata::PagingConfig,
+) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     sluice_control::router(gw.clone(), connect)
-        .merge(sluice_odata::router(gw.clone()))
+        .merge(sluice_odata::router_with(gw.clone(), paging))
         .merge(sluice_gateway::router(gw))
         .layer(CompressionLayer::new().gzip(true))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -306,7 +310,7 @@ pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
         }
     }));
     let connect = sluice_control::ConnectInfo::new(&cfg.gateway.public_url, pg_addr);
-    axum::serve(listener, app(gw.clone(), connect))
+    axum::serve(listener, app(gw.clone(), connect, cfg.odata.clone()))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             let _ = stop.send(true);
