@@ -435,6 +435,11 @@ def bi_bench(results, data_dir):
     times = [timed([sys.executable, "-c", PSYCOPG_READ, DSN, "select * from orders_1m"], env=pg_env)[0]
              for _ in range(repeats)]
     bi["psycopg_direct_s"] = round(min(times), 3)
+    # The same client as \copy, reading a plain query's result (unaligned text): what psql
+    # costs as a client, so the Sluice row read by psql compares servers, not drivers.
+    psql_select = ["psql", "-X", "-q", "-A", "-t", "-c", "select * from orders_1m", DSN]
+    times = [timed(psql_select, discard=True)[0] for _ in range(repeats)]
+    bi["pg_psql_select_s"] = round(min(times), 3)
     log(f"  postgres: \\copy {bi['pg_copy_s']}s, psycopg direct {bi['psycopg_direct_s']}s")
 
     # Flask + psycopg + jsonify, one request at a time.
@@ -476,6 +481,13 @@ def bi_bench(results, data_dir):
                                                "peak_rss_mb": max(r[2] for r in runs),
                                                "rows": int(runs[0][1].strip() or 0)}
                 log(f"  sluice pg wire {size}: {bi[f'sluice_pgwire_{size}']}")
+            sql = "select * from bench_bi where size = '1m'"
+            psql = ["psql", "-X", "-q", "-A", "-t", "-c", sql, dsn]
+            timed(psql, server.proc.pid, discard=True)  # warm-up
+            runs = [timed(psql, server.proc.pid, discard=True) for _ in range(repeats)]
+            bi["sluice_pgwire_psql_1m"] = {"best_s": round(min(r[0] for r in runs), 3),
+                                           "peak_rss_mb": max(r[2] for r in runs)}
+            log(f"  sluice pg wire, psql 1m: {bi['sluice_pgwire_psql_1m']}")
         except RuntimeError as e:
             bi["sluice_pgwire_error"] = str(e)[-500:]
             log(f"  sluice pg wire: not available: {str(e)[-300:]}")
