@@ -255,6 +255,28 @@ else:
     w("Not in this run (`BENCH_SUITES` left the `bi` suite out). `BENCH_SUITES=bi bench/run` measures it.")
     w("")
 
+# ------------------------------------------------------------------ Kubernetes (measured by the tests, committed)
+# bench/run does not build images or run an operator; the numbers come from the tests that
+# measure them (see "command"), recorded in bench/results/kubernetes.json with the API server
+# and registry they ran against.
+kube_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "kubernetes.json")
+if os.path.exists(kube_path):
+    K = json.load(open(kube_path))
+    w("## Kubernetes: image builds and reconciles")
+    w("")
+    w(f"Not measured by `bench/run`: from `bench/results/kubernetes.json` ({K['measured_at']}, {K['machine']}).")
+    w("")
+    w("| what | measured | target | met | against | command |")
+    w("|---|---:|---:|---|---|---|")
+    for key in ("image_build", "reconcile"):
+        e = K[key]
+        w(f"| {e['what']} | {e['seconds']:.2f} s | ≤ {e['target_s']:g} s | "
+          f"**{'met' if e['seconds'] <= e['target_s'] else 'not met'}** | {e['against']} | `{e['command']}` |")
+    w("")
+    for note in K.get("notes", []):
+        w(f"- {note}")
+    w("")
+
 # ------------------------------------------------------------------ discussion (hand-written, see bench/discussion.md)
 disc = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "discussion.md")
 if os.path.exists(disc):

@@ -2,7 +2,9 @@
 //! as the container of a feed's Deployment; the gateway (the only thing the workspace's
 //! NetworkPolicy lets in) validates parameters and authenticates callers, then calls
 //! `POST /v1/call` here and gets the rows back as an Arrow IPC stream, which it encodes for
-//! the client exactly as in local mode.
+//! the client exactly as in local mode. After the stream's end-of-stream marker comes a
+//! trailer, one JSON object `{"stdout", "stderr", "duration_ms"}`: what the call printed,
+//! for the gateway's invocation log.
 //!
 //! The feed's dependencies are baked into the image (`/opt/sluice/deps`, on the base
 //! interpreter's path through a `.pth` file the builder writes), so the agent never resolves
@@ -236,10 +238,12 @@ async fn call(State(a): State<Arc<Agent>>, Json(body): Json<serde_json::Value>) 
             .get_or_create(&vec![("result".to_string(), result.to_string())])
             .inc();
     };
-    let (schema, mut batches) = match a.runtime.call(&a.module, spec).await {
+    let (schema, mut batches, done) = match a.runtime.call(&a.module, spec).await {
         Ok(CallOutput::Rows {
-            schema, batches, ..
-        }) => (schema, batches),
+            schema,
+            batches,
+            done,
+        }) => (schema, batches, done),
         Ok(CallOutput::Sql { .. }) => unreachable!("passthrough is off"),
         Err(e) => {
             count("error");
@@ -279,10 +283,18 @@ async fn call(State(a): State<Arc<Agent>>, Json(body): Json<serde_json::Value>) 
                 None => break,
             }
         }
-        if writer.finish().is_ok() {
-            let rest = std::mem::take(writer.get_mut());
-            let _ = tx.send(Ok(rest.into())).await;
+        if writer.finish().is_err() {
+            return;
         }
+        let mut rest = std::mem::take(writer.get_mut());
+        // After the end-of-stream marker, what the call printed: the gateway records it in
+        // the invocation log as a local call would (an IPC reader stops at the marker).
+        let logs = match tokio::time::timeout(Duration::from_secs(5), done).await {
+            Ok(Ok(Ok(l))) => l,
+            _ => sluice_runtime::CallLogs::default(),
+        };
+        rest.extend_from_slice(&trailer(&logs));
+        let _ = tx.send(Ok(rest.into())).await;
     });
     let stream =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
@@ -291,6 +303,17 @@ async fn call(State(a): State<Arc<Agent>>, Json(body): Json<serde_json::Value>) 
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+/// The answer's trailer: one JSON object after the Arrow IPC stream.
+fn trailer(logs: &sluice_runtime::CallLogs) -> Vec<u8> {
+    serde_json::json!({
+        "stdout": logs.stdout,
+        "stderr": logs.stderr,
+        "duration_ms": logs.duration_ms,
+    })
+    .to_string()
+    .into_bytes()
 }
 
 /// Serve until `shutdown` resolves, then drain: unready, finish calls in flight (at most

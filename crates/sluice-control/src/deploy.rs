@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use sluice_core::{Code, Error, FeedSignature, names};
 use sluice_gateway::{
     Gateway, Principal,
+    cluster::Rollout,
     encode::{Format, encode},
     problem::problem_response,
 };
@@ -71,6 +72,10 @@ fn check_module(m: &Module) -> Result<(), Error> {
 }
 
 type Progress = Arc<dyn Fn(String) + Send + Sync>;
+
+/// Where a watched deploy's build log goes (feed, line); `None`: the deploy does not wait
+/// for the cluster (a client that did not ask for a stream).
+type BuildLog = Option<Arc<dyn Fn(&str, String) + Send + Sync>>;
 
 /// Resolve, load and discover. Returns the module spec (with its env) and its feeds.
 async fn load(
@@ -132,6 +137,7 @@ async fn do_deploy(
     ws: &str,
     m: Module,
     progress: Progress,
+    build_log: BuildLog,
 ) -> Result<Value, Error> {
     let (spec, feeds) = load(gw, &m, &progress).await?;
     progress(format!("publishing {} feed(s)", feeds.len()));
@@ -172,8 +178,24 @@ async fn do_deploy(
                 "writing Feed {} (revision {}) to the cluster",
                 rev.feed, rev.number
             ));
-            let c = cluster.deploy(ws, rev).await?;
-            gw.set_agent_url(ws, &rev.feed, c.agent_url.as_deref().filter(|_| c.ready));
+            // Pods are stamped by the API server's clock: allow it to be a little behind.
+            let since = chrono::Utc::now() - chrono::Duration::seconds(5);
+            let mut c = cluster.deploy(ws, rev).await?;
+            if let Some(log) = &build_log {
+                progress(format!("building and rolling out {}", rev.feed));
+                let feed = rev.feed.clone();
+                let report = |r: Rollout| match r {
+                    Rollout::Waiting(w) => progress(format!("{feed}: {w}")),
+                    Rollout::BuildLog(line) => log(&feed, line),
+                };
+                c = cluster.follow(ws, rev, since, &report).await?;
+            }
+            // The watch of the cluster keeps routes current; this only spares a first call
+            // the wait for it. A route already known stays: during a rollout the previous
+            // revision's pods keep serving behind the same Service.
+            if c.ready && gw.agent_route(ws, &rev.feed).is_none() {
+                gw.set_agent_url(ws, &rev.feed, c.agent_url.as_deref());
+            }
             o["cluster"] = json!({
                 "ready": c.ready, "live_revision": c.live_revision, "waiting_for": c.waiting_for,
             });
@@ -197,7 +219,7 @@ pub async fn deploy(
         .is_some_and(|a| a.contains("application/x-ndjson"));
     if !streaming {
         let quiet: Progress = Arc::new(|msg| tracing::debug!("deploy: {msg}"));
-        let body = do_deploy(&gw, &p, &ws, m, quiet).await?;
+        let body = do_deploy(&gw, &p, &ws, m, quiet, None).await?;
         return Ok((StatusCode::CREATED, Json(body)).into_response());
     }
     // Progress as NDJSON while the work runs in its own task: a client that goes away
@@ -207,9 +229,14 @@ pub async fn deploy(
     let progress: Progress = Arc::new(move |msg| {
         let _ = ptx.send(line(&json!({"event": "progress", "message": msg})));
     });
+    // runtime = kubernetes: the image build's log, line by line, while it runs.
+    let ltx = tx.clone();
+    let build_log: BuildLog = Some(Arc::new(move |feed: &str, l: String| {
+        let _ = ltx.send(line(&json!({"event": "log", "feed": feed, "line": l})));
+    }));
     tokio::spawn(async move {
         let editor = p.is_editor_of(&ws);
-        let end = match do_deploy(&gw, &p, &ws, m, progress).await {
+        let end = match do_deploy(&gw, &p, &ws, m, progress, build_log).await {
             Ok(mut v) => {
                 v["event"] = "done".into();
                 v
@@ -406,6 +433,7 @@ pub async fn deploy_module(
             filename: filename.to_string(),
         },
         log,
+        None,
     )
     .await
 }

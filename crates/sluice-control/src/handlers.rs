@@ -108,12 +108,12 @@ pub async fn list_feeds(
     p.authorize(&ws, false)?;
     ensure_workspace(&gw, &ws).await?;
     let feeds = gw.store().list_feeds(&ws).await?;
-    Ok(Json(Value::Array(
-        feeds
-            .iter()
-            .map(|(f, r)| feed_json(&gw, f, r.as_ref()))
-            .collect(),
-    )))
+    let mut out: Vec<Value> = feeds
+        .iter()
+        .map(|(f, r)| feed_json(&gw, f, r.as_ref()))
+        .collect();
+    crate::cluster::merge_list(&gw, &ws, &mut out).await?;
+    Ok(Json(Value::Array(out)))
 }
 
 pub async fn ensure_workspace(gw: &Gateway, ws: &str) -> Result<(), Error> {
@@ -136,9 +136,17 @@ pub async fn get_feed(
     Path((ws, feed)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     p.authorize(&ws, false)?;
-    let f = feed_or_404(&gw, &ws, &feed).await?;
-    let live = gw.store().live_revision(&ws, &feed).await?;
-    Ok(Json(feed_json(&gw, &f, live.as_ref())))
+    let stored = match gw.store().feed(&ws, &feed).await? {
+        Some(f) => {
+            let live = gw.store().live_revision(&ws, &feed).await?;
+            Some(feed_json(&gw, &f, live.as_ref()))
+        }
+        None => None,
+    };
+    crate::cluster::merge_one(&gw, &ws, &feed, stored)
+        .await?
+        .map(Json)
+        .ok_or_else(|| Error::not_found(Code::FeedNotFound, "feed", &format!("{ws}/{feed}")).into())
 }
 
 pub async fn delete_feed(
@@ -148,6 +156,13 @@ pub async fn delete_feed(
 ) -> ApiResult {
     p.authorize(&ws, true)?;
     let live = gw.store().live_revision(&ws, &feed).await?;
+    // runtime = kubernetes: the Feed object goes first, so a failure leaves the feed whole
+    // (and the delete can be retried) rather than serving pods the API no longer lists.
+    if let Some(cluster) = gw.cluster() {
+        feed_or_404(&gw, &ws, &feed).await?;
+        cluster.delete(&ws, &feed).await?;
+        gw.set_agent_url(&ws, &feed, None);
+    }
     if !gw.store().delete_feed(&ws, &feed).await? {
         return Err(Error::not_found(Code::FeedNotFound, "feed", &format!("{ws}/{feed}")).into());
     }
@@ -194,9 +209,26 @@ pub async fn rollback(
     if let Some(old) = before.filter(|o| o.id != rev.id) {
         gw.runtime().retire(old.id).await;
     }
+    // runtime = kubernetes: the Feed's spec gets that revision (its code, lock, number);
+    // the operator rolls it out as it would a deploy.
+    let state = match gw.cluster() {
+        Some(cluster) => {
+            let c = cluster.deploy(&ws, &rev).await?;
+            if c.ready && gw.agent_route(&ws, &feed).is_none() {
+                gw.set_agent_url(&ws, &feed, c.agent_url.as_deref());
+            }
+            Some(crate::cluster::state_json(&c))
+        }
+        None => None,
+    };
     tracing::info!(workspace = %ws, feed = %feed, revision = rev.number, by = %p.name, "rolled back");
     let f = feed_or_404(&gw, &ws, &feed).await?;
-    Ok(Json(feed_json(&gw, &f, Some(&rev))))
+    let mut out = feed_json(&gw, &f, Some(&rev));
+    if let Some(state) = state {
+        out["managed_by"] = "sluice".into();
+        out["cluster"] = state;
+    }
+    Ok(Json(out))
 }
 
 #[derive(Deserialize)]

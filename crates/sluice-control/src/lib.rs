@@ -5,6 +5,7 @@
 //!
 //! The contract is `docs/api.md`.
 
+mod cluster;
 pub mod connect;
 mod deploy;
 mod handlers;

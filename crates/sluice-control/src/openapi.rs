@@ -99,8 +99,11 @@ pub fn document() -> Value {
                 "Feed": {"type": "object", "properties": {
                     "name": {"type": "string"}, "workspace": {"type": "string"}, "doc": {"type": "string"},
                     "params": arr(r("ParamSpec")), "cache": {"type": ["string", "null"]},
-                    "live_revision": {"type": ["integer", "null"]}, "url": {"type": "string"},
-                    "created_at": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"}}},
+                    "live_revision": {"type": ["integer", "null"]}, "url": {"type": ["string", "null"]},
+                    "created_at": {"type": ["string", "null"], "format": "date-time"}, "updated_at": {"type": ["string", "null"], "format": "date-time"},
+                    "managed_by": {"description": "runtime = kubernetes: `sluice` (deployed through the API) or `gitops` (a Feed applied as YAML; not served by the gateway)", "enum": ["sluice", "gitops"]},
+                    "cluster": {"description": "runtime = kubernetes: the Feed's state in the cluster", "type": ["object", "null"], "properties": {
+                        "ready": {"type": "boolean"}, "live_revision": {"type": ["string", "null"]}, "waiting_for": {"type": ["string", "null"]}}}}},
                 "Revision": {"type": "object", "properties": {
                     "number": {"type": "integer"}, "feed": {"type": "string"}, "filename": {"type": "string"},
                     "env_hash": {"type": "string"}, "lock": {"type": "string"}, "signature": {"type": "object"},

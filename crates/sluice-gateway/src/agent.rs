@@ -2,7 +2,8 @@
 //! already authenticated the caller and checked the parameters; it POSTs the call to the
 //! agent's `/v1/call` and decodes the Arrow IPC stream it answers into the same
 //! [`Execution`] the local runtime gives, so encoding, caching and limits are unchanged.
-//! The batches stream: each is handed on as soon as its bytes have arrived.
+//! The batches stream: each is handed on as soon as its bytes have arrived; what the feed
+//! printed follows the rows, so invocation logs and `sluice logs` work as in local mode.
 
 use crate::state::{Execution, Logs};
 use arrow_array::RecordBatch;
@@ -12,6 +13,7 @@ use futures::StreamExt;
 use sluice_core::{Code, Error, Result};
 use sluice_runtime::CallLogs;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// Calls feed agents over HTTP. One per gateway: it keeps connections to the agents.
 #[derive(Clone)]
@@ -53,99 +55,142 @@ impl AgentClient {
             let body = resp.bytes().await.unwrap_or_default();
             return Err(error_of(status, &body, &url));
         }
-        let mut body = resp.bytes_stream();
-        let mut decoder = StreamDecoder::new();
-        let mut pending: Option<Buffer> = None;
-        // Read until the schema message has arrived; a first batch may come with it.
-        let mut first: Option<RecordBatch> = None;
-        let schema = loop {
-            if let Some(buf) = pending.as_mut() {
-                while !buf.is_empty() && first.is_none() {
-                    first = decoder.decode(buf).map_err(bad_stream)?;
-                    if decoder.schema().is_some() && first.is_none() {
-                        break;
-                    }
-                }
-                if buf.is_empty() {
-                    pending = None;
-                }
-            }
-            if let Some(s) = decoder.schema() {
-                break s;
-            }
-            match body.next().await {
-                Some(Ok(chunk)) => pending = Some(Buffer::from(chunk)),
-                Some(Err(e)) => return Err(cut(&url, &e)),
-                None => {
-                    return Err(Error::new(
-                        Code::WorkerCrashed,
-                        format!("the feed's agent at {url} ended its answer before any rows"),
-                    ));
-                }
-            }
+        let (logs_tx, logs_rx) = oneshot::channel();
+        let mut reader = Reader {
+            decoder: StreamDecoder::new(),
+            body: resp.bytes_stream().boxed(),
+            pending: None,
+            trailer: None,
+            logs: Some(logs_tx),
+            rows: 0,
+            url,
+            done: false,
         };
-        let url2 = url.clone();
-        let batches = futures::stream::unfold(
-            (decoder, body, pending, first, false),
-            move |(mut decoder, mut body, mut pending, mut first, done)| {
-                let url = url2.clone();
-                async move {
-                    if done {
-                        return None;
-                    }
-                    if let Some(b) = first.take() {
-                        return Some((Ok(b), (decoder, body, pending, None, false)));
-                    }
-                    loop {
-                        if let Some(buf) = pending.as_mut() {
-                            while !buf.is_empty() {
-                                match decoder.decode(buf) {
-                                    Ok(Some(b)) => {
-                                        return Some((
-                                            Ok(b),
-                                            (decoder, body, pending, None, false),
-                                        ));
-                                    }
-                                    Ok(None) => {}
-                                    Err(e) => {
-                                        return Some((
-                                            Err(bad_stream(e)),
-                                            (decoder, body, None, None, true),
-                                        ));
-                                    }
-                                }
-                            }
-                        }
-                        match body.next().await {
-                            Some(Ok(chunk)) => pending = Some(Buffer::from(chunk)),
-                            Some(Err(e)) => {
-                                return Some((
-                                    Err(cut(&url, &e)),
-                                    (decoder, body, None, None, true),
-                                ));
-                            }
-                            None => {
-                                return match decoder.finish() {
-                                    Ok(()) => None,
-                                    Err(e) => Some((
-                                        Err(bad_stream(e)),
-                                        (decoder, body, None, None, true),
-                                    )),
-                                };
-                            }
-                        }
-                    }
-                }
-            },
-        )
+        // Read until the schema message has arrived; a first batch may come with it.
+        let first = reader.advance(true).await.transpose()?;
+        let Some(schema) = reader.decoder.schema() else {
+            return Err(Error::new(
+                Code::WorkerCrashed,
+                format!(
+                    "the feed's agent at {} ended its answer before any rows",
+                    reader.url
+                ),
+            ));
+        };
+        let batches = futures::stream::unfold((reader, first), |(mut r, first)| async move {
+            if let Some(b) = first {
+                return Some((Ok(b), (r, None)));
+            }
+            r.advance(false).await.map(|item| (item, (r, None)))
+        })
         .boxed();
         Ok(Execution {
             schema,
             batches,
-            // The agent's pod logs keep what the feed printed.
-            logs: Logs::Ready(CallLogs::default()),
+            // What the feed printed comes after the rows (see `Reader`).
+            logs: Logs::Pending(logs_rx),
             passthrough: false,
         })
+    }
+}
+
+/// The agent's answer as it streams: an Arrow IPC stream, then after its end-of-stream
+/// marker a trailer, one JSON object with what the call printed
+/// (`{"stdout", "stderr", "duration_ms"}`, see `sluice-agent`). An agent without the trailer
+/// still works; its calls log nothing.
+struct Reader {
+    decoder: StreamDecoder,
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    /// Bytes arrived and not decoded yet.
+    pending: Option<Buffer>,
+    /// Set once the IPC stream has ended: the trailer's bytes so far.
+    trailer: Option<Vec<u8>>,
+    logs: Option<oneshot::Sender<Result<CallLogs>>>,
+    rows: u64,
+    url: String,
+    done: bool,
+}
+
+impl Reader {
+    /// The next batch; `None` at the end of the answer (or, with `until_schema`, as soon as
+    /// the schema is known). A batch is handed on as soon as its bytes have arrived.
+    async fn advance(&mut self, until_schema: bool) -> Option<Result<RecordBatch>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(mut buf) = self.pending.take() {
+                match &mut self.trailer {
+                    Some(t) => t.extend_from_slice(buf.as_slice()),
+                    None => {
+                        while !buf.is_empty() {
+                            match self.decoder.decode(&mut buf) {
+                                Ok(Some(b)) => {
+                                    if !buf.is_empty() {
+                                        self.pending = Some(buf);
+                                    }
+                                    self.rows += b.num_rows() as u64;
+                                    return Some(Ok(b));
+                                }
+                                Ok(None) => {}
+                                // The decoder refuses bytes after the end-of-stream marker
+                                // and stays finished: those bytes are the trailer.
+                                Err(_) if self.decoder.finish().is_ok() => {
+                                    self.trailer = Some(buf.as_slice().to_vec());
+                                    break;
+                                }
+                                Err(e) => return Some(Err(self.fail(bad_stream(e)))),
+                            }
+                        }
+                    }
+                }
+            }
+            if until_schema && self.decoder.schema().is_some() {
+                return None;
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.pending = Some(Buffer::from(chunk)),
+                Some(Err(e)) => {
+                    let e = cut(&self.url, &e);
+                    return Some(Err(self.fail(e)));
+                }
+                None => {
+                    self.done = true;
+                    return match self.decoder.finish() {
+                        Ok(()) => {
+                            self.finish_logs();
+                            None
+                        }
+                        Err(e) => Some(Err(self.fail(bad_stream(e)))),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The call failed mid-answer: no logs will come (the agent's pod log keeps them).
+    fn fail(&mut self, e: Error) -> Error {
+        self.done = true;
+        self.logs.take();
+        e
+    }
+
+    fn finish_logs(&mut self) {
+        let Some(tx) = self.logs.take() else {
+            return;
+        };
+        let t: serde_json::Value = self
+            .trailer
+            .as_deref()
+            .and_then(|t| serde_json::from_slice(t).ok())
+            .unwrap_or_default();
+        let text = |k: &str| t.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let _ = tx.send(Ok(CallLogs {
+            stdout: text("stdout"),
+            stderr: text("stderr"),
+            rows: self.rows,
+            duration_ms: t.get("duration_ms").and_then(|v| v.as_f64()).unwrap_or(0.0),
+        }));
     }
 }
 

@@ -2,6 +2,9 @@
 //! new revision where the operator picks it up, and say how far it got. Implemented over
 //! `sluice_kube::control::KubeFeeds` by the `sluice` binary; a trait here so the gateway and
 //! control crates stay free of the Kubernetes client.
+//!
+//! Also where calls go: a feed's [`AgentRoute`] (its agent, and a canary taking a share of
+//! the calls), chosen per call by [`pick`].
 
 use futures::future::BoxFuture;
 use sluice_core::Result;
@@ -20,11 +23,147 @@ pub struct ClusterFeed {
     pub agent_url: Option<String>,
     /// Written through the API (false: applied by GitOps).
     pub managed_by_server: bool,
+    /// The cache duration its spec declares.
+    pub cache: Option<String>,
 }
 
 pub trait Cluster: Send + Sync {
-    /// Make `rev` the feed's live revision in the cluster.
+    /// Make `rev` the feed's live revision in the cluster (a deploy or a rollback).
     fn deploy<'a>(&'a self, ws: &'a str, rev: &'a Revision) -> BoxFuture<'a, Result<ClusterFeed>>;
     /// Every feed of the workspace in the cluster, however it was created.
     fn list<'a>(&'a self, ws: &'a str) -> BoxFuture<'a, Result<Vec<ClusterFeed>>>;
+    /// Follow the rollout of `rev` after [`Cluster::deploy`] (a deploy whose client watches):
+    /// what it waits for and its build's log go to `progress` as they come, until it is
+    /// Ready, fails, or the implementation's time limit passes; answers the state then.
+    fn follow<'a>(
+        &'a self,
+        ws: &'a str,
+        rev: &'a Revision,
+        since: chrono::DateTime<chrono::Utc>,
+        progress: &'a (dyn Fn(Rollout) + Send + Sync),
+    ) -> BoxFuture<'a, Result<ClusterFeed>>;
+    /// Remove the feed from the cluster (the operator's finalizer takes its pods down).
+    /// A feed that is not there is not an error.
+    fn delete<'a>(&'a self, ws: &'a str, feed: &'a str) -> BoxFuture<'a, Result<()>>;
+}
+
+/// What a rollout reports while [`Cluster::follow`] watches it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rollout {
+    /// Now waiting for this (a condition's reason: Building, PodsNotReady, ...).
+    Waiting(String),
+    /// A line the image build printed.
+    BuildLog(String),
+}
+
+/// Where a ready feed's calls go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentRoute {
+    /// The live revision's agent.
+    pub url: String,
+    pub canary: Option<CanaryRoute>,
+}
+
+/// A canary revision's agent and the share of calls it takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanaryRoute {
+    pub url: String,
+    /// Percent of calls, 0 to 100.
+    pub weight: u8,
+}
+
+impl AgentRoute {
+    pub fn live(url: impl Into<String>) -> AgentRoute {
+        AgentRoute {
+            url: url.into(),
+            canary: None,
+        }
+    }
+}
+
+/// The agent that serves the call with this request id: the canary for `weight` percent of
+/// request ids, the live agent for the rest. Deterministic (a request retried with its id
+/// lands on the same revision, and every gateway replica agrees) and uniform: the bucket
+/// is a hash of the id modulo 100, FNV-1a so it does not change with the Rust version.
+pub fn pick<'a>(route: &'a AgentRoute, request_id: &str) -> &'a str {
+    match &route.canary {
+        Some(c) if bucket(request_id) < u32::from(c.weight) => &c.url,
+        _ => &route.url,
+    }
+}
+
+fn bucket(request_id: &str) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in request_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % 100) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(weight: u8) -> AgentRoute {
+        AgentRoute {
+            url: "http://live".into(),
+            canary: Some(CanaryRoute {
+                url: "http://canary".into(),
+                weight,
+            }),
+        }
+    }
+
+    fn canary_share(r: &AgentRoute, n: usize) -> usize {
+        (0..n)
+            .filter(|i| pick(r, &format!("req-{i:08x}")) == "http://canary")
+            .count()
+    }
+
+    #[test]
+    fn the_canary_gets_its_weight_of_calls() {
+        let n = 20_000;
+        for weight in [1u8, 10, 25, 50, 90] {
+            let got = canary_share(&route(weight), n) as f64 / n as f64 * 100.0;
+            assert!(
+                (got - f64::from(weight)).abs() < 1.5,
+                "weight {weight}: {got:.2}% of calls went to the canary"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_and_full_weights_and_no_canary_are_exact() {
+        assert_eq!(canary_share(&route(0), 1000), 0);
+        assert_eq!(canary_share(&route(100), 1000), 1000);
+        let live = AgentRoute::live("http://live");
+        assert!((0..1000).all(|i| pick(&live, &i.to_string()) == "http://live"));
+    }
+
+    #[test]
+    fn the_same_request_id_always_lands_on_the_same_revision() {
+        let r = route(30);
+        for i in 0..200 {
+            let id = format!("{i}-retry");
+            let first = pick(&r, &id);
+            assert!((0..5).all(|_| pick(&r, &id) == first));
+        }
+        // Raising the weight only moves calls to the canary, never back (buckets are fixed).
+        let (low, high) = (route(10), route(40));
+        for i in 0..2000 {
+            let id = i.to_string();
+            if pick(&low, &id) == "http://canary" {
+                assert_eq!(pick(&high, &id), "http://canary", "{id}");
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_are_stable_across_releases() {
+        // FNV-1a 64 of "abc" is 0xe71fa2190541574b; a change of hash would reshuffle
+        // which calls hit a canary in the middle of a rollout.
+        assert_eq!(bucket("abc"), (0xe71f_a219_0541_574b_u64 % 100) as u32);
+        assert_eq!(bucket(""), (0xcbf2_9ce4_8422_2325_u64 % 100) as u32);
+    }
 }

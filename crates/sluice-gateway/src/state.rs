@@ -2,8 +2,13 @@
 //! endpoint and the control API's `run` call a feed the same way.
 
 use crate::{
-    agent::AgentClient, auth::KeyCache, cache::ResultCache, cluster::Cluster, limiter::Limiter,
-    metrics::Metrics, recorder,
+    agent::AgentClient,
+    auth::KeyCache,
+    cache::ResultCache,
+    cluster::{AgentRoute, Cluster},
+    limiter::Limiter,
+    metrics::Metrics,
+    recorder,
 };
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -87,11 +92,11 @@ pub(crate) struct Inner {
 }
 
 /// Feed agents (runtime = kubernetes) and where each feed's agent answers, as the Feed's
-/// status reports it (the control side keeps this up to date from the cluster).
+/// status reports it (a watch of the cluster's Feeds keeps this current).
 pub(crate) struct Agents {
     pub client: AgentClient,
     pub cluster: Option<Arc<dyn Cluster>>,
-    pub urls: RwLock<PerFeed<String>>,
+    pub routes: RwLock<PerFeed<AgentRoute>>,
 }
 
 /// Where the captured stdout/stderr of a call will come from.
@@ -150,7 +155,7 @@ impl Gateway {
         let agents = Agents {
             client,
             cluster,
-            urls: Default::default(),
+            routes: Default::default(),
         };
         Gateway::build(store, runtime, sources, cfg, Some(agents))
     }
@@ -247,22 +252,43 @@ impl Gateway {
     /// Where a feed's agent answers (the Feed's status URL); `None` forgets it. Only
     /// meaningful with runtime = kubernetes.
     pub fn set_agent_url(&self, ws: &str, feed: &str, url: Option<&str>) {
+        self.set_agent_route(ws, feed, url.map(AgentRoute::live));
+    }
+
+    /// Where a feed's calls go (its agent, and a canary's share); `None` forgets it.
+    pub fn set_agent_route(&self, ws: &str, feed: &str, route: Option<AgentRoute>) {
         let Some(agents) = &self.inner.agents else {
             return;
         };
-        let mut urls = agents.urls.write().expect("agents lock");
-        match url {
-            Some(u) => {
-                urls.entry(ws.to_string())
+        let mut routes = agents.routes.write().expect("agents lock");
+        match route {
+            Some(r) => {
+                routes
+                    .entry(ws.to_string())
                     .or_default()
-                    .insert(feed.to_string(), u.to_string());
+                    .insert(feed.to_string(), r);
             }
             None => {
-                if let Some(m) = urls.get_mut(ws) {
+                if let Some(m) = routes.get_mut(ws) {
                     m.remove(feed);
                 }
             }
         }
+    }
+
+    /// Every route at once (workspace → feed → route), as a watch of the cluster knows
+    /// them: feeds absent here are forgotten.
+    pub fn replace_agent_routes(&self, all: HashMap<String, HashMap<String, AgentRoute>>) {
+        if let Some(agents) = &self.inner.agents {
+            *agents.routes.write().expect("agents lock") = all;
+        }
+    }
+
+    /// Where a feed's calls go now (runtime = kubernetes).
+    pub fn agent_route(&self, ws: &str, feed: &str) -> Option<AgentRoute> {
+        let agents = self.inner.agents.as_ref()?;
+        let routes = agents.routes.read().expect("agents lock");
+        routes.get(ws).and_then(|m| m.get(feed)).cloned()
     }
 
     /// The cluster deploys write to (runtime = kubernetes).
@@ -352,24 +378,30 @@ impl Gateway {
     ) -> Result<Execution> {
         if let Some(agents) = &self.inner.agents {
             // The agent runs `sluice.sql` itself, with the data sources mounted in its pod.
-            let url = agents
-                .urls
-                .read()
-                .expect("agents lock")
-                .get(ws)
-                .and_then(|m| m.get(feed))
-                .cloned()
-                .ok_or_else(|| {
+            let route = self.agent_route(ws, feed).ok_or_else(|| {
                     Error::new(
                         Code::RuntimeUnavailable,
                         format!("feed '{ws}/{feed}' has no ready agent yet: `kubectl get feeds -n {ws}` shows its build and rollout"),
                     )
                     .retry_after(5)
                 })?;
-            return agents
+            let url = crate::cluster::pick(&route, request_id);
+            let first = agents
                 .client
-                .call(&url, params_to_json(params), request_id)
+                .call(url, params_to_json(params), request_id)
                 .await;
+            // A canary that cannot be reached (still rolling out, crashed) must not fail its
+            // share of the calls: the live revision serves them.
+            return match first {
+                Err(e) if e.code == Code::RuntimeUnavailable && url != route.url => {
+                    tracing::warn!(workspace = %ws, feed = %feed, "canary unreachable, calling the live agent: {e}");
+                    agents
+                        .client
+                        .call(&route.url, params_to_json(params), request_id)
+                        .await
+                }
+                other => other,
+            };
         }
         let sources = self.workspace_sources(ws).await?;
         let out = self

@@ -1,6 +1,6 @@
 //! runtime = kubernetes: the gateway's `execute` calls a REAL `sluice agent` (in-process, on
 //! loopback, with real Python workers) and gets the same `Execution` as a local call: the
-//! schema, the batches, and the feed's error with its code and message.
+//! schema, the batches, what the feed printed, and the feed's error with its code and message.
 
 use std::time::Duration;
 
@@ -8,16 +8,20 @@ use arrow_array::{Array, StringArray};
 use futures::StreamExt;
 use sluice_agent::{Agent, AgentArgs, serve};
 use sluice_core::{Code, Params, params::ParamValue};
+use sluice_gateway::cluster::{AgentRoute, CanaryRoute};
 use sluice_gateway::{AgentClient, Gateway, GatewayConfig};
 use sluice_runtime::{ModuleSpec, Runtime, RuntimeConfig};
 
 const MODULE: &str = r#"
+import sys
 import sluice
 
 @sluice.feed
 def hello(name: str = "world", n: int = 3):
     if name == "boom":
         raise ValueError("no booms")
+    print("greeting", name)
+    print("careful", file=sys.stderr)
     return [{"greeting": "hello " + name, "i": i} for i in range(n)]
 "#;
 
@@ -121,6 +125,51 @@ async fn execute_goes_through_the_feeds_agent() {
     let col = batches[0].column_by_name("greeting").unwrap();
     let col = col.as_any().downcast_ref::<StringArray>().unwrap();
     assert_eq!(col.value(0), "hello ann");
+    // What the feed printed follows the rows (the agent's trailer): `sluice logs` shows it.
+    let logs = ex.logs.wait().await.expect("the call's logs");
+    assert_eq!(logs.stdout, "greeting ann\n");
+    assert_eq!(logs.stderr, "careful\n");
+    assert_eq!(logs.rows, 5);
+    assert!(logs.duration_ms > 0.0, "{logs:?}");
+
+    // No rows: schema, end of stream and trailer may come in one chunk.
+    let mut params = Params::new();
+    params.insert("name".into(), ParamValue::Str("nobody".into()));
+    params.insert("n".into(), ParamValue::Int(0));
+    let ex = gw
+        .execute("team-a", &module(), "hello", &params, "r1b")
+        .await
+        .unwrap();
+    let batches: Vec<_> = ex.batches.collect().await;
+    assert!(batches.iter().all(|b| b.as_ref().unwrap().num_rows() == 0));
+    let logs = ex.logs.wait().await.expect("the call's logs");
+    assert_eq!((logs.stdout.as_str(), logs.rows), ("greeting nobody\n", 0));
+
+    // A canary that cannot be reached: its share of the calls is served by the live agent.
+    gw.set_agent_route(
+        "team-a",
+        "hello",
+        Some(AgentRoute {
+            url: agent_url.clone(),
+            canary: Some(CanaryRoute {
+                url: "http://127.0.0.1:9".into(),
+                weight: 100,
+            }),
+        }),
+    );
+    let ex = gw
+        .execute("team-a", &module(), "hello", &Params::new(), "r1c")
+        .await
+        .unwrap();
+    let rows: usize = ex
+        .batches
+        .map(|b| b.unwrap().num_rows())
+        .collect::<Vec<_>>()
+        .await
+        .iter()
+        .sum();
+    assert_eq!(rows, 3);
+    gw.set_agent_url("team-a", "hello", Some(&agent_url));
 
     // The feed raising: the same code and message as a local call.
     let mut params = Params::new();

@@ -2,13 +2,25 @@
 //! object on deploy (server-side apply, field manager `sluice-server`, so GitOps tools and the
 //! operator keep their own fields), read feeds and their status back (feeds applied as YAML by
 //! GitOps users appear like any other), delete. The server maps these plain values to its API.
+//!
+//! Which namespace a workspace's feeds live in is decided here only ([`KubeFeeds::namespace`]):
+//! the Workspace object's `spec.namespace`, else `sluice-<workspace>` (the operator's rule,
+//! [`crate::build::workspace::namespace_of`]).
 
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::{AsyncBufReadExt, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::build::feed::function_of;
-use crate::crd::Feed;
+use crate::build::workspace::{default_namespace, namespace_of};
+use crate::build::{LABEL_FEED, LABEL_ROLE};
+use crate::crd::{Feed, Workspace};
 
 /// The field manager of the server's writes.
 pub const SERVER_FIELD_MANAGER: &str = "sluice-server";
@@ -45,6 +57,20 @@ pub struct FeedView {
     pub image: Option<String>,
     /// Written by GitOps (another field manager owns the spec), not through the API.
     pub managed_by_server: bool,
+    pub namespace: String,
+    /// The feed's cache duration, as its spec says.
+    pub cache: Option<String>,
+    /// A canary taking part of the calls (a weight above 0 in the spec).
+    pub canary: Option<CanaryView>,
+}
+
+/// A feed's canary: the operator serves it as `<feed>-canary`, next to the live Service.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CanaryView {
+    pub revision: String,
+    /// Percent of calls, 1 to 100.
+    pub weight: u8,
+    pub agent_url: String,
 }
 
 impl FeedView {
@@ -64,13 +90,27 @@ impl FeedView {
             .map(|c| c.reason.clone())
             .or_else(|| (!current).then(|| "Reconciling".to_string()));
         let ready = current && is_true("Ready");
+        let namespace = f
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let canary = f
+            .spec
+            .canary
+            .as_ref()
+            .filter(|c| c.weight > 0)
+            .map(|c| CanaryView {
+                revision: c.revision.clone(),
+                // CEL keeps it within 0..=100; clamp anyway, it decides routing.
+                weight: c.weight.clamp(0, 100) as u8,
+                agent_url: agent_url(&namespace, &format!("{}-canary", f.name_any())),
+            });
         FeedView {
-            agent_url: ready.then(|| {
-                agent_url(
-                    f.metadata.namespace.as_deref().unwrap_or("default"),
-                    &f.name_any(),
-                )
-            }),
+            agent_url: ready.then(|| agent_url(&namespace, &f.name_any())),
+            canary,
+            cache: f.spec.cache.clone(),
+            namespace,
             name: f.name_any(),
             function: function_of(f),
             revision: f.spec.revision.clone(),
@@ -88,6 +128,36 @@ impl FeedView {
     }
 }
 
+/// Reasons a Feed waits for with work still under way; any other reason is the end of a
+/// rollout that did not become ready (a failed build, a missing data source, ...).
+const UNDER_WAY: [&str; 6] = [
+    "Reconciling",
+    "Building",
+    "WaitingForBuild",
+    "Applied",
+    "PodsNotReady",
+    "Starting",
+];
+
+/// How long and how closely [`KubeFeeds::follow`] watches a rollout.
+#[derive(Clone, Copy, Debug)]
+pub struct Follow {
+    /// When the deploy began: build pods created before it are earlier builds'.
+    pub since: chrono::DateTime<chrono::Utc>,
+    pub timeout: Duration,
+    /// Between two looks at the Feed.
+    pub poll: Duration,
+}
+
+/// How [`KubeFeeds::follow`] reports a rollout.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Progress {
+    /// The Feed now waits for something else (a condition's reason).
+    Waiting(String),
+    /// A line the build printed.
+    BuildLog(String),
+}
+
 /// The in-cluster URL of a feed's agent: its Service (named after the Feed, port 80).
 pub fn agent_url(namespace: &str, feed: &str) -> String {
     format!("http://{feed}.{namespace}.svc")
@@ -102,11 +172,48 @@ pub fn object_name(feed: &str) -> String {
 #[derive(Clone)]
 pub struct KubeFeeds {
     client: Client,
+    /// Workspace → namespace, for workspaces that have a Workspace object. A workspace's
+    /// namespace cannot change once created (a CEL rule), so an answer is kept for good.
+    namespaces: Arc<RwLock<HashMap<String, String>>>,
 }
 
 impl KubeFeeds {
     pub fn new(client: Client) -> KubeFeeds {
-        KubeFeeds { client }
+        KubeFeeds {
+            client,
+            namespaces: Default::default(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The namespace of a workspace's feeds: its Workspace object's, else
+    /// `sluice-<workspace>` (not remembered: the Workspace may be created later).
+    pub async fn namespace(&self, ws: &str) -> Result<String, kube::Error> {
+        if let Some(ns) = self.namespaces.read().expect("namespaces lock").get(ws) {
+            return Ok(ns.clone());
+        }
+        match Api::<Workspace>::all(self.client.clone())
+            .get_opt(ws)
+            .await?
+        {
+            Some(w) => {
+                let ns = namespace_of(&w);
+                self.remember_namespace(ws, &ns);
+                Ok(ns)
+            }
+            None => Ok(default_namespace(ws)),
+        }
+    }
+
+    /// What a watch of Workspaces learned (see [`crate::index`]).
+    pub fn remember_namespace(&self, ws: &str, ns: &str) {
+        self.namespaces
+            .write()
+            .expect("namespaces lock")
+            .insert(ws.to_string(), ns.to_string());
     }
 
     fn api(&self, namespace: &str) -> Api<Feed> {
@@ -145,6 +252,73 @@ impl KubeFeeds {
             )
             .await?;
         Ok(FeedView::from_feed(&f))
+    }
+
+    /// Follow a deploy until the Feed serves `revision`, stops on a reason that is not
+    /// [`UNDER_WAY`] (a failed build), is deleted, or the time limit passes; answers its
+    /// state then. What it waits for, and the log of each build pod started for it (a
+    /// builder pod of the feed created at or after `since`), go to `progress` as they come.
+    pub async fn follow(
+        &self,
+        namespace: &str,
+        name: &str,
+        revision: &str,
+        f: Follow,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Option<FeedView>, kube::Error> {
+        let (since, poll) = (f.since, f.poll);
+        let deadline = tokio::time::Instant::now() + f.timeout;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let builders =
+            ListParams::default().labels(&format!("{LABEL_FEED}={name},{LABEL_ROLE}=builder"));
+        let mut followed = HashSet::new();
+        let mut waiting = None;
+        loop {
+            let Some(v) = self.get(namespace, name).await? else {
+                return Ok(None);
+            };
+            if v.ready && v.live_revision.as_deref() == Some(revision) {
+                return Ok(Some(v));
+            }
+            if v.waiting_for != waiting {
+                waiting = v.waiting_for.clone();
+                if let Some(w) = &waiting {
+                    progress(Progress::Waiting(w.clone()));
+                }
+            }
+            if waiting.as_deref().is_some_and(|w| !UNDER_WAY.contains(&w)) {
+                return Ok(Some(v));
+            }
+            // A build pod of this deploy that has started: its log, to the end.
+            let started = pods.list(&builders).await?.items.into_iter().find(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                p.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .is_some_and(|t| t.0.as_second() >= since.timestamp())
+                    && !matches!(phase, None | Some("Pending"))
+                    && !followed.contains(&p.name_any())
+            });
+            if let Some(pod) = started {
+                followed.insert(pod.name_any());
+                let lp = LogParams {
+                    follow: true,
+                    ..LogParams::default()
+                };
+                let mut lines = Box::pin(pods.log_stream(&pod.name_any(), &lp).await?.lines());
+                while let Ok(Some(line)) = tokio::time::timeout_at(deadline, lines.next()).await {
+                    match line {
+                        Ok(l) => progress(Progress::BuildLog(l)),
+                        Err(_) => break, // the log ended badly: the Feed's status says how the build went
+                    }
+                }
+                continue;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Some(v));
+            }
+            tokio::time::sleep(poll).await;
+        }
     }
 
     pub async fn get(&self, namespace: &str, name: &str) -> Result<Option<FeedView>, kube::Error> {

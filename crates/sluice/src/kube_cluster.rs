@@ -1,21 +1,77 @@
-//! runtime = kubernetes: the control API's [`Cluster`] over `sluice_kube::control::KubeFeeds`.
-//! A workspace is the namespace `sluice-<workspace>` (the operator's default for a Workspace
-//! without `spec.namespace`); a feed is the Feed object named after it (`_` becomes `-`),
+//! runtime = kubernetes: the control API's [`Cluster`] over `sluice_kube::control::KubeFeeds`,
+//! and the watch that keeps the gateway's agent routes current ([`spawn_watch`]).
+//! A workspace's namespace is its Workspace object's (`sluice-<workspace>` without one, see
+//! `KubeFeeds::namespace`); a feed is the Feed object named after it (`_` becomes `-`),
 //! whose function is the feed's name.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use sluice_core::{Code, Error, Result};
-use sluice_gateway::cluster::{Cluster, ClusterFeed};
-use sluice_kube::control::{Deploy, FeedView, KubeFeeds, object_name};
+use sluice_gateway::Gateway;
+use sluice_gateway::cluster::{AgentRoute, CanaryRoute, Cluster, ClusterFeed, Rollout};
+use sluice_kube::control::{Deploy, FeedView, Follow, KubeFeeds, Progress, object_name};
+use sluice_kube::index::FeedIndex;
 use sluice_store::Revision;
 
 pub struct KubeCluster {
     pub feeds: KubeFeeds,
+    /// How long a watched deploy follows its build and rollout.
+    pub follow_timeout: std::time::Duration,
+    /// How often it looks at the Feed meanwhile.
+    pub follow_poll: std::time::Duration,
 }
 
-pub fn namespace_of(ws: &str) -> String {
-    format!("sluice-{ws}")
+impl KubeCluster {
+    pub fn new(feeds: KubeFeeds) -> KubeCluster {
+        KubeCluster {
+            feeds,
+            // A dependency layer built from scratch takes minutes; a code-only one seconds.
+            follow_timeout: std::time::Duration::from_secs(600),
+            follow_poll: std::time::Duration::from_secs(1),
+        }
+    }
+
+    async fn namespace(&self, ws: &str) -> Result<String> {
+        self.feeds
+            .namespace(ws)
+            .await
+            .map_err(|e| unavailable("read the Workspace", e))
+    }
+}
+
+/// Where calls go, from what the watch knows: every Ready feed's agent and canary.
+pub fn routes_of(idx: &FeedIndex) -> HashMap<String, HashMap<String, AgentRoute>> {
+    let mut out: HashMap<String, HashMap<String, AgentRoute>> = HashMap::new();
+    for r in idx.routes().into_values() {
+        let Some(url) = r.view.agent_url else {
+            continue;
+        };
+        let canary = r.view.canary.map(|c| CanaryRoute {
+            url: c.agent_url,
+            weight: c.weight,
+        });
+        out.entry(r.workspace)
+            .or_default()
+            .insert(r.feed, AgentRoute { url, canary });
+    }
+    out
+}
+
+/// Watch the cluster's Feeds and Workspaces for as long as the server runs, so a feed that
+/// becomes Ready (after its build, or applied by GitOps) is called without a deploy through
+/// this server, and one deleted or no longer ready is not.
+pub fn spawn_watch(feeds: KubeFeeds, gw: Gateway) -> tokio::task::JoinHandle<()> {
+    let client = feeds.client().clone();
+    let index = Arc::new(RwLock::new(FeedIndex::default()));
+    tokio::spawn(sluice_kube::index::watch(client, index, move |idx| {
+        for (ws, ns) in idx.namespaces() {
+            feeds.remember_namespace(ws, ns);
+        }
+        gw.replace_agent_routes(routes_of(idx));
+    }))
 }
 
 fn view(v: FeedView) -> ClusterFeed {
@@ -27,6 +83,7 @@ fn view(v: FeedView) -> ClusterFeed {
         waiting_for: v.waiting_for,
         agent_url: v.agent_url,
         managed_by_server: v.managed_by_server,
+        cache: v.cache,
     }
 }
 
@@ -49,9 +106,10 @@ impl Cluster for KubeCluster {
                 cache: rev.signature.cache.clone(),
                 ..Default::default()
             };
+            let ns = self.namespace(ws).await?;
             let v = self
                 .feeds
-                .deploy(&namespace_of(ws), &object_name(&rev.feed), &d)
+                .deploy(&ns, &object_name(&rev.feed), &d)
                 .await
                 .map_err(|e| unavailable("write the Feed", e))?;
             Ok(view(v))
@@ -61,12 +119,65 @@ impl Cluster for KubeCluster {
 
     fn list<'a>(&'a self, ws: &'a str) -> BoxFuture<'a, Result<Vec<ClusterFeed>>> {
         async move {
+            let ns = self.namespace(ws).await?;
             let v = self
                 .feeds
-                .list(&namespace_of(ws))
+                .list(&ns)
                 .await
                 .map_err(|e| unavailable("list Feeds", e))?;
             Ok(v.into_iter().map(view).collect())
+        }
+        .boxed()
+    }
+
+    fn follow<'a>(
+        &'a self,
+        ws: &'a str,
+        rev: &'a Revision,
+        since: chrono::DateTime<chrono::Utc>,
+        progress: &'a (dyn Fn(Rollout) + Send + Sync),
+    ) -> BoxFuture<'a, Result<ClusterFeed>> {
+        async move {
+            let ns = self.namespace(ws).await?;
+            let name = object_name(&rev.feed);
+            let report = |p: Progress| {
+                progress(match p {
+                    Progress::Waiting(w) => Rollout::Waiting(w),
+                    Progress::BuildLog(l) => Rollout::BuildLog(l),
+                })
+            };
+            let v = self
+                .feeds
+                .follow(
+                    &ns,
+                    &name,
+                    &rev.number.to_string(),
+                    Follow {
+                        since,
+                        timeout: self.follow_timeout,
+                        poll: self.follow_poll,
+                    },
+                    &report,
+                )
+                .await
+                .map_err(|e| unavailable("follow the Feed's rollout", e))?;
+            v.map(view).ok_or_else(|| {
+                Error::new(
+                    Code::FeedNotFound,
+                    format!("the Feed {ns}/{name} was deleted while it rolled out"),
+                )
+            })
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, ws: &'a str, feed: &'a str) -> BoxFuture<'a, Result<()>> {
+        async move {
+            let ns = self.namespace(ws).await?;
+            self.feeds
+                .delete(&ns, &object_name(feed))
+                .await
+                .map_err(|e| unavailable("delete the Feed", e))
         }
         .boxed()
     }
@@ -108,14 +219,36 @@ mod tests {
             "spec": spec, "status": status})
     }
 
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    async fn no_workspace(handle: &mut Handle) {
+        let (req, send) = handle.next_request().await.expect("the Workspace read");
+        assert_eq!(
+            (req.method().as_str(), req.uri().path()),
+            ("GET", "/apis/sluice.dev/v1alpha1/workspaces/team")
+        );
+        send.send_response(
+            Response::builder()
+                .status(404)
+                .body(Body::from(
+                    serde_json::to_vec(
+                        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "NotFound", "code": 404, "message": "not found"}),
+                    )
+                    .unwrap(),
+                ))
+                .unwrap(),
+        );
+    }
+
     #[tokio::test]
     async fn deploy_writes_the_feed_as_sluice_server_and_list_shows_gitops_feeds() {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let cluster = KubeCluster {
-            feeds: KubeFeeds::new(kube::Client::new(service, "default")),
-        };
+        let cluster = KubeCluster::new(KubeFeeds::new(kube::Client::new(service, "default")));
         let api = tokio::spawn(async move {
             let mut seen = Vec::new();
+            // 0. Which namespace: no Workspace object, so `sluice-team`.
+            no_workspace(&mut handle).await;
             // 1. The deploy: a server-side apply; answered as applied, not yet reconciled.
             let (req, send) = handle.next_request().await.expect("the apply");
             let (parts, body) = req.into_parts();
@@ -133,7 +266,9 @@ mod tests {
             send.send_response(Response::new(Body::from(
                 serde_json::to_vec(&applied).unwrap(),
             )));
-            // 2. The list: the server's feed, now Ready, and one applied by GitOps.
+            // 2. The list: the server's feed, now Ready, and one applied by GitOps. (No
+            // Workspace object was found: asked again, it may have been created since.)
+            no_workspace(&mut handle).await;
             let (req, send) = handle.next_request().await.expect("the list");
             seen.push((
                 req.method().to_string(),
@@ -204,5 +339,273 @@ mod tests {
         assert_eq!(g.name, "nightly_totals", "named by its function");
         assert!(!g.ready && !g.managed_by_server && g.agent_url.is_none());
         assert_eq!(g.waiting_for.as_deref(), Some("Building"));
+    }
+
+    /// One request the control API must make: asserted, then answered.
+    async fn expect(
+        handle: &mut Handle,
+        method: &str,
+        path: &str,
+        reply: Value,
+    ) -> (String, Value) {
+        let (req, send) = handle
+            .next_request()
+            .await
+            .unwrap_or_else(|| panic!("{method} {path} was never made"));
+        let (parts, body) = req.into_parts();
+        assert_eq!(
+            (parts.method.as_str(), parts.uri.path()),
+            (method, path),
+            "{}",
+            parts.uri
+        );
+        let bytes = body.collect_bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        let reply = if reply.is_null() { body.clone() } else { reply };
+        send.send_response(Response::new(Body::from(
+            serde_json::to_vec(&reply).unwrap(),
+        )));
+        (parts.uri.query().unwrap_or("").to_string(), body)
+    }
+
+    /// The control API over HTTP with runtime = kubernetes, against the scenario mock: the
+    /// workspace's namespace comes from its Workspace object (read once), GitOps Feeds
+    /// appear in the feed list and detail, rollback writes the Feed's revision, delete
+    /// deletes the Feed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_feed_api_reads_and_writes_the_clusters_feeds() {
+        const ANALYTICS: &str = "/apis/sluice.dev/v1alpha1/namespaces/analytics/feeds";
+        let dir = tempfile::tempdir().unwrap();
+        let store = sluice_store::Store::open("sqlite::memory:", [7; 32])
+            .await
+            .unwrap();
+        store.create_workspace("team").await.unwrap();
+        for code in ["v = 1\n", "v = 2\n"] {
+            store
+                .deploy(
+                    "team",
+                    vec![sluice_store::NewRevision {
+                        feed: "sales_by_region".into(),
+                        filename: "sales.py".into(),
+                        source: code.into(),
+                        lock: String::new(),
+                        env_hash: "abc".into(),
+                        signature: serde_json::from_value(json!({"name": "sales_by_region"}))
+                            .unwrap(),
+                        created_by: "ann".into(),
+                    }],
+                )
+                .await
+                .unwrap();
+        }
+        let key = sluice_core::keys::generate();
+        store
+            .create_key(sluice_store::NewKey {
+                name: "admin".into(),
+                prefix: key.prefix.clone(),
+                hash: key.hash.clone(),
+                role: sluice_core::Role::Admin,
+                workspace: None,
+            })
+            .await
+            .unwrap();
+        let runtime = sluice_runtime::Runtime::start(sluice_runtime::RuntimeConfig {
+            data_dir: dir.path().to_path_buf(),
+            pool_min: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let cluster = KubeCluster::new(KubeFeeds::new(kube::Client::new(service, "default")));
+        let gw = Gateway::with_agents(
+            store,
+            runtime,
+            sluice_sources::Sources::new(),
+            Default::default(),
+            sluice_gateway::AgentClient::new(std::time::Duration::from_secs(5)),
+            Some(std::sync::Arc::new(cluster)),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!(
+            "http://{}/api/v1/workspaces/team",
+            listener.local_addr().unwrap()
+        );
+        let connect = sluice_control::ConnectInfo::new(&base, "127.0.0.1:5433".parse().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, sluice_control::router(gw, connect))
+                .await
+                .unwrap()
+        });
+
+        let api = tokio::spawn(async move {
+            let mut writes = Vec::new();
+            // The list: the Workspace names its namespace; then that namespace's Feeds.
+            expect(
+                &mut handle,
+                "GET",
+                "/apis/sluice.dev/v1alpha1/workspaces/team",
+                json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "Workspace",
+                       "metadata": {"name": "team"}, "spec": {"namespace": "analytics"}}),
+            )
+            .await;
+            let ready = json!({"observedGeneration": 2, "revision": "2", "conditions": [
+                {"type": "Ready", "status": "True", "reason": "Available", "message": ""}]});
+            let mut ours = feed(
+                "sales-by-region",
+                json!({"source": {"inline": "v = 2\n"}, "function": "sales_by_region", "revision": "2"}),
+                ready,
+                "sluice-server",
+            );
+            ours["metadata"]["namespace"] = "analytics".into();
+            let mut gitops = feed(
+                "nightly",
+                json!({"source": {"inline": "x"}, "function": "nightly_totals", "revision": "9", "cache": "1h"}),
+                json!({"observedGeneration": 2, "revision": "9", "conditions": [
+                    {"type": "Ready", "status": "True", "reason": "Available", "message": ""}]}),
+                "argocd-controller",
+            );
+            gitops["metadata"]["namespace"] = "analytics".into();
+            let list = json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "FeedList", "metadata": {},
+                              "items": [ours, gitops]});
+            expect(&mut handle, "GET", ANALYTICS, list.clone()).await;
+            // The detail of the GitOps feed: the namespace is remembered, no Workspace read.
+            expect(&mut handle, "GET", ANALYTICS, list).await;
+            // Rollback to revision 1: the Feed's spec gets revision 1's code and number.
+            writes.push(
+                expect(
+                    &mut handle,
+                    "PATCH",
+                    &format!("{ANALYTICS}/sales-by-region"),
+                    Value::Null,
+                )
+                .await,
+            );
+            // Delete: the Feed object.
+            writes.push(expect(&mut handle, "DELETE", &format!("{ANALYTICS}/sales-by-region"),
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}})).await);
+            writes
+        });
+
+        let http = reqwest::Client::new();
+        let auth = format!("Bearer {}", key.secret);
+        let get = |path: String| {
+            http.get(format!("{base}{path}"))
+                .header("authorization", &auth)
+                .send()
+        };
+
+        let resp = get("/feeds".into()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let feeds: Value = resp.json().await.unwrap();
+        let feeds = feeds.as_array().unwrap();
+        assert_eq!(feeds.len(), 2, "{feeds:?}");
+        assert_eq!(feeds[0]["name"], "sales_by_region");
+        assert_eq!(feeds[0]["managed_by"], "sluice");
+        assert_eq!(feeds[0]["live_revision"], 2);
+        assert_eq!(
+            feeds[0]["cluster"],
+            json!({"ready": true, "live_revision": "2", "waiting_for": null})
+        );
+        assert_eq!(feeds[1]["name"], "nightly_totals");
+        assert_eq!(feeds[1]["managed_by"], "gitops");
+        assert_eq!(feeds[1]["live_revision"], 9);
+        assert_eq!(feeds[1]["cache"], "1h");
+        assert!(
+            feeds[1]["url"].is_null(),
+            "not served by the gateway: {}",
+            feeds[1]
+        );
+
+        let one: Value = get("/feeds/nightly_totals".into())
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(one["managed_by"], "gitops");
+        assert_eq!(one["cluster"]["ready"], true);
+
+        let resp = http
+            .post(format!("{base}/feeds/sales_by_region/rollback"))
+            .header("authorization", &auth)
+            .json(&json!({"revision": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let rolled: Value = resp.json().await.unwrap();
+        assert_eq!(rolled["live_revision"], 1);
+        assert_eq!(rolled["cluster"]["ready"], false, "{rolled}");
+
+        let resp = http
+            .delete(format!("{base}/feeds/sales_by_region"))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204);
+
+        let writes = tokio::time::timeout(std::time::Duration::from_secs(10), api)
+            .await
+            .expect("the API calls the scenario expects")
+            .unwrap();
+        let (query, body) = &writes[0];
+        assert!(
+            query.contains("fieldManager=sluice-server") && query.contains("force=true"),
+            "{query}"
+        );
+        assert_eq!(
+            body["metadata"],
+            json!({"name": "sales-by-region", "namespace": "analytics"})
+        );
+        assert_eq!(
+            body["spec"],
+            json!({"source": {"inline": "v = 1\n"}, "function": "sales_by_region", "revision": "1"})
+        );
+        // The operator's finalizer decides how the pods go: no policy of our own.
+        assert!(
+            writes[1].1.get("propagationPolicy").is_none(),
+            "{:?}",
+            writes[1]
+        );
+    }
+
+    #[test]
+    fn routes_are_the_ready_feeds_with_their_canaries() {
+        let mut idx = FeedIndex::default();
+        let mut f = feed(
+            "sales-by-region",
+            json!({"source": {"inline": "x"}, "function": "sales_by_region",
+                   "canary": {"revision": "5", "image": "r/s:5", "weight": 20}}),
+            json!({"observedGeneration": 2, "conditions": [
+                {"type": "Ready", "status": "True", "reason": "Available", "message": ""}]}),
+            "sluice-server",
+        );
+        idx.apply_feed(&serde_json::from_value(f.clone()).unwrap());
+        f["metadata"]["name"] = "building".into();
+        f["spec"]["function"] = "building".into();
+        f["status"]["conditions"][0]["status"] = "False".into();
+        idx.apply_feed(&serde_json::from_value(f).unwrap());
+        let routes = routes_of(&idx);
+        assert_eq!(routes.len(), 1);
+        assert_eq!(
+            routes["team"],
+            HashMap::from([(
+                "sales_by_region".to_string(),
+                AgentRoute {
+                    url: "http://sales-by-region.sluice-team.svc".into(),
+                    canary: Some(CanaryRoute {
+                        url: "http://sales-by-region-canary.sluice-team.svc".into(),
+                        weight: 20
+                    }),
+                }
+            )]),
+            "the feed still building is not routed"
+        );
     }
 }

@@ -249,17 +249,19 @@ pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
             let client = kube::Client::try_default().await.map_err(|e| {
                 anyhow::anyhow!("runtime = kubernetes but no Kubernetes API: set KUBECONFIG or run in a pod ({e})")
             })?;
-            let cluster = crate::kube_cluster::KubeCluster {
-                feeds: sluice_kube::control::KubeFeeds::new(client),
-            };
-            Gateway::with_agents(
+            let feeds = sluice_kube::control::KubeFeeds::new(client);
+            let cluster = crate::kube_cluster::KubeCluster::new(feeds.clone());
+            let gw = Gateway::with_agents(
                 store.clone(),
                 runtime.clone(),
                 sluice_sources::Sources::new(),
                 cfg.gateway.clone(),
                 sluice_gateway::AgentClient::new(cfg.runtime.call_timeout),
                 Some(std::sync::Arc::new(cluster)),
-            )
+            );
+            // Runs as long as the server: the task ends with the process.
+            crate::kube_cluster::spawn_watch(feeds, gw.clone());
+            gw
         }
     };
     let examples = bootstrap(&gw, &cfg, mode).await?;

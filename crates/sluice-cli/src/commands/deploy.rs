@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 #[derive(Debug, PartialEq)]
 pub(crate) enum Event {
     Progress(String),
+    /// A line of output from the server's work for this deploy (runtime = kubernetes: the
+    /// image build's log), shown as it comes.
+    Log(String),
     Done(Vec<Value>),
     Error(Problem),
 }
@@ -25,6 +28,11 @@ pub(crate) fn parse_event(line: &str) -> Result<Event> {
         .with_context(|| format!("the server sent a deploy event that is not JSON: {line}"))?;
     match v.get("event").and_then(Value::as_str) {
         Some("progress") => Ok(Event::Progress(field(&v, "message"))),
+        Some("log") => Ok(Event::Log(format!(
+            "{} | {}",
+            field(&v, "feed"),
+            field(&v, "line")
+        ))),
         Some("done") => Ok(Event::Done(
             v.get("feeds")
                 .and_then(Value::as_array)
@@ -119,6 +127,10 @@ async fn follow(ctx: &Ctx, progress: &Progress, resp: reqwest::Response) -> Resu
                 progress.set_message(&m);
                 Ok(None)
             }
+            Event::Log(l) => {
+                progress.println(&ctx.style.dim(&l));
+                Ok(None)
+            }
             Event::Done(feeds) => {
                 if let Some(prev) = step.take().filter(|_| ctx.tty) {
                     progress.println(&ctx.style.dim(&format!("✓ {prev}")));
@@ -171,6 +183,10 @@ mod tests {
         assert_eq!(
             parse_event(r#"{"event":"heartbeat"}"#).unwrap(),
             Event::Progress(String::new())
+        );
+        assert_eq!(
+            parse_event(r#"{"event":"log","feed":"sales","line":"Collecting pandas"}"#).unwrap(),
+            Event::Log("sales | Collecting pandas".into())
         );
         assert!(parse_event("not json").is_err());
     }

@@ -40,7 +40,12 @@ pub fn namespace_of(ws: &Workspace) -> String {
     ws.spec
         .namespace
         .clone()
-        .unwrap_or_else(|| format!("sluice-{}", ws.name_any()))
+        .unwrap_or_else(|| default_namespace(&ws.name_any()))
+}
+
+/// The namespace of a workspace without `spec.namespace` (or without a Workspace object).
+pub fn default_namespace(ws: &str) -> String {
+    format!("sluice-{ws}")
 }
 
 /// Whether `ds` grants workspace `ws`.

@@ -3,7 +3,9 @@
 
 mod build;
 mod chart;
+mod control;
 mod crds;
 mod e2e;
+mod index;
 mod reconcile;
 mod scale;
