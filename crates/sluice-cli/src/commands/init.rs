@@ -48,45 +48,11 @@ pub(crate) fn target(name: &str) -> Result<(PathBuf, String)> {
     Ok((path.with_file_name(format!("{feed}.py")), feed))
 }
 
+/// The first template of `sluice_core::templates`, which the IDE's "New feed" offers too.
 pub(crate) fn template(feed: &str) -> String {
-    TEMPLATE.replace("{feed}", feed)
+    sluice_core::templates::TEMPLATES[0].render(feed)
 }
 
-// `round()` is left out on purpose: `amount` is `real`, and PostgreSQL has no
-// round(real, int), so the same query keeps working if the warehouse moves there.
-const TEMPLATE: &str = r#"# /// script
-# requires-python = ">=3.10"
-# dependencies = []
-# ///
-"""{feed}: a Sluice feed module.
-
-Each function decorated with @sluice.feed becomes a live feed named after it.
-Try it with `sluice run {feed}.py -p region=US`, publish it with `sluice deploy {feed}.py`.
-"""
-import sluice
-
-
-@sluice.feed(cache="5m")
-def {feed}(limit: int = 10, region: str = "EU"):
-    """Top products by revenue in one region, best first."""
-    return sluice.sql(
-        "warehouse",
-        """
-        select p.name as product,
-               p.category,
-               sum(s.units) as units,
-               sum(s.amount) as revenue
-        from sales s
-        join products p on p.id = s.product_id
-        where s.region = :region
-        group by p.id, p.name, p.category
-        order by revenue desc
-        limit :limit
-        """,
-        region=region,
-        limit=limit,
-    )
-"#;
 
 #[cfg(test)]
 mod tests {
