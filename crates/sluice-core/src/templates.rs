@@ -28,7 +28,44 @@ pub const TEMPLATES: &[Template] = &[Template {
     title: "Top products (SQL on the warehouse)",
     description: "A sluice.sql query with two parameters on the demo warehouse: runs as-is after `sluice up`.",
     source: TEMPLATE,
+}, Template {
+    name: "python",
+    title: "Rows from Python (no data source)",
+    description: "A list of dicts built in plain Python, with a date parameter: replace the body with your own logic or an HTTP call.",
+    source: PYTHON_TEMPLATE,
 }];
+
+/// The template named `name`, or an error listing the names there are.
+pub fn find(name: &str) -> Result<&'static Template, String> {
+    TEMPLATES.iter().find(|t| t.name == name).ok_or_else(|| {
+        let names: Vec<&str> = TEMPLATES.iter().map(|t| t.name).collect();
+        format!("no template '{name}': there are {}", names.join(", "))
+    })
+}
+
+const PYTHON_TEMPLATE: &str = r#"# /// script
+# requires-python = ">=3.10"
+# dependencies = []
+# ///
+"""{feed}: a Sluice feed module.
+
+Each function decorated with @sluice.feed becomes a live feed named after it.
+Try it with `sluice run {feed}.py -p days=3`, publish it with `sluice deploy {feed}.py`.
+"""
+from datetime import date, timedelta
+
+import sluice
+
+
+@sluice.feed
+def {feed}(days: int = 7, start: date = date(2024, 1, 1)):
+    """One row per day, computed in Python: replace the body with your own logic."""
+    rows = []
+    for i in range(days):
+        day = start + timedelta(days=i)
+        rows.append({"day": day, "weekday": day.strftime("%A"), "value": i * i})
+    return rows
+"#;
 
 // `round()` is left out on purpose: `amount` is `real`, and PostgreSQL has no
 // round(real, int), so the same query keeps working if the warehouse moves there.
@@ -71,8 +108,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn find_names_the_templates_there_are() {
+        assert_eq!(find("python").unwrap().name, "python");
+        let e = find("nope").unwrap_err();
+        assert!(e.contains("top_products, python"), "{e}");
+    }
+
+    #[test]
     fn templates_have_unique_names_and_a_feed_placeholder() {
         let mut names: Vec<_> = TEMPLATES.iter().map(|t| t.name).collect();
+        names.sort();
         names.dedup();
         assert_eq!(names.len(), TEMPLATES.len());
         for t in TEMPLATES {

@@ -853,7 +853,8 @@ async function renderConnect() {
     const dl = h("button", { type: "button", onclick: () => download(t) }, `Download ${t.filename}`);
     const cp = h("button", { type: "button", onclick: () => copy(pre.textContent, t.title) }, "Copy");
     kids.push(h("section", { class: "snip", "data-tool": t.tool }, h("header", {}, h("strong", {}, t.title), h("span", { class: "muted" }, `via ${t.via}`), h("span", { class: "grow" }), cp, dl), pre));
-    api("GET", feedPath(d.name, `/connect/${enc(t.tool)}`)).then((text) => { pre.textContent = text; }, (e) => { pre.textContent = e.message; });
+    api("GET", feedPath(d.name, `/connect/${enc(t.tool)}`), undefined, { raw: true })
+      .then((res) => res.text()).then((text) => { pre.textContent = text; }, (e) => { pre.textContent = e.message; });
   }
   box.replaceChildren(...kids);
 }

@@ -65,7 +65,7 @@ fn build() -> Assets {
     let mut urls: Vec<(String, String)> = Vec::new();
     let mut files = HashMap::new();
     let mut page = None;
-    for (name, media_type, raw) in SOURCES {
+    for &(name, media_type, raw) in SOURCES {
         let mut body = raw.to_vec();
         if media_type.starts_with("text/") {
             let mut text = String::from_utf8(body).expect("assets are UTF-8");
@@ -77,7 +77,7 @@ fn build() -> Assets {
         let hash = hex::encode(&Sha256::digest(&body)[..8]);
         let etag = format!("\"{hash}\"");
         let gz = gzip(&body);
-        if *name == "index.html" {
+        if name == "index.html" {
             page = Some(Asset { url: "/".into(), media_type, body, gzip: gz, etag });
             continue;
         }

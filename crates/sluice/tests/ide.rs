@@ -88,7 +88,7 @@ fn the_ide_takes_an_analyst_from_login_to_a_live_feed() {
         "node",
         "ide_flow.mjs",
         &[
-            &server.url,
+            server.url.as_str(),
             admin,
             dir.to_str().unwrap(),
             exe.to_str().unwrap(),

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub fn init(a: InitArgs) -> Result<()> {
     let (path, feed) = target(&a.name)?;
+    let tpl = sluice_core::templates::find(&a.template).map_err(ClientError::Usage)?;
     let mut file = match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -23,14 +24,20 @@ pub fn init(a: InitArgs) -> Result<()> {
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
     };
-    file.write_all(template(&feed).as_bytes())
+    file.write_all(tpl.render(&feed).as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     if a.common.output == OutputMode::Json {
         return print_json(&json!({ "file": path, "feed": feed }));
     }
     let p = path.display();
+    let params = if tpl.name == "top_products" {
+        " -p region=US -p limit=5"
+    } else {
+        ""
+    };
     print_out(&format!(
-        "Wrote {p}: feed '{feed}', top products by revenue.\nTry it:\n  sluice run {p} -p region=US -p limit=5\n  sluice deploy {p}\n"
+        "Wrote {p}: feed '{feed}' ({}).\nTry it:\n  sluice run {p}{params}\n  sluice deploy {p}\n",
+        tpl.title
     ))
 }
 
@@ -108,6 +115,7 @@ mod tests {
         let name = dir.0.join("top_products").to_string_lossy().into_owned();
         let args = || InitArgs {
             name: name.clone(),
+            template: "top_products".into(),
             common: CommonArgs {
                 config: None,
                 home: None,
