@@ -59,7 +59,9 @@ pub async fn tables(
     };
     cfg.insert("kind".into(), Value::String(src.kind.clone()));
     let cfg: SourceConfig = serde_json::from_value(Value::Object(cfg)).map_err(|e| {
-        Error::internal(format!("data source '{name}' has an unreadable config: {e}"))
+        Error::internal(format!(
+            "data source '{name}' has an unreadable config: {e}"
+        ))
     })?;
     let sql = match cfg {
         SourceConfig::Sqlite { .. } => SQLITE_CATALOG,
@@ -78,7 +80,12 @@ pub async fn tables(
 
 /// Catalog rows (ordered by table) → one entry per table with its columns in order.
 fn group(rows: Vec<Map<String, Value>>) -> Vec<Value> {
-    let text = |r: &Map<String, Value>, k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |r: &Map<String, Value>, k: &str| {
+        r.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let mut out: Vec<(String, Vec<Value>)> = Vec::new();
     for r in rows.iter().take(MAX_COLUMNS) {
         let table = text(r, "table_name");

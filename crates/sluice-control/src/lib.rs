@@ -5,8 +5,8 @@
 //!
 //! The contract is `docs/api.md`.
 
-pub mod connect;
 mod catalog;
+pub mod connect;
 mod deploy;
 mod drafts;
 mod handlers;

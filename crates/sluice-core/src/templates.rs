@@ -23,17 +23,20 @@ impl Template {
 
 /// Every template; the first is the default (`sluice init NAME`). It runs as-is against
 /// the demo `warehouse` source, so an analyst sees rows within a minute.
-pub const TEMPLATES: &[Template] = &[Template {
-    name: "top_products",
-    title: "Top products (SQL on the warehouse)",
-    description: "A sluice.sql query with two parameters on the demo warehouse: runs as-is after `sluice up`.",
-    source: TEMPLATE,
-}, Template {
-    name: "python",
-    title: "Rows from Python (no data source)",
-    description: "A list of dicts built in plain Python, with a date parameter: replace the body with your own logic or an HTTP call.",
-    source: PYTHON_TEMPLATE,
-}];
+pub const TEMPLATES: &[Template] = &[
+    Template {
+        name: "top_products",
+        title: "Top products (SQL on the warehouse)",
+        description: "A sluice.sql query with two parameters on the demo warehouse: runs as-is after `sluice up`.",
+        source: TEMPLATE,
+    },
+    Template {
+        name: "python",
+        title: "Rows from Python (no data source)",
+        description: "A list of dicts built in plain Python, with a date parameter: replace the body with your own logic or an HTTP call.",
+        source: PYTHON_TEMPLATE,
+    },
+];
 
 /// The template named `name`, or an error listing the names there are.
 pub fn find(name: &str) -> Result<&'static Template, String> {

@@ -28,11 +28,31 @@ use std::{collections::HashMap, io::Write, sync::LazyLock};
 /// Source files, in substitution order: each file may name those before it as
 /// `{{name}}`, which becomes that file's hashed URL.
 const SOURCES: &[(&str, &str, &[u8])] = &[
-    ("favicon.svg", "image/svg+xml", include_bytes!("../assets/favicon.svg")),
-    ("editor.js", "text/javascript; charset=utf-8", include_bytes!("../assets/editor.js")),
-    ("app.css", "text/css; charset=utf-8", include_bytes!("../assets/app.css")),
-    ("app.js", "text/javascript; charset=utf-8", include_bytes!("../assets/app.js")),
-    ("index.html", "text/html; charset=utf-8", include_bytes!("../assets/index.html")),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_bytes!("../assets/favicon.svg"),
+    ),
+    (
+        "editor.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/editor.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../assets/app.css"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/app.js"),
+    ),
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_bytes!("../assets/index.html"),
+    ),
 ];
 
 /// The page's security policy: scripts and styles only from this server (CodeMirror
@@ -78,16 +98,36 @@ fn build() -> Assets {
         let etag = format!("\"{hash}\"");
         let gz = gzip(&body);
         if name == "index.html" {
-            page = Some(Asset { url: "/".into(), media_type, body, gzip: gz, etag });
+            page = Some(Asset {
+                url: "/".into(),
+                media_type,
+                body,
+                gzip: gz,
+                etag,
+            });
             continue;
         }
-        let (stem, ext) = name.rsplit_once('.').expect("asset names have an extension");
+        let (stem, ext) = name
+            .rsplit_once('.')
+            .expect("asset names have an extension");
         let file = format!("{stem}.{hash}.{ext}");
         let url = format!("/ide/{file}");
         urls.push((name.to_string(), url.clone()));
-        files.insert(file, Asset { url, media_type, body, gzip: gz, etag });
+        files.insert(
+            file,
+            Asset {
+                url,
+                media_type,
+                body,
+                gzip: gz,
+                etag,
+            },
+        );
     }
-    Assets { page: page.expect("index.html is an asset"), files }
+    Assets {
+        page: page.expect("index.html is an asset"),
+        files,
+    }
 }
 
 /// The assets, built (substituted, hashed, gzipped) on first use.
@@ -145,10 +185,19 @@ fn serve(a: &Asset, headers: &HeaderMap, cache: &'static str) -> Response {
         header::ETAG,
         HeaderValue::from_str(&a.etag).expect("hex etag"),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if a.url == "/" {
-        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
     }
     res
 }
@@ -165,23 +214,41 @@ mod tests {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        router().oneshot(req.body(Body::empty()).unwrap()).await.unwrap()
+        router()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
     }
 
     #[test]
     fn every_placeholder_is_replaced_by_a_served_url() {
         let a = assets();
         let page = String::from_utf8(a.page.body.clone()).unwrap();
-        let app = a.files.values().find(|f| f.url.ends_with(".js") && f.url.contains("/app.")).unwrap();
+        let app = a
+            .files
+            .values()
+            .find(|f| f.url.ends_with(".js") && f.url.contains("/app."))
+            .unwrap();
         let app_js = String::from_utf8(app.body.clone()).unwrap();
         for text in [&page, &app_js] {
             assert!(!text.contains("{{"), "an unreplaced placeholder");
         }
         for f in a.files.values().filter(|f| !f.url.contains("/editor.")) {
-            assert!(page.contains(&f.url), "{} is not referenced by the page", f.url);
+            assert!(
+                page.contains(&f.url),
+                "{} is not referenced by the page",
+                f.url
+            );
         }
-        let editor = a.files.values().find(|f| f.url.contains("/editor.")).unwrap();
-        assert!(app_js.contains(&editor.url), "app.js must import the hashed editor URL");
+        let editor = a
+            .files
+            .values()
+            .find(|f| f.url.contains("/editor."))
+            .unwrap();
+        assert!(
+            app_js.contains(&editor.url),
+            "app.js must import the hashed editor URL"
+        );
     }
 
     /// The budget: the first load (page, CSS, app, icon; not the editor) is at most
@@ -190,9 +257,20 @@ mod tests {
     fn first_load_without_the_editor_is_under_300_kb_gzipped() {
         let a = assets();
         let total: usize = a.page.gzip.len()
-            + a.files.values().filter(|f| !f.url.contains("/editor.")).map(|f| f.gzip.len()).sum::<usize>();
-        println!("first load: {total} bytes gzipped (editor: {} more)",
-            a.files.values().find(|f| f.url.contains("/editor.")).unwrap().gzip.len());
+            + a.files
+                .values()
+                .filter(|f| !f.url.contains("/editor."))
+                .map(|f| f.gzip.len())
+                .sum::<usize>();
+        println!(
+            "first load: {total} bytes gzipped (editor: {} more)",
+            a.files
+                .values()
+                .find(|f| f.url.contains("/editor."))
+                .unwrap()
+                .gzip
+                .len()
+        );
         assert!(total <= 300 * 1024, "first load is {total} bytes gzipped");
     }
 
@@ -202,16 +280,33 @@ mod tests {
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["content-encoding"], "gzip");
         assert_eq!(res.headers()["cache-control"], "no-cache");
-        assert!(res.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+        assert!(
+            res.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
         let etag = res.headers()["etag"].to_str().unwrap().to_string();
         let res = get("/", &[("if-none-match", &etag)]).await;
         assert_eq!(res.status(), 304);
 
-        let app = assets().files.values().find(|f| f.url.contains("/app.") && f.url.ends_with(".js")).unwrap();
+        let app = assets()
+            .files
+            .values()
+            .find(|f| f.url.contains("/app.") && f.url.ends_with(".js"))
+            .unwrap();
         let res = get(&app.url, &[]).await;
         assert_eq!(res.status(), 200);
-        assert!(res.headers()["cache-control"].to_str().unwrap().contains("immutable"));
-        assert_eq!(res.headers()["content-type"], "text/javascript; charset=utf-8");
+        assert!(
+            res.headers()["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("immutable")
+        );
+        assert_eq!(
+            res.headers()["content-type"],
+            "text/javascript; charset=utf-8"
+        );
         assert!(res.headers().get("content-encoding").is_none());
         let body = to_bytes(res.into_body(), usize::MAX).await.unwrap();
         assert_eq!(&body[..], &app.body[..]);

@@ -1187,9 +1187,18 @@ async fn drafts_are_per_owner_and_workspace_and_replaced_on_save(env: Env) {
 
     // Another author's draft of the same name, and the same author in another workspace,
     // are separate drafts.
-    store.save_draft("demo", "bob", "top", "top.py", "bob's").await.unwrap();
-    store.save_draft("other", "alice", "top", "top.py", "elsewhere").await.unwrap();
-    store.save_draft("demo", "alice", "alpha", "alpha.py", "a").await.unwrap();
+    store
+        .save_draft("demo", "bob", "top", "top.py", "bob's")
+        .await
+        .unwrap();
+    store
+        .save_draft("other", "alice", "top", "top.py", "elsewhere")
+        .await
+        .unwrap();
+    store
+        .save_draft("demo", "alice", "alpha", "alpha.py", "a")
+        .await
+        .unwrap();
     let mine: Vec<_> = store
         .list_drafts("demo", "alice")
         .await
@@ -1197,9 +1206,17 @@ async fn drafts_are_per_owner_and_workspace_and_replaced_on_save(env: Env) {
         .into_iter()
         .map(|d| (d.name, d.source))
         .collect();
-    assert_eq!(mine, vec![("alpha".into(), "a".into()), ("top".into(), "v2".into())]);
     assert_eq!(
-        store.draft("demo", "bob", "top").await.unwrap().unwrap().source,
+        mine,
+        vec![("alpha".into(), "a".into()), ("top".into(), "v2".into())]
+    );
+    assert_eq!(
+        store
+            .draft("demo", "bob", "top")
+            .await
+            .unwrap()
+            .unwrap()
+            .source,
         "bob's"
     );
     assert!(store.draft("demo", "carol", "top").await.unwrap().is_none());
@@ -1219,5 +1236,11 @@ async fn drafts_are_per_owner_and_workspace_and_replaced_on_save(env: Env) {
     assert!(store.delete_draft("demo", "alice", "top").await.unwrap());
     assert!(!store.delete_draft("demo", "alice", "top").await.unwrap());
     assert!(store.draft("demo", "bob", "top").await.unwrap().is_some());
-    assert!(store.draft("other", "alice", "top").await.unwrap().is_some());
+    assert!(
+        store
+            .draft("other", "alice", "top")
+            .await
+            .unwrap()
+            .is_some()
+    );
 }

@@ -144,7 +144,10 @@ fn api_routes_of_the_ide(http: &Http, admin: &str) {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert!(cols.contains(&"region") && cols.contains(&"amount"), "{cols:?}");
+    assert!(
+        cols.contains(&"region") && cols.contains(&"amount"),
+        "{cols:?}"
+    );
     let (st, e) = http.json("/api/v1/sources/nope/tables", admin);
     assert_eq!((st, e["code"].as_str()), (404, Some("source_not_found")));
 
@@ -180,7 +183,7 @@ fn api_routes_of_the_ide(http: &Http, admin: &str) {
         http,
         "/api/v1/workspaces/demo/drafts/big",
         &editor,
-        json!({"source": "#".repeat(1 << 20 | 1)}),
+        json!({"source": "#".repeat((1 << 20) + 1)}),
     );
     assert_eq!(st, 413, "{e}");
     assert_eq!(

@@ -60,7 +60,6 @@ pub(crate) fn template(feed: &str) -> String {
     sluice_core::templates::TEMPLATES[0].render(feed)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,6 +92,28 @@ report.chart_bars = await page.locator(".chart svg rect").count();
 assert.equal(report.chart_bars, 10);
 await shot("chart");
 
+step("100,000 rows: the table stays virtualized");
+await page.getByRole("button", { name: "+ New feed" }).click();
+await page.getByLabel(/^Name/).fill("ide_days");
+await page.getByLabel("Template").selectOption("python");
+await page.getByRole("button", { name: "Create" }).click();
+await page.locator(".cm-content", { hasText: "def ide_days(" }).waitFor();
+await page.locator("#param-days").fill("100000");
+await page.locator("#run-limit").selectOption("100000");
+await page.getByRole("button", { name: /Run/ }).click();
+await page.locator("#run-meta", { hasText: "100,000 rows" }).waitFor();
+await page.locator(".grid-row").first().waitFor();
+report.big_rows_in_dom = await page.locator(".grid-row").count();
+assert.ok(report.big_rows_in_dom < 200, `${report.big_rows_in_dom} rows in the DOM`);
+await page.locator(".grid").focus();
+const t0 = Date.now();
+await page.keyboard.press("End");
+await page.locator('.grid-row[aria-rowindex="100001"]').waitFor();
+report.big_scroll_to_end_ms = Date.now() - t0;
+await shot("results-100k");
+await page.locator('#feed-list a[data-feed="ide_top"]').click();
+await page.locator(".cm-content", { hasText: "def ide_top(" }).waitFor();
+
 step("a broken module is marked at its line");
 await setCode(original.replace("import sluice", "import sluice\nimport this_module_does_not_exist"));
 await page.getByRole("button", { name: "Deploy" }).click();
