@@ -245,7 +245,7 @@ async fn reopening_keeps_data_and_runs_migrations_once(env: Env) {
     }
     assert_eq!(
         env.raw_count("SELECT COUNT(*) FROM _sqlx_migrations").await,
-        3
+        4
     );
     if let Some(dir) = &env.dir {
         assert!(
