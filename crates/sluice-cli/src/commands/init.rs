@@ -55,7 +55,8 @@ pub(crate) fn target(name: &str) -> Result<(PathBuf, String)> {
     Ok((path.with_file_name(format!("{feed}.py")), feed))
 }
 
-/// The first template of `sluice_core::templates`, which the IDE's "New feed" offers too.
+/// The default template for `feed`, as `sluice init` writes it.
+#[cfg(test)]
 pub(crate) fn template(feed: &str) -> String {
     sluice_core::templates::TEMPLATES[0].render(feed)
 }
