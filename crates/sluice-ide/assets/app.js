@@ -181,12 +181,12 @@ async function signIn(key, remember) {
   state.templates = templates;
   const sel = $("#ws-select");
   sel.replaceChildren(...workspaces.map((w) => h("option", { value: w.name }, w.name)));
-  const wanted = parseHash().ws || localStorage.getItem("sluice.ws");
+  const asked = parseHash();  // read before switching rewrites the address
+  const wanted = asked.ws || localStorage.getItem("sluice.ws");
   const ws = workspaces.find((w) => w.name === wanted) ? wanted : workspaces[0]?.name;
   if (!ws) { toast("No workspace yet: an admin creates one with `sluice` or POST /api/v1/workspaces"); return; }
   await switchWorkspace(ws);
-  const { feed } = parseHash();
-  if (feed) await openDoc(feed);
+  if (asked.feed && asked.ws === ws) await openDoc(asked.feed);
 }
 
 // ---------------------------------------------------------------------------------------
