@@ -17,7 +17,7 @@ pub enum ClientCommand {
     Login(LoginArgs),
     /// Write NAME.py, a ready-to-run example feed (no server needed).
     #[command(
-        after_help = "Example:\n  sluice init top_products && sluice run top_products.py -p region=US"
+        after_help = "Example:\n  sluice init top_products && sluice run top_products.py -p region=APAC"
     )]
     Init(InitArgs),
     /// Run a feed file on the server without deploying it, and show the first rows.

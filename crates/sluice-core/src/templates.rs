@@ -79,7 +79,7 @@ const TEMPLATE: &str = r#"# /// script
 """{feed}: a Sluice feed module.
 
 Each function decorated with @sluice.feed becomes a live feed named after it.
-Try it with `sluice run {feed}.py -p region=US`, publish it with `sluice deploy {feed}.py`.
+Try it with `sluice run {feed}.py -p region=APAC`, publish it with `sluice deploy {feed}.py`.
 """
 import sluice
 

@@ -31,7 +31,7 @@ pub fn init(a: InitArgs) -> Result<()> {
     }
     let p = path.display();
     let params = if tpl.name == "top_products" {
-        " -p region=US -p limit=5"
+        " -p region=APAC -p limit=5"
     } else {
         ""
     };

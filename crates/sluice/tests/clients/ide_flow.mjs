@@ -78,7 +78,7 @@ try {
   await page.locator("#param-region").waitFor();
   assert.equal(await page.locator("#param-region").inputValue(), "EU");
   assert.equal(await page.locator("#param-limit").inputValue(), "10");
-  await page.locator("#param-region").fill("US");
+  await page.locator("#param-region").fill("APAC");
   await shot("editor");
 
   step("run without deploying");
