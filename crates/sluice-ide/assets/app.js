@@ -309,6 +309,7 @@ async function openDoc(name, { source: fresh } = {}) {
   }
   state.doc = { name, filename: `${name}.py`, source: source || "", feed, draft: !!draft, saved: source || "" };
   state.run = null; state.sig = null;
+  $("#run-meta").textContent = "";
   history.replaceState(null, "", `#/${enc(state.ws)}/${enc(name)}`);
   $("#welcome").hidden = true;
   $("#workbench").hidden = false;
@@ -407,6 +408,9 @@ async function inspect() {
 
 function renderParams(params, feeds) {
   const form = $("#params");
+  // A re-inspection (after a run or a save) must not undo what the user typed.
+  const typed = state.paramsOf === state.doc ? new Map([...form.elements].filter((el) => el.name).map((el) => [el.name, el.value])) : new Map();
+  state.paramsOf = state.doc;
   const kids = [h("h2", {}, "Parameters")];
   if (feeds) {
     kids.push(h("label", { for: "param-feed" }, "feed"),
@@ -431,6 +435,7 @@ function renderParams(params, feeds) {
   kids.push(h("label", { for: "run-limit" }, "rows to preview"),
     h("select", { id: "run-limit", name: "__limit" }, [100, 1000, 10000, 100000].map((n) => h("option", { value: n, selected: n === 1000 }, n.toLocaleString()))));
   form.replaceChildren(...kids);
+  for (const el of form.elements) if (typed.has(el.name)) el.value = typed.get(el.name);
 }
 
 function formParams() {

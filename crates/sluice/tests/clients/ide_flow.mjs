@@ -87,6 +87,9 @@ try {
   const meta = await page.locator("#run-meta").textContent();
   assert.match(meta, /^10 rows · .* on the server/, meta);
   report.run_meta = meta;
+  // The form keeps what was typed after the run re-inspects the module.
+  await page.waitForTimeout(1500);
+  assert.equal(await page.locator("#param-region").inputValue(), "APAC");
   report.grid_rows_in_dom = await page.locator(".grid-row").count();
   await shot("results");
 
