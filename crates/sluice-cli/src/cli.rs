@@ -17,7 +17,7 @@ pub enum ClientCommand {
     Login(LoginArgs),
     /// Write NAME.py, a ready-to-run example feed (no server needed).
     #[command(
-        after_help = "Example:\n  sluice init top_products && sluice run top_products.py -p region=US"
+        after_help = "Example:\n  sluice init top_products && sluice run top_products.py -p region=APAC"
     )]
     Init(InitArgs),
     /// Run a feed file on the server without deploying it, and show the first rows.
@@ -137,6 +137,10 @@ pub struct LoginArgs {
 pub struct InitArgs {
     /// Feed name (also the file name: NAME.py); lowercase letters, digits and '_'.
     pub name: String,
+    /// What to start from: `top_products` (SQL on the demo warehouse) or `python` (rows
+    /// built in Python). The web IDE's "New feed" offers the same templates.
+    #[arg(long, default_value = "top_products")]
+    pub template: String,
     #[command(flatten)]
     pub common: CommonArgs,
 }

@@ -44,11 +44,11 @@ fn scratch_id() -> i64 {
 
 #[derive(Deserialize)]
 pub struct Module {
-    source: String,
-    filename: String,
+    pub(crate) source: String,
+    pub(crate) filename: String,
 }
 
-fn check_module(m: &Module) -> Result<(), Error> {
+pub(crate) fn check_module(m: &Module) -> Result<(), Error> {
     if m.source.len() > MAX_SOURCE_BYTES {
         return Err(Error::new(
             Code::PayloadTooLarge,
@@ -263,6 +263,30 @@ fn line(v: &Value) -> String {
     let mut s = v.to_string();
     s.push('\n');
     s
+}
+
+/// Load a module in a worker without deploying or running it: its feeds' signatures (the
+/// IDE builds its parameter form from them), or the same `invalid_feed_module` error with
+/// `file` and `line` that a deploy would answer.
+pub async fn inspect(
+    State(gw): State<Gateway>,
+    Caller(p): Caller,
+    Path(ws): Path<String>,
+    JsonBody(m): JsonBody<Module>,
+) -> Response {
+    let editor = p.is_editor_of(&ws);
+    let result = async {
+        p.authorize(&ws, true)?;
+        ensure_workspace(&gw, &ws).await?;
+        let quiet: Progress = Arc::new(|msg| tracing::debug!("inspect: {msg}"));
+        let (_, feeds) = load(&gw, &m, &quiet).await?;
+        Ok::<_, Error>(json!({ "feeds": feeds }))
+    }
+    .await;
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => problem_response(&e, editor),
+    }
 }
 
 #[derive(Deserialize)]

@@ -191,6 +191,31 @@ pub async fn list_revisions(
     )))
 }
 
+/// One revision with its code: what the IDE opens, diffs and rolls back to. Code is
+/// for editors, like tracebacks.
+pub async fn get_revision(
+    State(gw): State<Gateway>,
+    Caller(p): Caller,
+    Path((ws, feed, number)): Path<(String, String, i64)>,
+) -> ApiResult<Json<Value>> {
+    p.authorize(&ws, true)?;
+    let f = feed_or_404(&gw, &ws, &feed).await?;
+    let r = gw
+        .store()
+        .revision(&ws, &feed, number)
+        .await?
+        .ok_or_else(|| {
+            Error::not_found(
+                Code::RevisionNotFound,
+                "revision",
+                &format!("{ws}/{feed}@{number}"),
+            )
+        })?;
+    let mut v = revision_json(&r, f.live_revision);
+    v["source"] = Value::String(r.source);
+    Ok(Json(v))
+}
+
 #[derive(Deserialize)]
 pub struct Rollback {
     revision: i64,

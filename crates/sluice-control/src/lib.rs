@@ -1,13 +1,15 @@
 //! The control API, `/api/v1`: what the CLI and the web IDE use to manage workspaces,
-//! feeds, revisions, keys and data sources. It owns every write to the store; the gateway
+//! feeds, revisions, drafts, keys and data sources. It owns every write to the store; the gateway
 //! only reads. After a write it tells the gateway what to forget (live revisions, keys,
 //! sources) so the next request sees the change.
 //!
 //! The contract is `docs/api.md`.
 
+mod catalog;
 mod cluster;
 pub mod connect;
 mod deploy;
+mod drafts;
 mod handlers;
 mod links;
 pub mod openapi;
@@ -42,6 +44,10 @@ fn routes() -> Vec<(&'static str, MethodRouter<Gateway>)> {
         (
             "/api/v1/workspaces/{ws}/feeds/{feed}/revisions",
             get(list_revisions),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/feeds/{feed}/revisions/{number}",
+            get(get_revision),
         ),
         (
             "/api/v1/workspaces/{ws}/feeds/{feed}/rollback",
@@ -82,6 +88,14 @@ fn routes() -> Vec<(&'static str, MethodRouter<Gateway>)> {
         ),
         ("/api/v1/workspaces/{ws}/deploy", post(deploy::deploy)),
         ("/api/v1/workspaces/{ws}/run", post(deploy::run)),
+        ("/api/v1/workspaces/{ws}/inspect", post(deploy::inspect)),
+        ("/api/v1/workspaces/{ws}/drafts", get(drafts::list)),
+        (
+            "/api/v1/workspaces/{ws}/drafts/{name}",
+            get(drafts::get).put(drafts::save).delete(drafts::delete),
+        ),
+        ("/api/v1/templates", get(catalog::templates)),
+        ("/api/v1/sources/{name}/tables", get(catalog::tables)),
         ("/api/v1/keys", get(list_keys).post(create_key)),
         ("/api/v1/keys/{prefix}", delete(revoke_key)),
         ("/api/v1/sources", get(list_sources).post(add_source)),

@@ -73,7 +73,8 @@ pub fn document() -> Value {
     let module = json!({"type": "object", "required": ["source", "filename"], "properties": {
         "source": {"type": "string", "description": "the Python module"},
         "filename": {"type": "string", "description": "a bare name ending in .py"}}});
-    json!({
+    let ide_module = module.clone();
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Sluice",
@@ -221,7 +222,54 @@ pub fn document() -> Value {
             "/api/v1/sources/{name}/grants": {"post": op("Grant a data source to a workspace", "admin", &[path_param("name", "data source name")],
                 Some(json!({"type": "object", "required": ["workspace"], "properties": {"workspace": {"type": "string"}}})), "204", None)},
         }
-    })
+    });
+    add_ide_paths(&mut doc, &ide_module);
+    doc
+}
+
+/// What the web IDE needs beyond the CLI's routes: revision code, inspection, drafts,
+/// templates and source catalogs. Added to the document after the main table, which is
+/// kept under `json!`'s recursion limit.
+fn add_ide_paths(doc: &mut Value, module: &Value) {
+    let ws = path_param("ws", "workspace name");
+    let feed = path_param("feed", "feed name");
+    let name = path_param("name", "draft name: the feed it will become");
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["Draft"] = json!({"type": "object", "properties": {
+        "name": {"type": "string"}, "workspace": {"type": "string"}, "filename": {"type": "string"},
+        "source": {"type": "string", "description": "not in the list answer"},
+        "created_at": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"}}});
+    schemas["Template"] = json!({"type": "object", "properties": {
+        "name": {"type": "string"}, "title": {"type": "string"}, "description": {"type": "string"},
+        "source": {"type": "string", "description": "the module, with {feed} where the feed name goes"}}});
+    schemas["Table"] = json!({"type": "object", "properties": {
+        "name": {"type": "string", "description": "schema-qualified unless in public (PostgreSQL)"},
+        "columns": arr(json!({"type": "object", "properties": {"name": {"type": "string"}, "type": {"type": "string"}}}))}});
+    let paths = &mut doc["paths"];
+    paths["/api/v1/workspaces/{ws}/feeds/{feed}/revisions/{number}"] = json!({"get": op(
+        "One revision with its code (source)", "editor",
+        &[ws.clone(), feed.clone(), json!({"name": "number", "in": "path", "required": true, "schema": {"type": "integer"}})],
+        None, "200", Some(json!({"allOf": [r("Revision"), {"type": "object", "properties": {"source": {"type": "string"}}}]})))});
+    paths["/api/v1/workspaces/{ws}/inspect"] = json!({"post": op(
+        "Load a module in a worker without deploying it: its feeds' signatures, or the invalid_feed_module error (with file and line) a deploy would answer",
+        "editor", std::slice::from_ref(&ws), Some(module.clone()), "200",
+        Some(json!({"type": "object", "properties": {"feeds": arr(json!({"type": "object", "properties": {
+            "name": {"type": "string"}, "doc": {"type": "string"}, "params": arr(r("ParamSpec")),
+            "cache": {"type": "string"}, "key": arr(json!({"type": "string"}))}}))}})))});
+    paths["/api/v1/workspaces/{ws}/drafts"] = json!({"get": op(
+        "The caller's drafts in the workspace (without their code)", "editor", std::slice::from_ref(&ws), None, "200", Some(arr(r("Draft"))))});
+    paths["/api/v1/workspaces/{ws}/drafts/{name}"] = json!({
+        "get": op("One of the caller's drafts, with its code", "editor", &[ws.clone(), name.clone()], None, "200", Some(r("Draft"))),
+        "put": op("Create or replace one of the caller's drafts", "editor", &[ws.clone(), name.clone()],
+            Some(json!({"type": "object", "required": ["source"], "properties": {
+                "source": {"type": "string"}, "filename": {"type": ["string", "null"], "description": "default {name}.py"}}})),
+            "200", Some(r("Draft"))),
+        "delete": op("Delete one of the caller's drafts", "editor", &[ws.clone(), name], None, "204", None)});
+    paths["/api/v1/templates"] = json!({"get": op(
+        "New-feed templates (those of sluice init)", "any", &[], None, "200", Some(arr(r("Template"))))});
+    paths["/api/v1/sources/{name}/tables"] = json!({"get": op(
+        "Tables and columns of a data source granted to the caller's workspace (admin: any)", "any",
+        &[path_param("name", "data source name")], None, "200", Some(arr(r("Table"))))});
 }
 
 pub async fn serve() -> axum::Json<Value> {

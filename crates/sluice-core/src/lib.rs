@@ -11,6 +11,7 @@ pub mod names;
 pub mod params;
 pub mod role;
 pub mod sqlparams;
+pub mod templates;
 
 pub use error::{Code, Error, Result};
 pub use params::{FeedSignature, ParamSpec, ParamType, ParamValue, Params};

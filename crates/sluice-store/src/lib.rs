@@ -1,4 +1,4 @@
-//! The metadata store: workspaces, API keys, secret feed links, data sources (credentials
+//! The metadata store: workspaces, API keys, secret feed links, IDE drafts, data sources (credentials
 //! sealed at rest), feeds with their immutable revisions, and invocation records. It is the only crate that
 //! speaks SQL to the metadata database; everything else calls [`Store`].
 //!
@@ -64,6 +64,7 @@ macro_rules! in_tx {
 }
 
 mod crypto;
+mod drafts;
 mod feeds;
 mod invocations;
 mod keys;
@@ -71,6 +72,7 @@ mod links;
 mod sources;
 mod workspaces;
 
+pub use drafts::Draft;
 pub use feeds::{FeedRecord, NewRevision, Revision};
 pub use invocations::{Invocation, MAX_INVOCATIONS_PAGE, NewInvocation};
 pub use keys::{KeyRecord, NewKey};

@@ -164,6 +164,7 @@ on_both_backends!(
     deleting_a_feed_removes_its_revisions_and_invocations,
     invocations_are_batched_paged_and_pruned,
     feed_links_are_hashed_scoped_revoked_and_go_with_their_feed,
+    drafts_are_per_owner_and_workspace_and_replaced_on_save,
 );
 
 fn sig(name: &str) -> FeedSignature {
@@ -244,7 +245,7 @@ async fn reopening_keeps_data_and_runs_migrations_once(env: Env) {
     }
     assert_eq!(
         env.raw_count("SELECT COUNT(*) FROM _sqlx_migrations").await,
-        3
+        4
     );
     if let Some(dir) = &env.dir {
         assert!(
@@ -1159,4 +1160,87 @@ fn with_database_swaps_only_the_database() {
         "postgres://u@h/t1?sslmode=disable"
     );
     assert_eq!(with_database("postgres://u@h", "t1"), "postgres://u@h/t1");
+}
+
+async fn drafts_are_per_owner_and_workspace_and_replaced_on_save(env: Env) {
+    let store = env.open().await;
+    store.create_workspace("demo").await.unwrap();
+    store.create_workspace("other").await.unwrap();
+    assert!(store.list_drafts("demo", "alice").await.unwrap().is_empty());
+
+    let first = store
+        .save_draft("demo", "alice", "top", "top.py", "v1")
+        .await
+        .unwrap();
+    assert_eq!((first.name.as_str(), first.source.as_str()), ("top", "v1"));
+    assert_eq!(first.created_at, first.updated_at);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // Saving again replaces the source, keeps created_at and moves updated_at.
+    let second = store
+        .save_draft("demo", "alice", "top", "top.py", "v2")
+        .await
+        .unwrap();
+    assert_eq!(second.source, "v2");
+    assert_eq!(second.created_at, first.created_at);
+    assert!(second.updated_at > first.updated_at);
+    assert_eq!(env.raw_count("SELECT count(*) FROM drafts").await, 1);
+
+    // Another author's draft of the same name, and the same author in another workspace,
+    // are separate drafts.
+    store
+        .save_draft("demo", "bob", "top", "top.py", "bob's")
+        .await
+        .unwrap();
+    store
+        .save_draft("other", "alice", "top", "top.py", "elsewhere")
+        .await
+        .unwrap();
+    store
+        .save_draft("demo", "alice", "alpha", "alpha.py", "a")
+        .await
+        .unwrap();
+    let mine: Vec<_> = store
+        .list_drafts("demo", "alice")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.name, d.source))
+        .collect();
+    assert_eq!(
+        mine,
+        vec![("alpha".into(), "a".into()), ("top".into(), "v2".into())]
+    );
+    assert_eq!(
+        store
+            .draft("demo", "bob", "top")
+            .await
+            .unwrap()
+            .unwrap()
+            .source,
+        "bob's"
+    );
+    assert!(store.draft("demo", "carol", "top").await.unwrap().is_none());
+
+    // Unknown workspaces are errors, not empty answers.
+    let e = store
+        .save_draft("nope", "alice", "top", "top.py", "x")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, Code::WorkspaceNotFound);
+    assert_eq!(
+        store.list_drafts("nope", "alice").await.unwrap_err().code,
+        Code::WorkspaceNotFound
+    );
+
+    // Deleting touches one author's draft in one workspace only.
+    assert!(store.delete_draft("demo", "alice", "top").await.unwrap());
+    assert!(!store.delete_draft("demo", "alice", "top").await.unwrap());
+    assert!(store.draft("demo", "bob", "top").await.unwrap().is_some());
+    assert!(
+        store
+            .draft("other", "alice", "top")
+            .await
+            .unwrap()
+            .is_some()
+    );
 }

@@ -31,6 +31,9 @@ pub fn app(
     sluice_control::router(gw.clone(), connect)
         .merge(sluice_odata::router_with(gw.clone(), paging))
         .merge(sluice_gateway::router(gw))
+        // The browser IDE at `/` (its assets come precompressed; the layer below leaves
+        // responses that already have a Content-Encoding alone).
+        .merge(sluice_ide::router())
         .layer(CompressionLayer::new().gzip(true))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

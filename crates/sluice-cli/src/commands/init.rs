@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub fn init(a: InitArgs) -> Result<()> {
     let (path, feed) = target(&a.name)?;
+    let tpl = sluice_core::templates::find(&a.template).map_err(ClientError::Usage)?;
     let mut file = match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -23,14 +24,20 @@ pub fn init(a: InitArgs) -> Result<()> {
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
     };
-    file.write_all(template(&feed).as_bytes())
+    file.write_all(tpl.render(&feed).as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     if a.common.output == OutputMode::Json {
         return print_json(&json!({ "file": path, "feed": feed }));
     }
     let p = path.display();
+    let params = if tpl.name == "top_products" {
+        " -p region=APAC -p limit=5"
+    } else {
+        ""
+    };
     print_out(&format!(
-        "Wrote {p}: feed '{feed}', top products by revenue.\nTry it:\n  sluice run {p} -p region=US -p limit=5\n  sluice deploy {p}\n"
+        "Wrote {p}: feed '{feed}' ({}).\nTry it:\n  sluice run {p}{params}\n  sluice deploy {p}\n",
+        tpl.title
     ))
 }
 
@@ -48,45 +55,11 @@ pub(crate) fn target(name: &str) -> Result<(PathBuf, String)> {
     Ok((path.with_file_name(format!("{feed}.py")), feed))
 }
 
+/// The default template for `feed`, as `sluice init` writes it.
+#[cfg(test)]
 pub(crate) fn template(feed: &str) -> String {
-    TEMPLATE.replace("{feed}", feed)
+    sluice_core::templates::TEMPLATES[0].render(feed)
 }
-
-// `round()` is left out on purpose: `amount` is `real`, and PostgreSQL has no
-// round(real, int), so the same query keeps working if the warehouse moves there.
-const TEMPLATE: &str = r#"# /// script
-# requires-python = ">=3.10"
-# dependencies = []
-# ///
-"""{feed}: a Sluice feed module.
-
-Each function decorated with @sluice.feed becomes a live feed named after it.
-Try it with `sluice run {feed}.py -p region=US`, publish it with `sluice deploy {feed}.py`.
-"""
-import sluice
-
-
-@sluice.feed(cache="5m")
-def {feed}(limit: int = 10, region: str = "EU"):
-    """Top products by revenue in one region, best first."""
-    return sluice.sql(
-        "warehouse",
-        """
-        select p.name as product,
-               p.category,
-               sum(s.units) as units,
-               sum(s.amount) as revenue
-        from sales s
-        join products p on p.id = s.product_id
-        where s.region = :region
-        group by p.id, p.name, p.category
-        order by revenue desc
-        limit :limit
-        """,
-        region=region,
-        limit=limit,
-    )
-"#;
 
 #[cfg(test)]
 mod tests {
@@ -142,6 +115,7 @@ mod tests {
         let name = dir.0.join("top_products").to_string_lossy().into_owned();
         let args = || InitArgs {
             name: name.clone(),
+            template: "top_products".into(),
             common: CommonArgs {
                 config: None,
                 home: None,

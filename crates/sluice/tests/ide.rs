@@ -1,0 +1,222 @@
+//! End to end: the browser IDE. One `sluice up` server; first the control-API routes the
+//! IDE adds (drafts per key, templates, source catalogs, inspection with error lines,
+//! revision code) over HTTP, then an analyst's first session in a real headless Chromium
+//! (`tests/clients/ide_flow.mjs` with playwright-core): log in, create a feed from a
+//! template, run it, see the table and the chart, deploy it, call its URL, roll back.
+//! Screenshots land in `target/ide-artifacts/` (not committed).
+//!
+//! Chromium is required, not optional: without it the test fails and says how to install
+//! it (`.ci/run` does; or `apt-get install chromium`).
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+fn chromium() -> PathBuf {
+    let candidates = [
+        std::env::var_os("SLUICE_TEST_CHROMIUM").map(PathBuf::from),
+        Some("/usr/bin/chromium".into()),
+        Some("/usr/bin/chromium-browser".into()),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "the IDE test needs a headless Chromium and found none: run .ci/run (it installs it) or `apt-get install -y chromium`, or point SLUICE_TEST_CHROMIUM at one"
+            )
+        })
+}
+
+fn artifacts() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ide-artifacts");
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p.canonicalize().unwrap()
+}
+
+fn put(http: &Http, path: &str, key: &str, body: Value) -> (u16, Value) {
+    let r = http
+        .client
+        .put(format!("{}{}", http.base, path))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+fn delete(http: &Http, path: &str, key: &str) -> u16 {
+    http.client
+        .delete(format!("{}{}", http.base, path))
+        .bearer_auth(key)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn the_ide_takes_an_analyst_from_login_to_a_live_feed() {
+    let server = Server::start(Opts::default());
+    let http = server.http();
+    let admin = ADMIN_KEY;
+
+    // The page and its assets come from the binary.
+    let page = http.get("/").send().unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    let html = page.text().unwrap();
+    assert!(html.contains("<title>Sluice</title>"));
+    assert!(html.contains("/ide/app."), "{html}");
+
+    api_routes_of_the_ide(&http, admin);
+
+    // The browser session.
+    let exe = chromium();
+    let dir = artifacts();
+    let report = run_client(
+        "node",
+        "ide_flow.mjs",
+        &[
+            server.url.as_str(),
+            admin,
+            dir.to_str().unwrap(),
+            exe.to_str().unwrap(),
+        ],
+        "npm ci in crates/sluice/tests/clients (test.sh does) and Chromium (.ci/run installs it)",
+    );
+    println!("IDE flow report: {report:#}");
+    assert_eq!(report["rows_r1"], 10);
+    assert_eq!(report["rows_r2"], 3);
+    assert_eq!(report["rows_after_rollback"], 10);
+    assert_eq!(report["chart_bars"], 10);
+    let first_load = report["first_load_bytes"].as_u64().unwrap();
+    assert!(
+        first_load > 1000 && first_load <= 300 * 1024,
+        "first load {first_load} bytes"
+    );
+    let shots = report["screenshots"].as_array().unwrap();
+    assert!(shots.len() >= 10, "{shots:?}");
+    for s in shots {
+        let meta = std::fs::metadata(s.as_str().unwrap()).unwrap();
+        assert!(meta.len() > 5000, "{s} is not a real screenshot");
+    }
+    // What the browser did is real: the feed is live at revision 1 after the rollback.
+    let (st, feed) = http.json("/api/v1/workspaces/demo/feeds/ide_top", admin);
+    assert_eq!(st, 200, "{feed}");
+    assert_eq!(feed["live_revision"], 1);
+}
+
+fn api_routes_of_the_ide(http: &Http, admin: &str) {
+    // Templates are those of `sluice init`.
+    let (st, templates) = http.json("/api/v1/templates", admin);
+    assert_eq!(st, 200);
+    assert_eq!(templates[0]["name"], "top_products");
+    assert!(
+        templates[0]["source"]
+            .as_str()
+            .unwrap()
+            .contains("def {feed}(")
+    );
+
+    // The warehouse's catalog.
+    let (st, tables) = http.json("/api/v1/sources/warehouse/tables", admin);
+    assert_eq!(st, 200, "{tables}");
+    let sales = tables
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "sales")
+        .unwrap_or_else(|| panic!("no sales table in {tables}"));
+    let cols: Vec<&str> = sales["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        cols.contains(&"region") && cols.contains(&"amount"),
+        "{cols:?}"
+    );
+    let (st, e) = http.json("/api/v1/sources/nope/tables", admin);
+    assert_eq!((st, e["code"].as_str()), (404, Some("source_not_found")));
+
+    // Drafts belong to the key that wrote them.
+    let (st, editor) = http.post(
+        "/api/v1/keys",
+        admin,
+        json!({"name": "ide editor", "role": "editor", "workspace": "demo"}),
+    );
+    assert_eq!(st, 201, "{editor}");
+    let editor = editor["secret"].as_str().unwrap().to_string();
+    let (st, d) = put(
+        http,
+        "/api/v1/workspaces/demo/drafts/mine",
+        &editor,
+        json!({"source": "import sluice\n"}),
+    );
+    assert_eq!(st, 200, "{d}");
+    assert_eq!(d["filename"], "mine.py");
+    let (_, list) = http.json("/api/v1/workspaces/demo/drafts", &editor);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert!(list[0].get("source").is_none(), "the list leaves code out");
+    let (st, _) = http.json("/api/v1/workspaces/demo/drafts/mine", admin);
+    assert_eq!(st, 404, "another key's draft is not visible");
+    let (st, e) = put(
+        http,
+        "/api/v1/workspaces/demo/drafts/Bad-Name",
+        &editor,
+        json!({"source": ""}),
+    );
+    assert_eq!((st, e["code"].as_str()), (400, Some("invalid_name")), "{e}");
+    let (st, e) = put(
+        http,
+        "/api/v1/workspaces/demo/drafts/big",
+        &editor,
+        json!({"source": "#".repeat((1 << 20) + 1)}),
+    );
+    assert_eq!(st, 413, "{e}");
+    assert_eq!(
+        delete(http, "/api/v1/workspaces/demo/drafts/mine", &editor),
+        204
+    );
+    assert_eq!(
+        delete(http, "/api/v1/workspaces/demo/drafts/mine", &editor),
+        404
+    );
+
+    // Inspect: signatures, or the error a deploy would give, at its line.
+    let (st, r) = http.post(
+        "/api/v1/workspaces/demo/inspect",
+        &editor,
+        json!({"filename": "two.py", "source": "import sluice\n\n@sluice.feed\ndef two(n: int = 2):\n    return [{'n': n}]\n"}),
+    );
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["feeds"][0]["name"], "two");
+    assert_eq!(r["feeds"][0]["params"][0]["name"], "n");
+    let (st, e) = http.post(
+        "/api/v1/workspaces/demo/inspect",
+        &editor,
+        json!({"filename": "bad.py", "source": "import sluice\n\n\ndef broken(:\n    pass\n"}),
+    );
+    assert_eq!(st, 422, "{e}");
+    assert_eq!(e["code"], "invalid_feed_module");
+    assert_eq!(e["line"], 4, "{e}");
+
+    // A revision's code, for editors.
+    let (st, r) = http.json("/api/v1/workspaces/demo/feeds/hello/revisions/1", &editor);
+    assert_eq!(st, 200, "{r}");
+    assert!(r["source"].as_str().unwrap().contains("def hello"));
+    let (st, e) = http.json("/api/v1/workspaces/demo/feeds/hello/revisions/99", &editor);
+    assert_eq!((st, e["code"].as_str()), (404, Some("revision_not_found")));
+}
