@@ -296,6 +296,8 @@ class Worker:
     def __init__(self, conn: Connection, feeds: List[_feed.Feed]) -> None:
         self.conn = conn
         self.feeds = {f.name: f for f in feeds}
+        # Each feed's last call duration, seconds: whether a result may wait behind its next call.
+        self.last_s: Dict[str, float] = {}
         # pyarrow costs ~40 MB per process to import; a worker that only sends small
         # results or SQL passthroughs never needs it, so it is imported on first use.
         self.has_pyarrow = _encode.pyarrow_available()
@@ -347,6 +349,13 @@ class Worker:
                 _error("internal", "UnknownFeed", f"this worker has no feed {name!r}; it serves: {', '.join(self.feeds)}"),
             )
             return
+        # A quick call's frames may wait for the next call when it is already here (queued
+        # behind this one by the runtime): `recv` finds it buffered, and both results then
+        # leave in one write that wakes the Rust side once instead of twice. They wait only
+        # behind a feed whose last call was quick too, and `recv` sends what is held before
+        # it would block, so a held result is late by about one quick call at most.
+        if self.last_s.get(f.name, HOLD_BACK_S + 1) > HOLD_BACK_S:
+            self.conn.uncork()
         try:
             params = f.coerce(call.get("params") or {})
         except _feed.ParameterError as e:
@@ -357,11 +366,8 @@ class Worker:
         except BaseException:
             self.conn.uncork()
             raise
-        # A quick call's frames may wait for the next call when it is already here (queued
-        # behind this one by the runtime): `recv` finds it buffered, and both results then
-        # leave in one write that wakes the Rust side once instead of twice. Never longer
-        # than one more quick call: `recv` sends what is held before it would block.
-        if time.perf_counter() - started > HOLD_BACK_S:
+        took = self.last_s[f.name] = time.perf_counter() - started
+        if took > HOLD_BACK_S:
             self.conn.uncork()
 
     def _run(self, f: _feed.Feed, params: Dict[str, Any], call: Dict[str, Any], started: float) -> None:

@@ -491,3 +491,49 @@ def test_quick_results_wait_for_a_call_already_queued_but_never_for_one_not_sent
     thread.join(5)
     ours.close()
     theirs.close()
+
+
+def test_a_quick_result_does_not_wait_behind_a_slow_feed() -> None:
+    @sluice.feed
+    def quick(i: int = 0):
+        return [{"i": i}]
+
+    @sluice.feed
+    def slow():
+        import time
+        time.sleep(0.05)
+        return [{"i": -1}]
+
+    ours, theirs = socket.socketpair()
+    sent: List[float] = []
+
+    class Timed:
+        """The worker's socket, noting when each write leaves."""
+
+        def recv(self, n: int) -> bytes:
+            return theirs.recv(n)
+
+        def sendall(self, b: bytes) -> None:
+            import time
+            sent.append(time.perf_counter())
+            theirs.sendall(b)
+
+    worker = _worker.Worker(_worker.Connection(Timed()), sluice.feeds())  # type: ignore[arg-type]
+    thread = threading.Thread(target=worker.serve, daemon=True)
+    thread.start()
+    ours.settimeout(5)
+    read_frame(ours)  # HELLO
+    for feed in ("quick", "slow"):  # each feed's last duration is now known
+        write_json(ours, CALL, {"feed": feed, "params": {}, "sources": {}, "passthrough": True})
+        read_call(ours)
+    calls = [json.dumps({"feed": f, "params": {}, "sources": {}, "passthrough": True}).encode() for f in ("quick", "slow")]
+    ours.sendall(b"".join((len(c) + 1).to_bytes(4, "big") + bytes([CALL]) + c for c in calls))
+    got = [read_call(ours), read_call(ours)]
+    assert [rows_rows([f[0][1]]) for f in got] == [[{"i": 0}], [{"i": -1}]]
+    assert len(sent) == 5, "the quick answer left on its own, before the slow call ran"
+    assert sent[4] - sent[3] >= 0.04, "the quick answer was held while the slow feed ran"
+
+    write_json(ours, SHUTDOWN, {})
+    thread.join(5)
+    ours.close()
+    theirs.close()

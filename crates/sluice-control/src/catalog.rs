@@ -53,16 +53,7 @@ pub async fn tables(
                     .is_some_and(|ws| s.workspaces.contains(ws))
         })
         .ok_or_else(|| Error::not_found(Code::SourceNotFound, "data source", &name))?;
-    let mut cfg = match &src.config {
-        Value::Object(m) => m.clone(),
-        _ => Map::new(),
-    };
-    cfg.insert("kind".into(), Value::String(src.kind.clone()));
-    let cfg: SourceConfig = serde_json::from_value(Value::Object(cfg)).map_err(|e| {
-        Error::internal(format!(
-            "data source '{name}' has an unreadable config: {e}"
-        ))
-    })?;
+    let (cfg, _) = sluice_gateway::source_config(&src)?;
     let sql = match cfg {
         SourceConfig::Sqlite { .. } => SQLITE_CATALOG,
         SourceConfig::Postgres { .. } => POSTGRES_CATALOG,

@@ -212,7 +212,10 @@ async fn serve(
     // error that comes before any byte as a real problem response.
     let mut ready = Vec::new();
     let mut failed = None;
-    loop {
+    // Two polls at most: the encoder yields a chunk only once it holds `CHUNK_BYTES`, or
+    // at the end, so a small result is one chunk then the end, and a big one streams as
+    // it comes instead of being gathered here.
+    for _ in 0..2 {
         match futures::FutureExt::now_or_never(body.next()) {
             Some(Some(Ok(chunk))) => ready.push(chunk),
             Some(Some(Err(e))) if ready.is_empty() => {
@@ -225,13 +228,11 @@ async fn serve(
             }
             Some(None) => {
                 let whole = concat(ready);
-                if let Some((key, ttl)) = cache_key.zip(ttl)
-                    && whole.len() <= MAX_ENTRY_BYTES
-                {
-                    let rows = finish.rows.load(Ordering::Relaxed);
-                    gw.inner.cache.put(key, whole.clone(), rows, ttl);
-                }
-                finish.done(200, None);
+                let keep = cache_key
+                    .zip(ttl)
+                    .filter(|_| whole.len() <= MAX_ENTRY_BYTES)
+                    .map(|(k, t)| (k, t, whole.clone()));
+                finish.succeeded(keep);
                 return Ok(response(format, feed, rev.number, Body::from(whole), false));
             }
             // Still running: stream what is ready, then the rest as it comes.
@@ -279,12 +280,7 @@ async fn serve(
             }
             None => {
                 let f = st.finish.take()?;
-                if let Some((key, ttl, buf)) = st.keep.take() {
-                    f.gw.inner
-                        .cache
-                        .put(key, buf.freeze(), f.rows.load(Ordering::Relaxed), ttl);
-                }
-                f.done(200, None);
+                f.succeeded(st.keep.take().map(|(k, t, buf)| (k, t, buf.freeze())));
                 None
             }
         }
@@ -352,6 +348,16 @@ pub(crate) struct Finish {
 impl Finish {
     pub(crate) fn done(mut self, status: u16, error: Option<&str>) {
         self.log(status, error);
+    }
+
+    /// The whole body went out: keep it in the result cache when `keep` says so (key,
+    /// time to live, body), and log the request.
+    fn succeeded(self, keep: Option<(String, Duration, Bytes)>) {
+        if let Some((key, ttl, body)) = keep {
+            let rows = self.rows.load(Ordering::Relaxed);
+            self.gw.inner.cache.put(key, body, rows, ttl);
+        }
+        self.done(200, None);
     }
 
     /// The call failed before any row: keep what the feed printed, for `sluice logs`.

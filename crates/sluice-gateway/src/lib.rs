@@ -29,7 +29,9 @@ pub use auth::Principal;
 pub use feeds::{RESERVED as RESERVED_PARAMS, request_id};
 pub use open::OpenFeed;
 pub use problem::ApiError;
-pub use state::{Execution, Gateway, GatewayConfig, Logs, WorkspaceSources, module_of};
+pub use state::{
+    Execution, Gateway, GatewayConfig, Logs, WorkspaceSources, module_of, source_config,
+};
 
 use axum::{Router, routing::get};
 

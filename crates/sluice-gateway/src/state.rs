@@ -136,6 +136,24 @@ pub fn module_of(rev: &Revision) -> ModuleSpec {
     }
 }
 
+/// A stored data source as the runtime uses it: its typed connection config, and the
+/// same as JSON (with its `kind`) for the worker's CALL.
+pub fn source_config(s: &sluice_store::SourceRecord) -> Result<(SourceConfig, serde_json::Value)> {
+    let mut json = match s.config.clone() {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    json.insert("kind".into(), s.kind.clone().into());
+    let json = serde_json::Value::Object(json);
+    let cfg = serde_json::from_value(json.clone()).map_err(|e| {
+        Error::internal(format!(
+            "data source '{}' has an unreadable config ({e}): re-add it with `sluice sources add`",
+            s.name
+        ))
+    })?;
+    Ok((cfg, json))
+}
+
 impl Gateway {
     /// Build the state and start the invocation recorder.
     pub fn new(store: Store, runtime: Runtime, sources: Sources, cfg: GatewayConfig) -> Gateway {
@@ -315,17 +333,9 @@ impl Gateway {
         let mut configs = HashMap::new();
         let mut worker = serde_json::Map::new();
         for s in self.inner.store.sources_for_workspace(ws).await? {
-            let mut json = match s.config.clone() {
-                serde_json::Value::Object(m) => m,
-                _ => serde_json::Map::new(),
-            };
-            json.insert("kind".into(), s.kind.clone().into());
-            let json = serde_json::Value::Object(json);
-            let cfg: SourceConfig = serde_json::from_value(json.clone()).map_err(|e| {
-                Error::internal(format!("data source '{}' has an unreadable config ({e}): re-add it with `sluice sources add`", s.name))
-            })?;
+            let (cfg, json) = source_config(&s)?;
             configs.insert(s.name.clone(), cfg);
-            worker.insert(s.name.clone(), json);
+            worker.insert(s.name, json);
         }
         let ws_sources = Arc::new(WorkspaceSources {
             configs,

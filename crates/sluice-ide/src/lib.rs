@@ -16,7 +16,7 @@
 
 use axum::{
     Router,
-    body::Body,
+    body::{Body, Bytes},
     extract::Path,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -64,8 +64,9 @@ pub struct Asset {
     /// The URL it is served at (`/` for the page).
     pub url: String,
     pub media_type: &'static str,
-    pub body: Vec<u8>,
-    pub gzip: Vec<u8>,
+    /// Shared, so a response costs a reference count, not a copy of the file.
+    pub body: Bytes,
+    pub gzip: Bytes,
     pub etag: String,
 }
 
@@ -96,7 +97,8 @@ fn build() -> Assets {
         }
         let hash = hex::encode(&Sha256::digest(&body)[..8]);
         let etag = format!("\"{hash}\"");
-        let gz = gzip(&body);
+        let gz = Bytes::from(gzip(&body));
+        let body = Bytes::from(body);
         if name == "index.html" {
             page = Some(Asset {
                 url: "/".into(),
@@ -223,13 +225,13 @@ mod tests {
     #[test]
     fn every_placeholder_is_replaced_by_a_served_url() {
         let a = assets();
-        let page = String::from_utf8(a.page.body.clone()).unwrap();
+        let page = String::from_utf8(a.page.body.to_vec()).unwrap();
         let app = a
             .files
             .values()
             .find(|f| f.url.ends_with(".js") && f.url.contains("/app."))
             .unwrap();
-        let app_js = String::from_utf8(app.body.clone()).unwrap();
+        let app_js = String::from_utf8(app.body.to_vec()).unwrap();
         for text in [&page, &app_js] {
             assert!(!text.contains("{{"), "an unreplaced placeholder");
         }

@@ -168,53 +168,59 @@ pub async fn watch(
         };
         let mut idx = index.write().expect("index lock");
         let publish = match ev {
-            Seen::Feed(e) => match *e {
-                Event::Init => {
-                    listing_feeds.clear();
-                    false
-                }
-                Event::InitApply(f) => {
-                    listing_feeds.push(f);
-                    false
-                }
-                Event::InitDone => {
-                    idx.reset_feeds(&std::mem::take(&mut listing_feeds));
-                    true
-                }
-                Event::Apply(f) => {
-                    idx.apply_feed(&f);
-                    true
-                }
-                Event::Delete(f) => {
-                    idx.delete_feed(&f);
-                    true
-                }
-            },
-            Seen::Workspace(e) => match *e {
-                Event::Init => {
-                    listing_workspaces.clear();
-                    false
-                }
-                Event::InitApply(w) => {
-                    listing_workspaces.push(w);
-                    false
-                }
-                Event::InitDone => {
-                    idx.reset_workspaces(&std::mem::take(&mut listing_workspaces));
-                    true
-                }
-                Event::Apply(w) => {
-                    idx.apply_workspace(&w);
-                    true
-                }
-                Event::Delete(w) => {
-                    idx.delete_workspace(&w);
-                    true
-                }
-            },
+            Seen::Feed(e) => step(
+                *e,
+                &mut listing_feeds,
+                &mut idx,
+                FeedIndex::apply_feed,
+                FeedIndex::delete_feed,
+                FeedIndex::reset_feeds,
+            ),
+            Seen::Workspace(e) => step(
+                *e,
+                &mut listing_workspaces,
+                &mut idx,
+                FeedIndex::apply_workspace,
+                FeedIndex::delete_workspace,
+                FeedIndex::reset_workspaces,
+            ),
         };
         if publish {
             changed(&idx);
+        }
+    }
+}
+
+/// One watch event into the index: objects of a (re)list gather in `listing` and replace
+/// what was known once it is complete. True when routes may have moved.
+fn step<K>(
+    e: Event<K>,
+    listing: &mut Vec<K>,
+    idx: &mut FeedIndex,
+    apply: fn(&mut FeedIndex, &K),
+    delete: fn(&mut FeedIndex, &K),
+    reset: fn(&mut FeedIndex, &[K]),
+) -> bool {
+    match e {
+        Event::Init => {
+            listing.clear();
+            false
+        }
+        Event::InitApply(k) => {
+            listing.push(k);
+            false
+        }
+        Event::InitDone => {
+            reset(idx, &std::mem::take(listing));
+            true
+        }
+        Event::Apply(k) => {
+            apply(idx, &k);
+            true
+        }
+        Event::Delete(k) => {
+            delete(idx, &k);
+            true
         }
     }
 }

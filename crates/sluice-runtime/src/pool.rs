@@ -6,9 +6,10 @@
 //! permits wait, at most `queue` of them; the next gets `too_many_requests`.
 //!
 //! While calls are quick, a waiting caller's CALL is also written into the socket of a
-//! busy worker, up to [`QUEUE_BEHIND_DEPTH`] deep, so the worker finds it the moment it
-//! ends its current call; the lease, permit included, then passes straight to that caller
-//! ([`Pool::feed_next`]).
+//! busy worker, one deep, so the worker finds it the moment it ends its current call; the
+//! lease, permit included, then passes straight to that caller ([`Pool::feed_next`]). (Two
+//! deep measured no faster with the hello benchmark once the worker sends a quick call's
+//! result together with the next one's.)
 //!
 //! A [`Lease`] is the permit plus the worker. Whatever happens to the call (success,
 //! crash, timeout, a stream dropped mid-call, a cancelled future) the lease's `Drop`
@@ -33,11 +34,6 @@ const RECHECK_IDLE: Duration = Duration::from_millis(500);
 const QUEUE_BEHIND_TYPICAL_CALL: Duration = Duration::from_millis(10);
 /// ... and only CALL frames this small, which a socket takes whole without waiting.
 const QUEUE_BEHIND_MAX_BYTES: usize = 16 * 1024;
-/// Calls queued behind one busy worker at most. Measured with the hello benchmark, two
-/// deep was no faster than one once the worker holds a quick call's result back while the
-/// next call is already in its socket (both results then leave in one write), and one
-/// deep keeps a queued call behind at most one other.
-const QUEUE_BEHIND_DEPTH: usize = 1;
 /// How long a queued call whose caller went away may take to finish unread before its
 /// worker is stopped instead (see [`drain`]).
 const DRAIN_ABANDONED: Duration = Duration::from_secs(5);
@@ -238,8 +234,8 @@ impl Pool {
         }
     }
 
-    /// Queue waiting callers' CALLs behind busy workers, at most [`QUEUE_BEHIND_DEPTH`]
-    /// per worker, shallowest queue first, oldest caller first: the worker then finds its next call the moment it finishes, instead
+    /// Queue waiting callers' CALLs behind busy workers, at most one per worker, oldest
+    /// caller first: the worker then finds its next call the moment it finishes, instead
     /// of sleeping until the gateway has read its result, released it and woken the
     /// next caller. On a saturated feed that saves a sleep and a wake-up of the Python
     /// process per call, its largest cost. A worker still runs one call at a time: the
@@ -265,34 +261,32 @@ impl Pool {
             queued_behind,
             ..
         } = s;
-        for depth in 1..=QUEUE_BEHIND_DEPTH {
-            for slot in leased.iter_mut() {
-                if slot.next.len() >= depth
-                    || slot.poisoned
-                    || now.duration_since(slot.since).as_secs_f64() >= limit
-                {
-                    continue;
+        for slot in leased.iter_mut() {
+            if slot.next.is_some()
+                || slot.poisoned
+                || now.duration_since(slot.since).as_secs_f64() >= limit
+            {
+                continue;
+            }
+            let p = loop {
+                match pending.pop_front() {
+                    None => return,
+                    Some(p) if p.tx.is_closed() => continue,
+                    Some(p) => break p,
                 }
-                let p = loop {
-                    match pending.pop_front() {
-                        None => return,
-                        Some(p) if p.tx.is_closed() => continue,
-                        Some(p) => break p,
-                    }
-                };
-                match protocol::try_write_whole(&slot.writer, &p.frame) {
-                    Ok(true) => {
-                        slot.next.push_back(p.tx);
-                        *queued_behind += 1;
-                    }
-                    Ok(false) => pending.push_front(p),
-                    Err(e) => {
-                        // Part of a frame went out: that worker's stream is corrupt. Its
-                        // current call ends in a protocol error and the worker is replaced.
-                        tracing::warn!(revision_id = self.revision_id, error = %e, "queueing a call behind a busy worker failed");
-                        slot.poisoned = true;
-                        pending.push_front(p);
-                    }
+            };
+            match protocol::try_write_whole(&slot.writer, &p.frame) {
+                Ok(true) => {
+                    slot.next = Some(p.tx);
+                    *queued_behind += 1;
+                }
+                Ok(false) => pending.push_front(p),
+                Err(e) => {
+                    // Part of a frame went out: that worker's stream is corrupt. Its
+                    // current call ends in a protocol error and the worker is replaced.
+                    tracing::warn!(revision_id = self.revision_id, error = %e, "queueing a call behind a busy worker failed");
+                    slot.poisoned = true;
+                    pending.push_front(p);
                 }
             }
         }
@@ -404,12 +398,12 @@ impl Pool {
         let mut outcome = lease.outcome;
         let mut s = self.state();
         let slot = s.leased.iter().position(|l| l.id == lease.slot);
-        let (mut queue, poisoned) = match slot {
+        let (next, poisoned) = match slot {
             Some(i) => {
                 let l = s.leased.swap_remove(i);
                 (l.next, l.poisoned)
             }
-            None => (Default::default(), false),
+            None => (None, false),
         };
         if poisoned && outcome == Outcome::Healthy {
             outcome = Outcome::Killed;
@@ -422,11 +416,11 @@ impl Pool {
                 took
             };
         }
-        // A call queued behind this one takes the worker, and the slot, as they are, with
-        // the calls queued behind it. (Any other outcome drops the queue: those calls never
-        // started, and their callers look for another worker.)
+        // A call queued behind this one takes the worker, and the slot, as they are. (Any
+        // other outcome drops it: that call never started, and its caller looks for
+        // another worker.)
         if outcome == Outcome::Healthy
-            && let Some(next) = queue.pop_front()
+            && let Some(next) = next
             && let Some(worker) = worker
         {
             let mut handed = Lease {
@@ -438,11 +432,11 @@ impl Pool {
                 since: Instant::now(),
                 called: true,
             };
-            handed.register(&mut s, worker, queue);
+            handed.register(&mut s, worker);
             self.feed_next(&mut s);
             drop(s);
             // Nobody waits for it any more (the caller went away) but the worker runs it
-            // anyway, and calls may be queued behind it: read it to its end and pass on.
+            // anyway: read it to its end, and the worker carries on.
             if let Err(abandoned) = next.send(handed)
                 && let Ok(rt) = tokio::runtime::Handle::try_current()
             {
@@ -571,8 +565,8 @@ struct Leased {
     id: u64,
     writer: Arc<OwnedWriteHalf>,
     since: Instant,
-    /// Callers whose CALLs are queued behind the current one, in the worker's order.
-    next: std::collections::VecDeque<oneshot::Sender<Lease>>,
+    /// A caller whose CALL is queued behind the current one.
+    next: Option<oneshot::Sender<Lease>>,
     /// Queueing wrote part of a frame: the worker must not be reused.
     poisoned: bool,
 }
@@ -611,21 +605,16 @@ impl Lease {
     fn attach(&mut self, worker: Worker) {
         let pool = self.pool.clone();
         let mut s = pool.state();
-        self.register(&mut s, worker, Default::default());
+        self.register(&mut s, worker);
     }
 
-    fn register(
-        &mut self,
-        s: &mut State,
-        worker: Worker,
-        next: std::collections::VecDeque<oneshot::Sender<Lease>>,
-    ) {
+    fn register(&mut self, s: &mut State, worker: Worker) {
         self.slot = crate::next_seq();
         s.leased.push(Leased {
             id: self.slot,
             writer: worker.writer(),
             since: self.since,
-            next,
+            next: None,
             poisoned: false,
         });
         self.worker = Some(worker);
