@@ -16,6 +16,7 @@ mod hooks;
 mod keys;
 mod like;
 mod rewrite;
+mod rows;
 mod scram;
 mod session;
 mod table;

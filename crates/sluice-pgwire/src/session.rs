@@ -10,6 +10,7 @@
 //! verifiers were stored, the admin key set at start, and clients that do not know the
 //! prefix.
 
+use crate::rows::{EncodeRows, PortalFormat};
 use crate::table::FeedSchema;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
@@ -89,6 +90,7 @@ impl Handlers {
             queries: Arc::new(Queries {
                 parser: Arc::new(ConnParser { slot: slot.clone() }),
                 slot,
+                format: Arc::default(),
             }),
             shared,
         }
@@ -108,6 +110,7 @@ impl PgWireServerHandlers for Handlers {
         Arc::new(Startup {
             shared: self.shared.clone(),
             slot: self.queries.slot.clone(),
+            format: self.queries.format.clone(),
             auth: Mutex::new(Auth::Cleartext),
         })
     }
@@ -154,6 +157,7 @@ enum Auth {
 struct Startup {
     shared: Arc<Shared>,
     slot: Slot,
+    format: Arc<PortalFormat>,
     auth: Mutex<Auth>,
 }
 
@@ -203,6 +207,7 @@ impl Startup {
         principal: &Principal,
         ws: &str,
         request_id: &str,
+        format: &Arc<PortalFormat>,
     ) -> PgWireResult<DfSessionService> {
         let gw = &self.shared.gw;
         let unknown = || {
@@ -259,12 +264,16 @@ impl Startup {
             cursor::CursorStatementHook, set_show::SetShowHook,
             transactions::TransactionStatementHook,
         };
-        // datafusion-postgres' own hooks, after ours.
+        // datafusion-postgres' own hooks after ours, and last the one that runs queries
+        // (`rows.rs`).
         let hooks: Vec<Arc<dyn datafusion_postgres::QueryHook>> = vec![
             Arc::new(crate::hooks::ReadOnlyStatements),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
+            Arc::new(EncodeRows {
+                format: format.clone(),
+            }),
         ];
         Ok(DfSessionService::new_with_hooks(Arc::new(ctx), hooks))
     }
@@ -385,7 +394,7 @@ impl StartupHandler for Startup {
                     .unwrap_or_default();
                 let (pid, secret_key) = self.shared.pids.generate(client);
                 let rid = format!("pg-{pid}");
-                let service = self.open(&principal, &ws, &rid).await?;
+                let service = self.open(&principal, &ws, &rid, &self.format).await?;
                 let _ = self.slot.set(Arc::new(service));
                 client.set_pid_and_secret_key(pid, secret_key.clone());
                 let (handle, guard) = self.shared.connections.register(pid, secret_key);
@@ -411,6 +420,8 @@ fn scram_error(key: &KeyRecord) -> impl Fn(crate::scram::Failure) -> PgWireError
 pub struct Queries {
     slot: Slot,
     parser: Arc<ConnParser>,
+    /// The executing portal's result formats, for the hook that encodes rows.
+    format: Arc<PortalFormat>,
 }
 
 fn session(slot: &Slot) -> PgWireResult<&Arc<DfSessionService>> {
@@ -463,6 +474,7 @@ impl ExtendedQueryHandler for Queries {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let s = session(&self.slot)?.clone();
+        self.format.set(portal.result_column_format.clone());
         <DfSessionService as ExtendedQueryHandler>::do_query(&s, client, portal, max_rows).await
     }
 }
