@@ -361,6 +361,97 @@ async fn postgres_binds_tagged_dates_and_timestamps_as_such() {
     pg_exec(&format!("drop table {t}")).await;
 }
 
+/// A query without parameters is read through `COPY ... (FORMAT binary)`, one with
+/// parameters through a prepared statement: the rows must be the same either way.
+#[tokio::test]
+async fn postgres_copy_and_prepared_reads_agree() {
+    let t = unique("src_copy");
+    pg_exec(&format!(
+        "create table {t} (k int4, b bool, i8 int8, f4 float4, f8 float8, n numeric(12,2), nf numeric,
+           tx text, ch char(3), d date, ts timestamp, tz timestamptz, u uuid, jb jsonb, by bytea);
+         insert into {t} values
+           (1, true, -9223372036854775808, 0.1, -2.5e300, -1234567890.12, 'NaN',
+            'héllo', 'ab', '0001-01-01', '2024-01-01 12:34:56.789', 'infinity',
+            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{{\"b\": [1, 2]}}', '\\x00ff'),
+           (2, null, null, null, null, null, null, null, null, null, null, null, null, null, null),
+           (3, false, 0, 'NaN', 'Infinity', 0, 1e-20, '', '', '2024-02-29', '1999-12-31 23:59:59.999999',
+            '2000-01-01 00:00:00+14', '00000000-0000-0000-0000-000000000000', 'null', '');"
+    ))
+    .await;
+    let sources = Sources::new();
+    // A trailing comment must not swallow COPY's closing parenthesis.
+    let copied = sources
+        .query(
+            "wh",
+            &pg(),
+            &format!("select * from {t} order by k -- all of it"),
+            &Map::new(),
+        )
+        .await
+        .unwrap();
+    let prepared = sources
+        .query(
+            "wh",
+            &pg(),
+            &format!("select * from {t} where :all order by k"),
+            &params(json!({"all": true})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(copied.schema, prepared.schema);
+    let (copied, prepared) = (collect(copied).await, collect(prepared).await);
+    assert_eq!(copied.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
+    assert_eq!(copied, prepared);
+
+    // An error after rows have been sent still ends the stream with it.
+    let s = sources
+        .query(
+            "wh",
+            &pg(),
+            "select 10 / (20000 - g) as q from generate_series(1, 30000) g",
+            &Map::new(),
+        )
+        .await
+        .unwrap();
+    let e = s.batches.try_collect::<Vec<_>>().await.unwrap_err();
+    assert!(e.message.contains("division by zero"), "{e}");
+
+    // A statement COPY does not take is read the ordinary way.
+    let s = sources
+        .query(
+            "wh",
+            &pg(),
+            &format!("select k into temp {t}_copy from {t}"),
+            &Map::new(),
+        )
+        .await
+        .unwrap();
+    assert!(collect(s).await.is_empty());
+
+    // Dropping a COPY half-way releases the connection (the pool has 4; do it 6 times).
+    for _ in 0..6 {
+        let mut s = sources
+            .query(
+                "wh",
+                &pg(),
+                "select g from generate_series(1, 1000000) g",
+                &Map::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            s.batches.try_next().await.unwrap().unwrap().num_rows(),
+            8192
+        );
+    }
+    let s = sources
+        .query("wh", &pg(), "select 1 as one", &Map::new())
+        .await
+        .unwrap();
+    assert_eq!(collect(s).await[0].num_rows(), 1);
+    pg_exec(&format!("drop table {t}")).await;
+}
+
 #[tokio::test]
 async fn postgres_streams_100k_rows_in_batches() {
     let sources = Sources::new();
