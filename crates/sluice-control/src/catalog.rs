@@ -18,20 +18,21 @@ use sluice_gateway::{
 use sluice_sources::SourceConfig;
 
 /// At most this many columns are listed: the sidebar is for orientation, not a data
-/// dictionary of a 10,000-table warehouse.
-const MAX_COLUMNS: usize = 5000;
+/// dictionary of a 10,000-table warehouse. Bound into both catalog queries as
+/// `:max_columns`, so the limit is written once.
+const MAX_COLUMNS: i64 = 5000;
 
 const SQLITE_CATALOG: &str = "select m.name as table_name, p.name as column_name, p.type as data_type \
      from sqlite_master m join pragma_table_info(m.name) p \
      where m.type in ('table', 'view') and m.name not like 'sqlite_%' \
-     order by m.name, p.cid limit 5000";
+     order by m.name, p.cid limit :max_columns";
 
 const POSTGRES_CATALOG: &str = "select case when c.table_schema = 'public' then c.table_name::text \
      else c.table_schema::text || '.' || c.table_name::text end as table_name, \
      c.column_name::text as column_name, c.data_type::text as data_type \
      from information_schema.columns c \
      where c.table_schema not in ('pg_catalog', 'information_schema') \
-     order by c.table_schema, c.table_name, c.ordinal_position limit 5000";
+     order by c.table_schema, c.table_name, c.ordinal_position limit :max_columns";
 
 pub async fn templates(Caller(_): Caller) -> Json<Value> {
     Json(json!(sluice_core::templates::TEMPLATES))
@@ -58,7 +59,8 @@ pub async fn tables(
         SourceConfig::Sqlite { .. } => SQLITE_CATALOG,
         SourceConfig::Postgres { .. } => POSTGRES_CATALOG,
     };
-    let q = gw.sources().query(&name, &cfg, sql, &Map::new()).await?;
+    let limit = Map::from_iter([("max_columns".to_string(), json!(MAX_COLUMNS))]);
+    let q = gw.sources().query(&name, &cfg, sql, &limit).await?;
     let mut json_bytes = Vec::new();
     let mut s = encode(Format::Json, q.schema, q.batches);
     while let Some(chunk) = s.next().await {
@@ -78,7 +80,7 @@ fn group(rows: Vec<Map<String, Value>>) -> Vec<Value> {
             .to_string()
     };
     let mut out: Vec<(String, Vec<Value>)> = Vec::new();
-    for r in rows.iter().take(MAX_COLUMNS) {
+    for r in &rows {
         let table = text(r, "table_name");
         let col = json!({"name": text(r, "column_name"), "type": text(r, "data_type")});
         match out.last_mut() {

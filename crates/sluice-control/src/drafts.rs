@@ -29,6 +29,9 @@ pub async fn list(
     Path(ws): Path<String>,
 ) -> ApiResult<Json<Value>> {
     p.authorize(&ws, true)?;
+    // An unknown workspace is a 404 like on every other workspace route, not an empty
+    // list that would read as "no drafts yet".
+    ensure_workspace(&gw, &ws).await?;
     let drafts = gw.store().list_drafts(&ws, &p.prefix).await?;
     // The list is for the sidebar: names and times, not every module's code.
     Ok(Json(Value::Array(

@@ -1,5 +1,5 @@
 //! The control API, `/api/v1`: what the CLI and the web IDE use to manage workspaces,
-//! feeds, revisions, drafts, keys and data sources. It owns every write to the store; the gateway
+//! feeds, revisions, drafts, keys and data sources, and to watch a feed's traffic. It owns every write to the store; the gateway
 //! only reads. After a write it tells the gateway what to forget (live revisions, keys,
 //! sources) so the next request sees the change.
 //!
@@ -12,6 +12,7 @@ mod deploy;
 mod drafts;
 mod handlers;
 mod links;
+mod metrics;
 pub mod openapi;
 
 use axum::{
@@ -54,6 +55,10 @@ fn routes() -> Vec<(&'static str, MethodRouter<Gateway>)> {
             post(rollback),
         ),
         ("/api/v1/workspaces/{ws}/feeds/{feed}/logs", get(logs)),
+        (
+            "/api/v1/workspaces/{ws}/feeds/{feed}/metrics",
+            get(crate::metrics::feed),
+        ),
         (
             "/api/v1/workspaces/{ws}/feeds/{feed}/connect",
             get(connect::handlers::feed_tools),

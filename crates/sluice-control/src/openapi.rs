@@ -228,8 +228,8 @@ pub fn document() -> Value {
 }
 
 /// What the web IDE needs beyond the CLI's routes: revision code, inspection, drafts,
-/// templates and source catalogs. Added to the document after the main table, which is
-/// kept under `json!`'s recursion limit.
+/// feed metrics, templates and source catalogs. Added to the document after the main
+/// table, which is kept under `json!`'s recursion limit.
 fn add_ide_paths(doc: &mut Value, module: &Value) {
     let ws = path_param("ws", "workspace name");
     let feed = path_param("feed", "feed name");
@@ -245,6 +245,20 @@ fn add_ide_paths(doc: &mut Value, module: &Value) {
     schemas["Table"] = json!({"type": "object", "properties": {
         "name": {"type": "string", "description": "schema-qualified unless in public (PostgreSQL)"},
         "columns": arr(json!({"type": "object", "properties": {"name": {"type": "string"}, "type": {"type": "string"}}}))}});
+    schemas["TrafficBucket"] = json!({"type": "object", "properties": {
+        "start": {"type": "string", "format": "date-time"},
+        "requests": {"type": "integer"},
+        "errors": {"type": "integer", "description": "calls answered 5xx: the feed raised, timed out or its worker failed"},
+        "client_errors": {"type": "integer", "description": "calls answered 4xx, such as 429 at the concurrency limit (bad parameters are refused before a call and not counted)"},
+        "p50_ms": {"type": ["number", "null"], "description": "nearest-rank median latency; null without calls"},
+        "p95_ms": {"type": ["number", "null"]}}});
+    schemas["FeedMetrics"] = json!({"type": "object", "description": "Counted from the feed's invocation records, which are sampled (quiet successful calls above a per-second rate) and pruned to the newest per feed: oldest_record says how far back they reach.", "properties": {
+        "workspace": {"type": "string"}, "feed": {"type": "string"}, "window": {"type": "string"},
+        "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"},
+        "bucket_seconds": {"type": "integer"},
+        "total": r("TrafficBucket"),
+        "buckets": arr(r("TrafficBucket")),
+        "oldest_record": {"type": ["string", "null"], "format": "date-time"}}});
     let paths = &mut doc["paths"];
     paths["/api/v1/workspaces/{ws}/feeds/{feed}/revisions/{number}"] = json!({"get": op(
         "One revision with its code (source)", "editor",
@@ -265,6 +279,13 @@ fn add_ide_paths(doc: &mut Value, module: &Value) {
                 "source": {"type": "string"}, "filename": {"type": ["string", "null"], "description": "default {name}.py"}}})),
             "200", Some(r("Draft"))),
         "delete": op("Delete one of the caller's drafts", "editor", &[ws.clone(), name], None, "204", None)});
+    paths["/api/v1/workspaces/{ws}/feeds/{feed}/metrics"] = json!({"get": op(
+        "A feed's calls, errors and latency (p50, p95) per minute over a window ending with the current minute, and over the whole window",
+        "viewer",
+        &[ws.clone(), feed.clone(), json!({"name": "window", "in": "query", "required": false,
+            "description": "whole minutes or hours up to 24h; default 1h",
+            "schema": {"type": "string", "examples": ["15m", "1h", "24h"]}})],
+        None, "200", Some(r("FeedMetrics")))});
     paths["/api/v1/templates"] = json!({"get": op(
         "New-feed templates (those of sluice init)", "any", &[], None, "200", Some(arr(r("Template"))))});
     paths["/api/v1/sources/{name}/tables"] = json!({"get": op(

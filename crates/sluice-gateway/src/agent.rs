@@ -23,15 +23,20 @@ pub struct AgentClient {
 
 impl AgentClient {
     /// `call_timeout` bounds the wait for the agent's answer to start (the agent enforces
-    /// its own per-call limit on the run itself).
-    pub fn new(call_timeout: Duration) -> AgentClient {
-        AgentClient {
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .read_timeout(call_timeout + Duration::from_secs(5))
-                .build()
-                .expect("HTTP client"),
-        }
+    /// its own per-call limit on the run itself). Fails only when the HTTP client cannot be
+    /// built (its TLS backend or the system's resolver configuration cannot be loaded),
+    /// which the server reports at startup rather than panicking.
+    pub fn new(call_timeout: Duration) -> Result<AgentClient> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(call_timeout + Duration::from_secs(5))
+            .build()
+            .map_err(|e| {
+                Error::internal(format!(
+                    "cannot build the HTTP client that calls feed agents: {e}; check the system's TLS and DNS configuration"
+                ))
+            })?;
+        Ok(AgentClient { http })
     }
 
     /// Run one call on the agent at `base_url` (the Feed's status URL, e.g.

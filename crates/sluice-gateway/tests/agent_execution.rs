@@ -87,7 +87,7 @@ async fn execute_goes_through_the_feeds_agent() {
         runtime,
         sluice_sources::Sources::new(),
         GatewayConfig::default(),
-        AgentClient::new(Duration::from_secs(30)),
+        AgentClient::new(Duration::from_secs(30)).unwrap(),
         None,
     );
     assert!(gw.uses_agents());

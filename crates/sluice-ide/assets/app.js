@@ -31,6 +31,7 @@ const state = {
   editor: null,    // handle from editor.js, or a textarea fallback
   run: null,       // last run result
   tail: null,      // AbortController of the live log tail
+  metricsTimer: null, // interval refreshing the Observe panel's numbers
 };
 
 // ---------------------------------------------------------------------------------------
@@ -157,7 +158,7 @@ function canWrite() { return state.me && state.me.role !== "viewer"; }
 function signOut(msg) {
   sessionStorage.removeItem("sluice.key");
   localStorage.removeItem("sluice.key");
-  stopTail();
+  stopObserve();
   state.key = null;
   $("#app").hidden = true;
   $("#login").hidden = false;
@@ -291,14 +292,14 @@ async function loadEditorModule() {
 }
 
 function closeDoc() {
-  stopTail();
+  stopObserve();
   state.doc = null; state.sig = null; state.run = null;
   $("#workbench").hidden = true;
   $("#welcome").hidden = false;
 }
 
 async function openDoc(name, { source: fresh } = {}) {
-  stopTail();
+  stopObserve();
   const feed = state.feeds.find((f) => f.name === name) || null;
   let draft = state.drafts.find((d) => d.name === name) || null;
   let source = fresh;
@@ -393,6 +394,10 @@ async function saveDraft(explicit) {
 async function inspect() {
   const d = state.doc;
   const seq = (inspect.seq = (inspect.seq || 0) + 1);
+  // The form may be rebuilt when the answer comes: say so to assistive technology (and to
+  // anything else waiting for the form to settle). Only the latest inspection clears it.
+  const form = $("#params");
+  form.setAttribute("aria-busy", "true");
   try {
     const r = await api("POST", wsPath("/inspect"), { source: d.source, filename: d.filename });
     if (seq !== inspect.seq || d !== state.doc) return;
@@ -403,6 +408,8 @@ async function inspect() {
     if (seq !== inspect.seq || d !== state.doc) return;
     markProblem(e.problem || { detail: e.message });
     renderParams(state.doc.feed?.params || []);
+  } finally {
+    if (seq === inspect.seq) form.setAttribute("aria-busy", "false");
   }
 }
 
@@ -787,54 +794,134 @@ function deleteDoc() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Observe: rate, latency, errors from recent invocations; live tail
+// Observe: rate, latency and errors computed by the server (GET …/metrics, per minute over
+// a window); recent invocations and a live tail for editors
 
-function stopTail() { if (state.tail) { state.tail.abort(); state.tail = null; } }
+const WINDOWS = [["15m", "Last 15 minutes"], ["1h", "Last hour"], ["24h", "Last 24 hours"]];
+
+/** Stop what the Observe panel keeps running: the tail stream and the metrics refresh. */
+function stopObserve() {
+  if (state.tail) { state.tail.abort(); state.tail = null; }
+  clearInterval(state.metricsTimer); state.metricsTimer = null;
+}
 
 async function renderObserve() {
   const d = state.doc;
   const box = $("#p-observe");
-  stopTail();
+  stopObserve();
   if (!d.feed) { box.replaceChildren(h("p", { class: "muted" }, "Deploy the feed to see its traffic.")); return; }
-  if (!canWrite()) { box.replaceChildren(h("p", { class: "muted" }, "Invocation logs need an editor key.")); return; }
-  const invs = await api("GET", feedPath(d.name, "/logs?limit=1000"));
-  const stats = h("div", { class: "stats", "aria-live": "polite" });
+  const win = h("select", { id: "obs-window" }, WINDOWS.map(([v, t]) => h("option", { value: v, selected: v === (renderObserve.window || "1h") }, t)));
+  const refreshBtn = h("button", { type: "button" }, "Refresh");
+  const stats = h("div", { class: "stats", id: "obs-stats", "aria-live": "polite" });
+  const chart = h("div", { class: "chart traffic", role: "img" });
+  const note = h("p", { class: "muted", id: "obs-note" });
+  box.replaceChildren(h("div", { class: "chart-tools" }, h("label", { for: "obs-window" }, "Window"), win, refreshBtn), stats, chart, note);
+
+  // One request at a time, and only the latest answer is drawn: a slow answer for the old
+  // window must not overwrite the new one.
+  let seq = 0;
+  const loadMetrics = async () => {
+    const mine = ++seq;
+    const m = await api("GET", feedPath(d.name, `/metrics?window=${enc(win.value)}`));
+    if (mine !== seq || d !== state.doc) return;
+    drawMetrics(m, stats, chart, note);
+  };
+  const reload = () => loadMetrics().catch((e) => { note.textContent = `Metrics unavailable: ${e.message}`; });
+  win.addEventListener("change", () => { renderObserve.window = win.value; reload(); });
+  refreshBtn.addEventListener("click", reload);
+  await loadMetrics();
+  // The current minute fills up as calls come in.
+  state.metricsTimer = setInterval(reload, 15_000);
+
+  if (!canWrite()) { box.append(h("p", { class: "muted" }, "The invocations themselves (parameters, output) need an editor key.")); return; }
+  const invs = await api("GET", feedPath(d.name, "/logs?limit=200"));
+  if (d !== state.doc) return;
   const tbody = h("tbody", {});
   const table = h("table", { class: "t", "aria-label": "Recent invocations" },
     h("thead", {}, h("tr", {}, ["When", "Status", "Rows", "Time", "Revision", "Parameters", "Error"].map((t) => h("th", {}, t)))), tbody);
   const tailBtn = h("button", { type: "button", "aria-pressed": "false" }, "Live tail");
-  box.replaceChildren(stats, h("div", { class: "chart-tools" }, tailBtn, h("span", { class: "muted" }, "Last 1,000 invocations; the tail adds new ones as they happen.")), table);
+  box.append(h("h3", {}, "Recent invocations"),
+    h("div", { class: "chart-tools" }, tailBtn, h("span", { class: "muted" }, "The latest 200; the tail adds new ones as they happen.")), table);
   const all = invs.slice();
   const row = (i) => h("tr", {},
     h("td", {}, fmtTime(i.at)), h("td", {}, h("span", { class: `badge ${i.status >= 400 ? "err" : "live"}` }, String(i.status))),
     h("td", {}, String(i.rows ?? "")), h("td", {}, fmtMs(i.duration_ms)), h("td", {}, `r${i.revision}`),
     h("td", { class: "mono" }, Object.entries(i.params || {}).map(([k, v]) => `${k}=${v}`).join(" ")),
     h("td", {}, i.error_code || ""));
-  const update = () => {
-    const now = Date.now();
-    const hour = all.filter((i) => now - Date.parse(i.at) < 3600e3);
-    const lat = hour.map((i) => i.duration_ms).sort((a, b) => a - b);
-    const q = (p) => (lat.length ? fmtMs(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]) : "–");
-    const errs = hour.filter((i) => i.status >= 400).length;
-    stats.replaceChildren(
-      h("div", { class: "stat" }, h("b", {}, (hour.length / 60).toFixed(2)), "requests/min (last hour)"),
-      h("div", { class: "stat" }, h("b", {}, q(0.5)), "p50 latency"),
-      h("div", { class: "stat" }, h("b", {}, q(0.95)), "p95 latency"),
-      h("div", { class: "stat" }, h("b", {}, `${errs}`), `errors (${hour.length ? ((100 * errs) / hour.length).toFixed(1) : 0}%)`),
-      h("div", { class: "stat" }, h("b", {}, String(all.length)), "invocations shown"));
-    tbody.replaceChildren(...all.slice(-200).reverse().map(row));
-  };
+  const update = () => tbody.replaceChildren(...all.slice(-200).reverse().map(row));
   update();
+  let pending = 0;
   tailBtn.addEventListener("click", async () => {
-    if (state.tail) { stopTail(); tailBtn.setAttribute("aria-pressed", "false"); tailBtn.textContent = "Live tail"; return; }
+    if (state.tail) {
+      state.tail.abort(); state.tail = null;
+      tailBtn.setAttribute("aria-pressed", "false"); tailBtn.textContent = "Live tail";
+      return;
+    }
     const ctl = (state.tail = new AbortController());
     tailBtn.setAttribute("aria-pressed", "true"); tailBtn.textContent = "Stop tail";
     const after = all.length ? all[all.length - 1].id : 0;
     try {
       const res = await api("GET", feedPath(d.name, `/logs?follow=true&after=${after}`), undefined, { raw: true, signal: ctl.signal });
-      for await (const i of ndjson(res)) { all.push(i); update(); }
+      for await (const i of ndjson(res)) {
+        all.push(i); update();
+        // New calls move the numbers: refresh them, at most once a second.
+        if (!pending) pending = setTimeout(() => { pending = 0; reload(); }, 1000);
+      }
     } catch (e) { if (e.name !== "AbortError") toast(`Tail stopped: ${e.message}`); }
   });
+}
+
+function drawMetrics(m, stats, chart, note) {
+  const t = m.total;
+  const minutes = m.buckets.length || 1;
+  const pct = (n) => (t.requests ? ` (${((100 * n) / t.requests).toFixed(1)}%)` : "");
+  const stat = (name, value, label) => h("div", { class: "stat", "data-stat": name }, h("b", {}, value), label);
+  const label = WINDOWS.find(([v]) => v === m.window)?.[1].toLowerCase() || m.window;
+  stats.replaceChildren(
+    stat("requests", t.requests.toLocaleString(), `calls, ${label}`),
+    stat("rate", (t.requests / minutes).toFixed(2), "calls/min"),
+    stat("p50", t.p50_ms == null ? "–" : fmtMs(t.p50_ms), "p50 latency"),
+    stat("p95", t.p95_ms == null ? "–" : fmtMs(t.p95_ms), "p95 latency"),
+    stat("errors", t.errors.toLocaleString(), `errors${pct(t.errors)}`),
+    stat("client_errors", t.client_errors.toLocaleString(), "refused (4xx)"));
+  chart.setAttribute("aria-label", `Calls per minute, ${label}: ${t.requests} calls, ${t.errors} errors`);
+  chart.replaceChildren(trafficSvg(m.buckets));
+  // Records are sampled and pruned (docs/api.md): say when the window reaches past them.
+  const oldest = m.oldest_record && Date.parse(m.oldest_record);
+  note.textContent = oldest && oldest > Date.parse(m.from)
+    ? `Counted from invocation records, which reach back to ${fmtTime(m.oldest_record)}.`
+    : "Counted from invocation records (busy feeds keep a sample of their successful calls).";
+}
+
+/** Bars of calls per minute, the failed (5xx) part of each in red; the p95 latency of each
+ *  minute in its tooltip. */
+function trafficSvg(buckets) {
+  const W = 900, H = 140, L = 44, B = 22, T = 8;
+  const hi = Math.max(1, ...buckets.map((b) => b.requests));
+  const n = Math.max(buckets.length, 1);
+  const sy = (v) => T + (H - T - B) * (1 - v / hi);
+  const bw = (W - L - 10) / n;
+  const ns = "http://www.w3.org/2000/svg";
+  const s = (tag, a, text) => { const e = document.createElementNS(ns, tag); for (const k in a) e.setAttribute(k, a[k]); if (text != null) e.textContent = text; return e; };
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none" });
+  svg.append(s("line", { x1: L, y1: sy(0), x2: W - 10, y2: sy(0), class: "axis" }));
+  for (const v of [0, hi]) svg.append(s("text", { x: L - 4, y: sy(v) + 4, "text-anchor": "end" }, String(v)));
+  const hhmm = (t) => new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  buckets.forEach((b, i) => {
+    if (!b.requests) return;
+    const x = L + i * bw + bw * 0.1, w = Math.max(1, bw * 0.8);
+    const g = s("g", {});
+    g.append(s("rect", { x, y: sy(b.requests), width: w, height: sy(0) - sy(b.requests), fill: "#1b5e9e" }));
+    if (b.errors) g.append(s("rect", { x, y: sy(b.errors), width: w, height: sy(0) - sy(b.errors), fill: "#b42318" }));
+    g.append(s("title", {}, `${hhmm(b.start)}: ${b.requests} calls, ${b.errors} errors, p50 ${fmtMs(b.p50_ms)}, p95 ${fmtMs(b.p95_ms)}`));
+    svg.append(g);
+  });
+  const ticks = Math.min(n, 6);
+  for (let k = 0; k < ticks; k++) {
+    const i = Math.floor((k * n) / ticks);
+    if (buckets[i]) svg.append(s("text", { x: L + i * bw, y: H - 6 }, hhmm(buckets[i].start)));
+  }
+  return svg;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -879,7 +966,7 @@ const loaders = { revisions: renderRevisions, observe: renderObserve, connect: r
 function currentTab() { return TABS.find((t) => $(`#tab-${t}`).getAttribute("aria-selected") === "true") || "results"; }
 
 function selectTab(name, focus = false) {
-  if (name !== "observe") stopTail();
+  if (name !== "observe") stopObserve();
   for (const t of TABS) {
     const on = t === name;
     const tab = $(`#tab-${t}`);

@@ -1,6 +1,7 @@
 //! The metadata store: workspaces, API keys, secret feed links, IDE drafts, data sources (credentials
-//! sealed at rest), feeds with their immutable revisions, and invocation records. It is the only crate that
-//! speaks SQL to the metadata database; everything else calls [`Store`].
+//! sealed at rest), feeds with their immutable revisions, and invocation records (with the
+//! per-feed traffic computed from them). It is the only crate that speaks SQL to the
+//! metadata database; everything else calls [`Store`].
 //!
 //! It runs on SQLite (the embedded default, one file in the data directory) and on
 //! PostgreSQL (production), with one migration folder per backend embedded in the binary.
@@ -70,6 +71,7 @@ mod invocations;
 mod keys;
 mod links;
 mod sources;
+mod traffic;
 mod workspaces;
 
 pub use drafts::Draft;
@@ -78,6 +80,7 @@ pub use invocations::{Invocation, MAX_INVOCATIONS_PAGE, NewInvocation};
 pub use keys::{KeyRecord, NewKey};
 pub use links::{LinkRecord, NewLink};
 pub use sources::SourceRecord;
+pub use traffic::{MAX_TRAFFIC_BUCKETS, Traffic, TrafficBucket};
 pub use workspaces::Workspace;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");

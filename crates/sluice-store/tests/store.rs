@@ -6,7 +6,7 @@
 
 use serde_json::json;
 use sluice_core::{Code, FeedSignature, Role};
-use sluice_store::{NewInvocation, NewKey, NewLink, NewRevision, Store};
+use sluice_store::{NewInvocation, NewKey, NewLink, NewRevision, Store, TrafficBucket};
 use sqlx::{Connection, Executor};
 use std::future::Future;
 
@@ -163,6 +163,7 @@ on_both_backends!(
     concurrent_deploys_of_one_feed_get_distinct_numbers,
     deleting_a_feed_removes_its_revisions_and_invocations,
     invocations_are_batched_paged_and_pruned,
+    traffic_is_counted_per_bucket_with_nearest_rank_percentiles,
     feed_links_are_hashed_scoped_revoked_and_go_with_their_feed,
     drafts_are_per_owner_and_workspace_and_replaced_on_save,
 );
@@ -1146,6 +1147,130 @@ async fn invocations_are_batched_paged_and_pruned(env: Env) {
     assert_eq!(
         store.prune_invocations(-1).await.unwrap_err().code,
         Code::BadRequest
+    );
+}
+
+/// A call of `feed` at `at_ms` that took `ms` and was answered `status`.
+fn call(feed: &str, at_ms: i64, ms: f64, status: u16) -> NewInvocation {
+    NewInvocation {
+        status,
+        duration_ms: ms,
+        error_code: (status >= 400).then(|| "some_error".to_string()),
+        at: chrono::DateTime::from_timestamp_millis(at_ms).unwrap(),
+        ..inv(feed, at_ms)
+    }
+}
+
+async fn traffic_is_counted_per_bucket_with_nearest_rank_percentiles(env: Env) {
+    let store = env.open().await;
+    store.create_workspace("demo").await.unwrap();
+    store
+        .deploy("demo", vec![rev("sales", "s1"), rev("stock", "k1")])
+        .await
+        .unwrap();
+    const MIN: i64 = 60_000;
+    let t0: i64 = 28_333_334 * MIN; // a whole minute
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+
+    // Minute 0: twenty calls taking 1..=20 ms, written out of order (7 is coprime to 20,
+    // so this visits each once) so only the query's ORDER BY can rank them; the 13 ms call
+    // failed in the feed, the 3 ms one on a bad parameter.
+    let mut batch: Vec<NewInvocation> = (0..20)
+        .map(|k| {
+            let ms = ((k * 7) % 20 + 1) as f64;
+            let status = match ms as i64 {
+                13 => 500,
+                3 => 400,
+                _ => 200,
+            };
+            call("sales", t0 + k * 1000, ms, status)
+        })
+        .collect();
+    // Minute 1: idle. Minute 2: one timeout.
+    batch.push(call("sales", t0 + 2 * MIN + 5, 7.5, 504));
+    // Outside the window (just before it, and at its exclusive end), and another feed.
+    batch.push(call("sales", t0 - 1, 1000.0, 200));
+    batch.push(call("sales", t0 + 3 * MIN, 1000.0, 500));
+    batch.push(call("stock", t0 + 10, 2.0, 200));
+    store.record_invocations(&batch).await.unwrap();
+
+    let minute = chrono::TimeDelta::minutes(1);
+    let t = store
+        .feed_traffic("demo", "sales", at(t0), at(t0 + 3 * MIN), minute)
+        .await
+        .unwrap();
+    assert_eq!(
+        (t.from, t.to, t.bucket_seconds),
+        (at(t0), at(t0 + 3 * MIN), 60)
+    );
+    let bucket = |start, requests, errors, client_errors, p50: Option<f64>, p95: Option<f64>| {
+        TrafficBucket {
+            start: at(start),
+            requests,
+            errors,
+            client_errors,
+            p50_ms: p50,
+            p95_ms: p95,
+        }
+    };
+    assert_eq!(
+        t.buckets,
+        [
+            // n = 20: ranks ceil(10) = 10 and ceil(19) = 19.
+            bucket(t0, 20, 1, 1, Some(10.0), Some(19.0)),
+            bucket(t0 + MIN, 0, 0, 0, None, None),
+            bucket(t0 + 2 * MIN, 1, 1, 0, Some(7.5), Some(7.5)),
+        ]
+    );
+    // Over the whole window (n = 21, with 7.5 ranked 8th): ranks ceil(10.5) = 11 and
+    // ceil(19.95) = 20, which no mix of the per-minute percentiles would give.
+    assert_eq!(t.total, bucket(t0, 21, 2, 1, Some(10.0), Some(19.0)));
+    assert_eq!(t.oldest_record, Some(at(t0 - 1)));
+
+    // Each feed counts only its own calls; a partial last bucket is still a bucket.
+    let stock = store
+        .feed_traffic("demo", "stock", at(t0), at(t0 + MIN + 1), minute)
+        .await
+        .unwrap();
+    assert_eq!(stock.buckets.len(), 2);
+    assert_eq!(stock.total, bucket(t0, 1, 0, 0, Some(2.0), Some(2.0)));
+
+    // A window with no calls is all zeros, not an error.
+    let quiet = store
+        .feed_traffic(
+            "demo",
+            "sales",
+            at(t0 + 10 * MIN),
+            at(t0 + 25 * MIN),
+            minute,
+        )
+        .await
+        .unwrap();
+    assert_eq!(quiet.buckets.len(), 15);
+    assert!(
+        quiet
+            .buckets
+            .iter()
+            .all(|b| b.requests == 0 && b.p50_ms.is_none())
+    );
+    assert_eq!(quiet.total.requests, 0);
+
+    assert_eq!(
+        store
+            .feed_traffic("demo", "ghost", at(t0), at(t0 + MIN), minute)
+            .await
+            .unwrap_err()
+            .code,
+        Code::FeedNotFound
+    );
+    assert_eq!(
+        store
+            .feed_traffic("demo", "sales", at(t0), at(t0 + 25 * 60 * MIN), minute)
+            .await
+            .unwrap_err()
+            .code,
+        Code::BadRequest,
+        "more than a day of minutes is refused"
     );
 }
 

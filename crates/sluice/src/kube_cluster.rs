@@ -427,7 +427,7 @@ mod tests {
             runtime,
             sluice_sources::Sources::new(),
             Default::default(),
-            sluice_gateway::AgentClient::new(std::time::Duration::from_secs(5)),
+            sluice_gateway::AgentClient::new(std::time::Duration::from_secs(5)).unwrap(),
             Some(std::sync::Arc::new(cluster)),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

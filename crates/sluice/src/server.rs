@@ -259,7 +259,7 @@ pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
                 runtime.clone(),
                 sluice_sources::Sources::new(),
                 cfg.gateway.clone(),
-                sluice_gateway::AgentClient::new(cfg.runtime.call_timeout),
+                sluice_gateway::AgentClient::new(cfg.runtime.call_timeout)?,
                 Some(std::sync::Arc::new(cluster)),
             );
             // Runs as long as the server: the task ends with the process.

@@ -1,8 +1,10 @@
 //! End to end: the browser IDE. One `sluice up` server; first the control-API routes the
 //! IDE adds (drafts per key, templates, source catalogs, inspection with error lines,
-//! revision code) over HTTP, then an analyst's first session in a real headless Chromium
-//! (`tests/clients/ide_flow.mjs` with playwright-core): log in, create a feed from a
-//! template, run it, see the table and the chart, deploy it, call its URL, roll back.
+//! revision code, per-feed metrics) over HTTP, then an analyst's first session in a real
+//! headless Chromium (`tests/clients/ide_flow.mjs` with playwright-core): log in, create a
+//! feed from a template, run it, see the table and the chart, insert a `sluice.sql` snippet,
+//! deploy, call its URL, roll back, watch its metrics, create and revoke a key, delete a
+//! feed, switch to a second workspace (set up here) and back.
 //! Screenshots land in `target/ide-artifacts/` (not committed).
 //!
 //! Chromium is required, not optional: without it the test fails and says how to install
@@ -80,6 +82,7 @@ fn the_ide_takes_an_analyst_from_login_to_a_live_feed() {
     assert!(html.contains("/ide/app."), "{html}");
 
     api_routes_of_the_ide(&http, admin);
+    feed_metrics_over_http(&http, admin);
 
     // The browser session.
     let exe = chromium();
@@ -92,6 +95,8 @@ fn the_ide_takes_an_analyst_from_login_to_a_live_feed() {
             admin,
             dir.to_str().unwrap(),
             exe.to_str().unwrap(),
+            SECOND_WS,
+            SECOND_FEED,
         ],
         "npm ci in crates/sluice/tests/clients (test.sh does) and Chromium (.ci/run installs it)",
     );
@@ -100,6 +105,24 @@ fn the_ide_takes_an_analyst_from_login_to_a_live_feed() {
     assert_eq!(report["rows_r2"], 3);
     assert_eq!(report["rows_after_rollback"], 10);
     assert_eq!(report["chart_bars"], 10);
+    assert_eq!(report["snippet_inserted"], true);
+    assert_eq!(report["revoked_key_status"], 401);
+    assert_eq!(report["deleted_feed_status"], 404);
+    assert_eq!(report["second_ws_feeds"], json!([SECOND_FEED]));
+    // What the Observe panel showed is what the server counts: at least the five calls the
+    // flow made (CSV, r1, r2, after the rollback, the tailed one), and no more than the
+    // server has counted since.
+    let shown = report["metrics_requests"].as_i64().unwrap();
+    let (st, m) = http.json(
+        "/api/v1/workspaces/demo/feeds/ide_top/metrics?window=1h",
+        admin,
+    );
+    assert_eq!(st, 200, "{m}");
+    let counted = m["total"]["requests"].as_i64().unwrap();
+    assert!(
+        shown >= 5 && shown <= counted,
+        "shown {shown}, counted {counted}"
+    );
     let first_load = report["first_load_bytes"].as_u64().unwrap();
     assert!(
         first_load > 1000 && first_load <= 300 * 1024,
@@ -115,6 +138,101 @@ fn the_ide_takes_an_analyst_from_login_to_a_live_feed() {
     let (st, feed) = http.json("/api/v1/workspaces/demo/feeds/ide_top", admin);
     assert_eq!(st, 200, "{feed}");
     assert_eq!(feed["live_revision"], 1);
+}
+
+/// The second workspace the browser switches to, with one feed that has had calls.
+const SECOND_WS: &str = "ide_second";
+const SECOND_FEED: &str = "ide_boom";
+
+/// `GET …/feeds/{feed}/metrics` over real calls: three that succeed and one that raises,
+/// in a second workspace (which the browser flow then switches to).
+fn feed_metrics_over_http(http: &Http, admin: &str) {
+    let (st, ws) = http.post("/api/v1/workspaces", admin, json!({"name": SECOND_WS}));
+    assert_eq!(st, 201, "{ws}");
+    let (st, d) = http.deploy(
+        admin,
+        SECOND_WS,
+        "ide_boom.py",
+        "import sluice\n\n@sluice.feed\ndef ide_boom(n: int = 0, fail: bool = False):\n    if fail:\n        raise ValueError('boom')\n    return [{'n': n}]\n",
+    );
+    assert_eq!(st, 201, "{d}");
+    let feed = format!("/feeds/{SECOND_WS}/{SECOND_FEED}");
+    for q in ["n=1", "n=2", "n=3", "fail=true"] {
+        let r = http.get_key(&format!("{feed}?{q}"), admin);
+        let want = if q == "fail=true" { 500 } else { 200 };
+        assert_eq!(r.status().as_u16(), want, "{q}: {}", r.text().unwrap());
+    }
+    // A bad parameter is refused before any call starts: not a call, not counted.
+    assert_eq!(http.get_key(&format!("{feed}?n=x"), admin).status(), 400);
+
+    // Records are written in batches by a background task: wait for all four.
+    let path = format!("/api/v1/workspaces/{SECOND_WS}/feeds/{SECOND_FEED}/metrics?window=15m");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let m = loop {
+        let (st, m) = http.json(&path, admin);
+        assert_eq!(st, 200, "{m}");
+        if m["total"]["requests"] == 4 || std::time::Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(m["total"]["requests"], 4, "{m}");
+    assert_eq!(m["total"]["errors"], 1, "{m}");
+    assert_eq!(m["total"]["client_errors"], 0, "{m}");
+    assert!(m["total"]["p50_ms"].as_f64().unwrap() > 0.0, "{m}");
+    assert!(
+        m["total"]["p95_ms"].as_f64() >= m["total"]["p50_ms"].as_f64(),
+        "{m}"
+    );
+    assert_eq!(
+        (m["window"].as_str(), m["bucket_seconds"].as_i64()),
+        (Some("15m"), Some(60))
+    );
+    let buckets = m["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 15, "{m}");
+    let per_minute: i64 = buckets
+        .iter()
+        .map(|b| b["requests"].as_i64().unwrap())
+        .sum();
+    assert_eq!(per_minute, 4, "the minutes add up to the total");
+    assert_eq!(m["from"], buckets[0]["start"]);
+
+    // Counts carry no parameters or output: viewers may read them, not the invocations.
+    let (st, viewer) = http.post(
+        "/api/v1/keys",
+        admin,
+        json!({"name": "metrics viewer", "role": "viewer", "workspace": SECOND_WS}),
+    );
+    assert_eq!(st, 201, "{viewer}");
+    let viewer = viewer["secret"].as_str().unwrap();
+    assert_eq!(http.json(&path, viewer).0, 200);
+    let logs = format!("/api/v1/workspaces/{SECOND_WS}/feeds/{SECOND_FEED}/logs");
+    assert_eq!(http.json(&logs, viewer).0, 403);
+    let (st, e) = http.json("/api/v1/workspaces/demo/feeds/hello/metrics", viewer);
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (404, Some("workspace_not_found")),
+        "another workspace does not exist for this key"
+    );
+
+    let (st, e) = http.json(
+        &format!("/api/v1/workspaces/{SECOND_WS}/feeds/{SECOND_FEED}/metrics?window=2d"),
+        admin,
+    );
+    assert_eq!(
+        (st, e["code"].as_str(), e["parameter"].as_str()),
+        (400, Some("invalid_parameter"), Some("window")),
+        "{e}"
+    );
+    let (st, e) = http.json(
+        &format!("/api/v1/workspaces/{SECOND_WS}/feeds/nope/metrics"),
+        admin,
+    );
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (404, Some("feed_not_found")),
+        "{e}"
+    );
 }
 
 fn api_routes_of_the_ide(http: &Http, admin: &str) {
@@ -172,6 +290,13 @@ fn api_routes_of_the_ide(http: &Http, admin: &str) {
     assert!(list[0].get("source").is_none(), "the list leaves code out");
     let (st, _) = http.json("/api/v1/workspaces/demo/drafts/mine", admin);
     assert_eq!(st, 404, "another key's draft is not visible");
+    // An unknown workspace is not an empty list of drafts.
+    let (st, e) = http.json("/api/v1/workspaces/nowhere/drafts", admin);
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (404, Some("workspace_not_found")),
+        "{e}"
+    );
     let (st, e) = put(
         http,
         "/api/v1/workspaces/demo/drafts/Bad-Name",

@@ -1,13 +1,14 @@
 // The IDE in a real headless Chromium (Debian's `chromium`, driven by playwright-core):
 // an analyst's first session, end to end against the real server. Run by
-// crates/sluice/tests/ide.rs as `node ide_flow.mjs URL KEY ARTIFACT_DIR CHROMIUM`.
+// crates/sluice/tests/ide.rs as `node ide_flow.mjs URL KEY ARTIFACT_DIR CHROMIUM SECOND_WS
+// SECOND_FEED`, where the test has set up a second workspace with one feed for the switcher.
 // Screenshots of the key screens go to ARTIFACT_DIR (under target/, not committed); the
 // last line printed is a JSON report the Rust test checks.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import assert from "node:assert/strict";
 
-const [url, key, outDir, executablePath] = process.argv.slice(2);
+const [url, key, outDir, executablePath, secondWs, secondFeed] = process.argv.slice(2);
 mkdirSync(outDir, { recursive: true });
 const report = { screenshots: [] };
 const browser = await chromium.launch({ executablePath, args: ["--no-sandbox", "--disable-gpu"] });
@@ -32,6 +33,18 @@ async function shot(name) {
   report.screenshots.push(path);
 }
 const step = (s) => console.error(`[ide] ${s}`);
+/** Wait until `check()` is true (polling: a server-side effect has no event to wait on). */
+async function until(check, what, ms = 30_000) {
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 200))) {
+    if (await check()) return;
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+/** The control API as the test itself (not the page) sees it, with `as` as the key. */
+async function apiAs(as, path) {
+  const r = await page.request.get(`${url}${path}`, { headers: { Authorization: `Bearer ${as}` } });
+  return { status: r.status(), body: await r.json().catch(() => null) };
+}
 
 /** Replace the editor's whole text the way a user would: select all, type. */
 async function setCode(text) {
@@ -87,8 +100,9 @@ try {
   const meta = await page.locator("#run-meta").textContent();
   assert.match(meta, /^10 rows · .* on the server/, meta);
   report.run_meta = meta;
-  // The form keeps what was typed after the run re-inspects the module.
-  await page.waitForTimeout(1500);
+  // The form keeps what was typed after the run re-inspects the module: the inspection
+  // started with the results (the form went aria-busy) and has landed once it is not.
+  await page.locator('#params[aria-busy="false"]').waitFor();
   assert.equal(await page.locator("#param-region").inputValue(), "APAC");
   report.grid_rows_in_dom = await page.locator(".grid-row").count();
   await shot("results");
@@ -123,6 +137,21 @@ try {
   await page.locator('.grid-row[aria-rowindex="100001"]').waitFor();
   report.big_scroll_to_end_ms = Date.now() - t0;
   await shot("results-100k");
+
+  step("insert a sluice.sql snippet from the data sources panel");
+  // The cursor goes to the end of the code (moving it changes nothing), then the sidebar's
+  // button inserts the call there.
+  await page.locator(".cm-content").click();
+  await page.keyboard.press("Control+End");
+  await page.getByRole("button", { name: "Insert a sluice.sql snippet for warehouse.sales" }).click();
+  await page.locator(".cm-content", { hasText: /from sales limit :limit/ }).waitFor();
+  // It went in through the editor like typing, so the autosaved draft on the server has it.
+  const snippet = /sluice\.sql\(\s*"warehouse",\s*"select [a-z_, ]+ from sales limit :limit"/;
+  await until(async () => snippet.test((await apiAs(key, "/api/v1/workspaces/demo/drafts/ide_days")).body?.source ?? ""),
+    "the draft saved with the snippet");
+  report.snippet_inserted = true;
+  await shot("snippet");
+
   await page.locator('#feed-list a[data-feed="ide_top"]').click();
   await page.locator(".cm-content", { hasText: "def ide_top(" }).waitFor();
 
@@ -178,23 +207,82 @@ try {
   assert.equal(report.rows_after_rollback, 10);
   await shot("rolled-back");
 
-  step("observe");
+  step("observe: the server's per-minute metrics, the live tail");
   await page.getByRole("tab", { name: "Observe" }).click();
-  // Invocations are recorded in batches: the live tail shows them as they land.
+  const requestsStat = page.locator('[data-stat="requests"] b');
+  await requestsStat.waitFor();
+  const shownCalls = async () => Number((await requestsStat.textContent()).replace(/[^0-9]/g, ""));
+  const before = await shownCalls();
+  // Invocations are recorded in batches: the live tail shows them as they land, and each
+  // one it sees makes the panel ask the server for the numbers again.
   await page.getByRole("button", { name: "Live tail" }).click();
   await call(`${jsonUrl}&limit=4`);  // parameters not cached yet: a real invocation
   await page.locator('table[aria-label="Recent invocations"] tbody tr').first().waitFor();
   report.invocations_shown = await page.locator('table[aria-label="Recent invocations"] tbody tr').count();
+  await page.waitForFunction(
+    ([sel, n]) => Number(document.querySelector(sel)?.textContent.replace(/[^0-9]/g, "")) > n,
+    ['[data-stat="requests"] b', before]);
+  report.metrics_requests = await shownCalls();
+  report.metrics_bars = await page.locator(".chart.traffic svg rect").count();
+  assert.ok(report.metrics_bars >= 1, "the per-minute chart has a bar");
+  await page.getByLabel("Window", { exact: true }).selectOption("15m");
+  await page.locator(".chart.traffic[aria-label^='Calls per minute, last 15 minutes']").waitFor();
+  await page.locator("#p-observe").evaluate((el) => { el.scrollTop = 0; });  // the numbers, for the screenshot
   await shot("observe");
 
-  step("keys: create one (shown once)");
+  step("keys: create one (shown once), then revoke it");
   await page.getByRole("button", { name: "Keys" }).click();
   await page.getByLabel("Name", { exact: true }).fill("ide test viewer");
   await page.getByRole("button", { name: "Create key" }).click();
   const secret = await page.getByLabel("New key", { exact: true }).inputValue();
   assert.ok(secret.length >= 32);
+  const keyRow = page.locator('table[aria-label="Keys"] tr', { hasText: "ide test viewer" });
+  await keyRow.waitFor();
   await shot("keys");
+  assert.equal((await apiAs(secret, "/api/v1/whoami")).status, 200, "the new key works");
+  // Shown once: opened again, the dialog lists the key but nowhere shows its secret.
   await page.keyboard.press("Escape");
+  await page.locator("#dialog").waitFor({ state: "hidden" });
+  await page.getByRole("button", { name: "Keys" }).click();
+  await keyRow.waitFor();
+  assert.equal(await page.getByLabel("New key", { exact: true }).count(), 0);
+  assert.ok(!(await page.locator("#dialog").innerText()).includes(secret));
+  assert.ok(!JSON.stringify((await apiAs(key, "/api/v1/keys")).body).includes(secret));
+  page.once("dialog", (d) => d.accept());  // "Revoke …? Tools using it stop working at once."
+  await page.getByRole("button", { name: "Revoke key ide test viewer" }).click();
+  await keyRow.waitFor({ state: "detached" });
+  report.revoked_key_status = (await apiAs(secret, "/api/v1/whoami")).status;
+  assert.equal(report.revoked_key_status, 401);
+  await page.keyboard.press("Escape");
+  await page.locator("#dialog").waitFor({ state: "hidden" });
+
+  step("delete a feed");
+  await page.locator('#feed-list a[data-feed="hello"]').click();
+  await page.locator(".cm-content", { hasText: "def hello(" }).waitFor();
+  await page.getByRole("button", { name: "Delete", exact: true }).click();
+  await page.getByRole("button", { name: "Delete feed" }).click();
+  await page.locator('#feed-list a[data-feed="hello"]').waitFor({ state: "detached" });
+  await page.locator("#welcome").waitFor();
+  report.deleted_feed_status = (await apiAs(key, "/api/v1/workspaces/demo/feeds/hello")).status;
+  assert.equal(report.deleted_feed_status, 404);
+  assert.equal((await page.request.get(`${url}/feeds/demo/hello?api_key=${key}`)).status(), 404);
+  await shot("deleted");
+
+  step("switch workspace and back");
+  await page.getByLabel("Workspace", { exact: true }).selectOption(secondWs);
+  await page.locator(`#feed-list a[data-feed="${secondFeed}"]`).waitFor();
+  assert.equal(await page.locator('#feed-list a[data-feed="ide_top"]').count(), 0);
+  assert.ok(page.url().endsWith(`#/${secondWs}`), page.url());
+  await page.locator("#source-list", { hasText: "None granted to this workspace." }).waitFor();
+  await page.locator(`#feed-list a[data-feed="${secondFeed}"]`).click();
+  await page.getByRole("tab", { name: "Observe" }).click();
+  // The test made one of this feed's calls fail: the panel counts it.
+  await page.locator('[data-stat="errors"] b', { hasText: /^[1-9]/ }).waitFor();
+  report.second_ws_feeds = await page.locator("#feed-list a").evaluateAll((as) => as.map((a) => a.dataset.feed));
+  await shot("second-workspace");
+  await page.getByLabel("Workspace", { exact: true }).selectOption("demo");
+  await page.locator('#feed-list a[data-feed="ide_top"]').click();
+  await page.locator(".cm-content", { hasText: "def ide_top(" }).waitFor();
 
   step("drafts survive a reload");
   await page.getByRole("tab", { name: "Results" }).click();
