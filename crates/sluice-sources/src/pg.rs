@@ -1,7 +1,9 @@
 //! PostgreSQL: statements are prepared with explicit parameter types (so the column types are
-//! known before any row arrives, even for an empty result), then executed on the same
-//! connection. Values are decoded straight from PostgreSQL's binary wire format into Arrow
-//! builders: sqlx has no decoder for `numeric` without extra crates, and reading the bytes
+//! known before any row arrives, even for an empty result). A statement with parameters is then
+//! executed on the same connection; one without is read through `COPY (...) TO STDOUT (FORMAT
+//! binary)`, which carries the same binary values with less framing per row (COPY takes no
+//! bound parameters). Values are decoded straight from PostgreSQL's binary wire format into
+//! Arrow builders: sqlx has no decoder for `numeric` without extra crates, and reading the bytes
 //! ourselves keeps numerics exact and avoids a per-value `Decode` round trip on the hot path.
 
 use crate::builder::{Col, finish, new_cols};
