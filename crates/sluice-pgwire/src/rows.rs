@@ -14,13 +14,14 @@
 //! reach it. An extended-protocol portal's result formats do not reach hooks, so the
 //! connection hands them over in a [`PortalFormat`] just before execution.
 
+use arrow_array::cast::AsArray;
 use arrow_array::timezone::Tz;
 use arrow_array::types::{
-    ArrowTimestampType, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType,
+    ArrowTimestampType, Date32Type, Decimal128Type, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
 use arrow_array::{Array, ArrayRef, RecordBatch, temporal_conversions};
-use arrow_buffer::NullBuffer;
+use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, TimeUnit};
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -191,15 +192,23 @@ fn is_iso(options: &FormatOptions) -> bool {
     DateStyle::new(&options.date_style).full_format_str() == ISO_TIMESTAMP
 }
 
-/// How one column of a batch is encoded.
+/// How one column of a batch is encoded, with the values taken out of the array once per
+/// batch rather than downcast for every value.
 enum Column {
     /// By `arrow-pg`.
     Arrow,
     /// A timestamp, in its time zone when it has one.
-    Timestamp(TimeUnit, Option<Zone>),
-    Date,
-    /// A `Decimal128` of this scale.
-    Decimal(u32),
+    Timestamp {
+        values: ScalarBuffer<i64>,
+        unit: TimeUnit,
+        zone: Option<Zone>,
+    },
+    /// Days since the Unix epoch.
+    Date(ScalarBuffer<i32>),
+    Decimal {
+        values: ScalarBuffer<i128>,
+        scale: u32,
+    },
 }
 
 /// A timestamp column's time zone: a fixed offset (UTC, `+05:30`) needs no lookup.
@@ -232,23 +241,49 @@ impl Zone {
 const MAX_DECIMAL_SCALE: i8 = 28;
 
 impl Column {
-    fn of(data_type: &DataType, field: &FieldInfo, iso: bool) -> Column {
+    fn of(array: &ArrayRef, field: &FieldInfo, iso: bool) -> Column {
         if field.format() != FieldFormat::Text {
             return Column::Arrow;
         }
-        match data_type {
-            DataType::Timestamp(unit, None) if iso => Column::Timestamp(*unit, None),
-            DataType::Timestamp(unit, Some(tz)) if iso => match Zone::parse(tz) {
-                Some(zone) => Column::Timestamp(*unit, Some(zone)),
-                None => Column::Arrow,
-            },
-            DataType::Date32 if iso => Column::Date,
-            DataType::Decimal128(_, scale) if (0..=MAX_DECIMAL_SCALE).contains(scale) => {
-                Column::Decimal(*scale as u32)
+        let column = match array.data_type() {
+            DataType::Timestamp(unit, tz) if iso => {
+                let zone = match tz {
+                    None => None,
+                    // arrow-pg reports a zone that does not parse.
+                    Some(tz) => match Zone::parse(tz) {
+                        Some(zone) => Some(zone),
+                        None => return Column::Arrow,
+                    },
+                };
+                let values = match unit {
+                    TimeUnit::Second => timestamp_values::<TimestampSecondType>(array),
+                    TimeUnit::Millisecond => timestamp_values::<TimestampMillisecondType>(array),
+                    TimeUnit::Microsecond => timestamp_values::<TimestampMicrosecondType>(array),
+                    TimeUnit::Nanosecond => timestamp_values::<TimestampNanosecondType>(array),
+                };
+                values.map(|values| Column::Timestamp {
+                    values,
+                    unit: *unit,
+                    zone,
+                })
             }
-            _ => Column::Arrow,
-        }
+            DataType::Date32 if iso => array
+                .as_primitive_opt::<Date32Type>()
+                .map(|a| Column::Date(a.values().clone())),
+            DataType::Decimal128(_, scale) if (0..=MAX_DECIMAL_SCALE).contains(scale) => array
+                .as_primitive_opt::<Decimal128Type>()
+                .map(|a| Column::Decimal {
+                    values: a.values().clone(),
+                    scale: *scale as u32,
+                }),
+            _ => None,
+        };
+        column.unwrap_or(Column::Arrow)
     }
+}
+
+fn timestamp_values<T: ArrowTimestampType>(array: &ArrayRef) -> Option<ScalarBuffer<i64>> {
+    Some(array.as_primitive_opt::<T>()?.values().clone())
 }
 
 /// The rows of one batch.
@@ -264,12 +299,10 @@ struct Rows {
 impl Rows {
     fn new(batch: RecordBatch, fields: Arc<Vec<FieldInfo>>, iso: bool) -> Rows {
         let columns = batch
-            .schema()
-            .fields()
+            .columns()
             .iter()
             .zip(fields.iter())
-            .zip(batch.columns())
-            .map(|((f, pg), array)| (Column::of(f.data_type(), pg, iso), array.logical_nulls()))
+            .map(|(array, pg)| (Column::of(array, pg, iso), array.logical_nulls()))
             .collect();
         Rows {
             batch,
@@ -282,7 +315,7 @@ impl Rows {
 
     fn encode_row(&mut self) -> PgWireResult<DataRow> {
         let row = self.row;
-        let schema = self.batch.schema();
+        let schema = self.batch.schema_ref();
         for (i, (column, nulls)) in self.columns.iter().enumerate() {
             let array = self.batch.column(i);
             let pg = &self.fields[i];
@@ -290,10 +323,13 @@ impl Rows {
             let written = match column {
                 _ if nulls.as_ref().is_some_and(|n| n.is_null(row)) => None,
                 Column::Arrow => None,
-                Column::Timestamp(unit, zone) => timestamp(array, row, *unit, zone.as_ref())
-                    .and_then(|(local, offset)| write_timestamp(&mut text, local, offset)),
-                Column::Date => date(array, row).and_then(|d| write_date(&mut text, d)),
-                Column::Decimal(scale) => decimal(array, row, *scale, &mut text),
+                Column::Timestamp { values, unit, zone } => {
+                    timestamp(values[row], *unit, zone.as_ref())
+                        .and_then(|(local, offset)| write_timestamp(&mut text, local, offset))
+                }
+                Column::Date(days) => temporal_conversions::date32_to_datetime(days[row])
+                    .and_then(|d| write_date(&mut text, d.date())),
+                Column::Decimal { values, scale } => decimal(values[row], *scale, &mut text),
             };
             match written {
                 Some(n) => self.encoder.encode_field_with_type_and_format(
@@ -357,22 +393,16 @@ impl Iterator for Rows {
 /// A timestamp's local time, and its offset from UTC in seconds when it has a zone,
 /// as `arrow-pg` computes them.
 fn timestamp(
-    array: &ArrayRef,
-    row: usize,
+    value: i64,
     unit: TimeUnit,
     zone: Option<&Zone>,
 ) -> Option<(NaiveDateTime, Option<i32>)> {
-    fn value<T: ArrowTimestampType>(array: &ArrayRef, row: usize) -> Option<NaiveDateTime> {
-        let v = array
-            .as_any()
-            .downcast_ref::<arrow_array::PrimitiveArray<T>>()?;
-        temporal_conversions::as_datetime::<T>(v.value(row))
-    }
+    use temporal_conversions::*;
     let utc = match unit {
-        TimeUnit::Second => value::<TimestampSecondType>(array, row),
-        TimeUnit::Millisecond => value::<TimestampMillisecondType>(array, row),
-        TimeUnit::Microsecond => value::<TimestampMicrosecondType>(array, row),
-        TimeUnit::Nanosecond => value::<TimestampNanosecondType>(array, row),
+        TimeUnit::Second => timestamp_s_to_datetime(value),
+        TimeUnit::Millisecond => timestamp_ms_to_datetime(value),
+        TimeUnit::Microsecond => timestamp_us_to_datetime(value),
+        TimeUnit::Nanosecond => timestamp_ns_to_datetime(value),
     }?;
     match zone {
         None => Some((utc, None)),
@@ -386,12 +416,8 @@ fn timestamp(
 
 /// A decimal as `rust_decimal` writes it (all `scale` digits after the point), or None
 /// beyond `rust_decimal`'s 96 bits, which `arrow-pg` reports as an error.
-fn decimal(array: &ArrayRef, row: usize, scale: u32, out: &mut [u8; 48]) -> Option<usize> {
+fn decimal(v: i128, scale: u32, out: &mut [u8; 48]) -> Option<usize> {
     const LIMIT: u128 = 1 << 96;
-    let v = array
-        .as_any()
-        .downcast_ref::<arrow_array::Decimal128Array>()?
-        .value(row);
     let mut m = v.unsigned_abs();
     if m >= LIMIT {
         return None;
@@ -421,13 +447,6 @@ fn decimal(array: &ArrayRef, row: usize, scale: u32, out: &mut [u8; 48]) -> Opti
         n += 1 + scale;
     }
     Some(n)
-}
-
-fn date(array: &ArrayRef, row: usize) -> Option<NaiveDate> {
-    array
-        .as_any()
-        .downcast_ref::<arrow_array::Date32Array>()?
-        .value_as_date(row)
 }
 
 fn digits<const N: usize>(out: &mut [u8], mut v: u32) {
@@ -500,6 +519,11 @@ mod tests {
             .collect::<PgWireResult<Vec<_>>>()
             .unwrap();
         (theirs, ours)
+    }
+
+    fn one_column(name: &str, array: ArrayRef) -> RecordBatch {
+        let schema = Schema::new(vec![Field::new(name, array.data_type().clone(), true)]);
+        RecordBatch::try_new(Arc::new(schema), vec![array]).unwrap()
     }
 
     fn text(rows: &[DataRow]) -> Vec<Vec<u8>> {
@@ -607,12 +631,7 @@ mod tests {
             let array = Decimal128Array::from(values.clone())
                 .with_precision_and_scale(38, scale)
                 .unwrap();
-            let schema = Arc::new(Schema::new(vec![Field::new(
-                "n",
-                array.data_type().clone(),
-                true,
-            )]));
-            let batch = RecordBatch::try_new(schema, vec![Arc::new(array)]).unwrap();
+            let batch = one_column("n", Arc::new(array));
             let (theirs, ours) = both(batch, FormatOptions::default());
             assert_eq!(text(&theirs), text(&ours), "scale {scale}");
         }
@@ -620,12 +639,7 @@ mod tests {
         let array = Decimal128Array::from(vec![LIMIT])
             .with_precision_and_scale(38, 2)
             .unwrap();
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "n",
-            array.data_type().clone(),
-            true,
-        )]));
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(array)]).unwrap();
+        let batch = one_column("n", Arc::new(array));
         let fields = Arc::new(
             arrow_schema_to_pg_fields(&batch.schema(), &Format::UnifiedText, None).unwrap(),
         );
@@ -636,12 +650,7 @@ mod tests {
     fn the_iso_date_style_is_written_here_and_others_by_arrow_pg() {
         let ts =
             TimestampMicrosecondArray::from(vec![Some(951_782_400_123_456)]).with_timezone("UTC");
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "ts",
-            ts.data_type().clone(),
-            true,
-        )]));
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(ts)]).unwrap();
+        let batch = one_column("ts", Arc::new(ts));
         for style in [
             "ISO, MDY",
             "ISO, DMY",

@@ -426,15 +426,18 @@ impl Batches<'_> {
             }
             Some(bytes) => append(b, self.kinds[i], bytes),
         };
-        appended.map_err(|e| {
-            let c = &self.cols[i];
-            let msg = format!(
-                "column '{}' ({}): could not read a value: {e}",
-                c.name,
-                c.ty.name()
-            );
-            query_failed(self.source, msg).with("column", c.name.as_str())
-        })
+        appended.map_err(|e| self.unreadable(i, e))
+    }
+
+    /// Column `i`'s value of the current row could not be read.
+    fn unreadable(&self, i: usize, e: impl std::fmt::Display) -> Error {
+        let c = &self.cols[i];
+        let msg = format!(
+            "column '{}' ({}): could not read a value: {e}",
+            c.name,
+            c.ty.name()
+        );
+        query_failed(self.source, msg).with("column", c.name.as_str())
     }
 
     /// The current row is complete. False if the consumer is gone.
@@ -483,13 +486,10 @@ async fn read_rows(
                 Ok(v) if v.is_null() => out.value(i, None),
                 Ok(v) if v.format() == PgValueFormat::Binary => match v.as_bytes() {
                     Ok(bytes) => out.value(i, Some(bytes)),
-                    Err(e) => Err(query_failed(out.source, e)),
+                    Err(e) => Err(out.unreadable(i, e)),
                 },
-                Ok(_) => Err(query_failed(
-                    out.source,
-                    "the server sent text instead of binary",
-                )),
-                Err(e) => Err(query_failed(out.source, e)),
+                Ok(_) => Err(out.unreadable(i, "the server sent text instead of binary")),
+                Err(e) => Err(out.unreadable(i, e)),
             };
             if let Err(e) = value {
                 return out.fail(e).await;
