@@ -104,6 +104,9 @@ def encode(result: Any, *, columns: Optional[Sequence[str]] = None, pa: Any = No
 
 
 _SCALAR_KINDS = {str: "str", int: "int", float: "float", bool: "bool"}
+# json.dumps with keyword arguments builds a new encoder on every call; small results are
+# encoded once per call, so the encoder is built once.
+_compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def small_rows_frame(result: Any) -> Optional[Frame]:
@@ -159,7 +162,7 @@ def small_rows_frame(result: Any) -> Optional[Frame]:
             rows.append(r)
     else:
         rows = [[row.get(c) for c in cols] for row in result]
-    payload = json.dumps({"columns": cols, "types": ctypes, "rows": rows}, ensure_ascii=False, separators=(",", ":"))
+    payload = _compact_json({"columns": cols, "types": ctypes, "rows": rows})
     if len(payload) > _FRAME_BUDGET // 4:
         return None  # the general path splits big frames
     return Frame(ROWS, payload.encode(), len(rows))

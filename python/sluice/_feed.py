@@ -135,6 +135,8 @@ class Feed:
         spellings back (``"2024-01-01"`` → ``date``). Missing optional values take the
         Python default. Raises :class:`ParameterError` if a value does not fit anyway.
         """
+        if not raw and not any(p.required for p in self.params):
+            return {}  # every call of a feed without parameters: skip the set work
         known = {p.name for p in self.params}
         unknown = sorted(set(raw) - known)
         if unknown:

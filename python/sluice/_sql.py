@@ -69,12 +69,23 @@ def _normalise_source(name: str, value: Any) -> Mapping[str, Any]:
 
 @contextlib.contextmanager
 def call_sources(sources: Optional[SourceMap]) -> Iterator[None]:
-    """Make ``sources`` what ``connect`` sees for the duration of a call (used by the worker)."""
-    token = _call_sources.set(dict(sources or {}))
+    """Make ``sources`` what ``connect`` sees for the duration of a call."""
+    token = enter_call(dict(sources or {}))
     try:
         yield
     finally:
-        _call_sources.reset(token)
+        exit_call(token)
+
+
+def enter_call(sources: Optional[SourceMap]) -> "contextvars.Token[Optional[SourceMap]]":
+    """:func:`call_sources` without the generator, for the worker's hot path (a
+    ``contextlib`` manager costs ~1.5 us a call, a tenth of a small feed's whole call).
+    ``sources`` is the call's own map, freshly parsed, so it is not copied."""
+    return _call_sources.set(sources if sources is not None else {})
+
+
+def exit_call(token: "contextvars.Token[Optional[SourceMap]]") -> None:
+    _call_sources.reset(token)
 
 
 def _lookup(name: str) -> Mapping[str, Any]:

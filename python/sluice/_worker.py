@@ -44,6 +44,9 @@ _TRUNCATED = "[... truncated]\n"
 # ---------------------------------------------------------------------------------------
 # Framing.
 
+# Built once: json.dumps with keyword arguments builds an encoder on every call.
+_frame_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
 
 class Connection:
     """Length-prefixed frames over a stream socket (u32 BE length of kind+payload, u8 kind)."""
@@ -74,7 +77,7 @@ class Connection:
             self.sock.sendall(b"".join(frames))
 
     def send_json(self, kind: int, obj: Any) -> None:
-        self.send(kind, json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode())
+        self.send(kind, _frame_json(obj).encode())
 
     def recv(self) -> Optional[Tuple[int, bytes]]:
         """The next frame, or None when the peer closed the socket.
@@ -133,6 +136,17 @@ class TailBuffer(io.TextIOBase):
             self.truncated = True
         return len(s)
 
+    def take(self) -> str:
+        """What was written since the last ``take``, and start afresh (the worker reuses
+        its two buffers: building them for every call cost more than a small call's rows)."""
+        if not self.parts:
+            return ""
+        text = self.getvalue()
+        self.parts.clear()
+        self.size = 0
+        self.truncated = False
+        return text
+
     def getvalue(self) -> str:
         data = "".join(self.parts).encode("utf-8", "replace")
         if len(data) > self.limit:
@@ -143,10 +157,13 @@ class TailBuffer(io.TextIOBase):
 
 
 class Capture:
-    """Redirect sys.stdout/sys.stderr for one call; restore them afterwards."""
+    """Redirect sys.stdout/sys.stderr for one call at a time; restore them afterwards.
+    Reusable: ``take()`` on each buffer after a call reads and empties it."""
+
+    def __init__(self) -> None:
+        self.out, self.err = TailBuffer(), TailBuffer()
 
     def __enter__(self) -> "Capture":
-        self.out, self.err = TailBuffer(), TailBuffer()
         self.saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = self.out, self.err
         return self
@@ -302,6 +319,7 @@ class Worker:
         # results or SQL passthroughs never needs it, so it is imported on first use.
         self.has_pyarrow = _encode.pyarrow_available()
         self._pa: Any = None
+        self.capture = Capture()
 
     @property
     def pa(self) -> Any:
@@ -372,9 +390,10 @@ class Worker:
 
     def _run(self, f: _feed.Feed, params: Dict[str, Any], call: Dict[str, Any], started: float) -> None:
         rows = 0
-        capture = Capture()
+        capture = self.capture
         error: Optional[Dict[str, Any]] = None
-        with _sql.call_sources(call.get("sources")), capture:
+        token = _sql.enter_call(call.get("sources"))
+        with capture:
             try:
                 result = f.func(**params)
                 if isinstance(result, _sql.SqlQuery) and call.get("passthrough"):
@@ -410,7 +429,9 @@ class Worker:
                     f"the feed called exit({e.code!r}); return rows (or raise an exception) instead",
                     user_traceback(e),
                 )
-        out, err = capture.out.getvalue(), capture.err.getvalue()
+            finally:
+                _sql.exit_call(token)
+        out, err = capture.out.take(), capture.err.take()
         if error is not None:
             error.update(stdout=out, stderr=err)
             self.conn.send_json(ERROR, error)

@@ -319,6 +319,10 @@ def test_worker_process_serves_calls_survives_errors_and_captures_output(spawn: 
     assert kind == END and end["rows"] == 0
     assert end["stdout"].startswith("[... truncated]\n") and end["stdout"].endswith("00019999\n")
     assert 60 * 1024 < len(end["stdout"].encode()) <= 64 * 1024 + 32
+    # The worker reuses its capture buffers: the next call sees only its own output, and
+    # not the truncation mark.
+    end = w.call("hello", {"n": 1})[-1][1]
+    assert (end["stdout"], end["stderr"]) == ("hello world\n", "careful\n")
 
     frames = w.call("limits")
     assert frames[0][0] == ROWS and frames[0][1]["rows"] == [[4096 * 1024 * 1024]]

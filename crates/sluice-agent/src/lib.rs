@@ -71,6 +71,9 @@ pub struct AgentArgs {
     /// Longest a SIGTERM waits for calls in flight.
     #[arg(long, default_value_t = 25)]
     pub drain_secs: u64,
+    /// CPU scheduling of the agent and its workers: `batch` (throughput) or `normal`.
+    #[arg(long, env = "SLUICE_CPU_SCHEDULING", default_value = "batch", value_parser = sluice_runtime::sched::CpuScheduling::parse)]
+    pub cpu_scheduling: sluice_runtime::sched::CpuScheduling,
 }
 
 /// The agent's state, shared by its handlers.

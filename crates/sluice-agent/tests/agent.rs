@@ -38,6 +38,7 @@ fn args(dir: &std::path::Path) -> AgentArgs {
         workers: 2,
         call_timeout_secs: 30,
         drain_secs: 10,
+        cpu_scheduling: sluice_runtime::sched::CpuScheduling::Normal,
     }
 }
 

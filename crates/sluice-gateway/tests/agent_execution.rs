@@ -38,6 +38,7 @@ async fn start_agent(dir: &std::path::Path) -> (String, tokio::sync::oneshot::Se
         workers: 1,
         call_timeout_secs: 30,
         drain_secs: 5,
+        cpu_scheduling: sluice_runtime::sched::CpuScheduling::Normal,
     };
     let agent = Agent::start(&args).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -18,6 +18,7 @@ mod env;
 mod pep723;
 mod pool;
 mod protocol;
+pub mod sched;
 mod sdk;
 mod worker;
 

@@ -5,6 +5,7 @@
 use anyhow::{Context, bail};
 use clap::Args;
 use serde::Deserialize;
+use sluice_runtime::sched::CpuScheduling;
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 /// Flags shared by `sluice up` and `sluice server`.
@@ -65,6 +66,10 @@ pub struct ServerArgs {
     /// objects, served by their in-cluster agent)
     #[arg(long, env = "SLUICE_RUNTIME", value_parser = RuntimeKind::parse)]
     pub runtime: Option<RuntimeKind>,
+    /// CPU scheduling of the server and its workers: `batch` (throughput, the default) or
+    /// `normal` (keep the policy the server was started with)
+    #[arg(long, env = "SLUICE_CPU_SCHEDULING", value_parser = CpuScheduling::parse)]
+    pub cpu_scheduling: Option<CpuScheduling>,
 }
 
 /// Where feeds run.
@@ -130,12 +135,30 @@ struct FileConfig {
     admin_key: Option<String>,
     master_key: Option<String>,
     public_url: Option<String>,
+    cpu_scheduling: Option<SchedulingFile>,
     #[serde(default)]
     runtime: RuntimeFile,
     #[serde(default)]
     gateway: GatewayFile,
     #[serde(default)]
     odata: ODataFile,
+}
+
+/// `cpu_scheduling` in the file, spelled as on the command line.
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum SchedulingFile {
+    Batch,
+    Normal,
+}
+
+impl From<SchedulingFile> for CpuScheduling {
+    fn from(s: SchedulingFile) -> Self {
+        match s {
+            SchedulingFile::Batch => CpuScheduling::Batch,
+            SchedulingFile::Normal => CpuScheduling::Normal,
+        }
+    }
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -179,6 +202,8 @@ pub struct ServerConfig {
     pub admin_key: Option<String>,
     pub master_key: Option<[u8; 32]>,
     pub log_json: bool,
+    /// Applied by `main` before the async runtime starts (see `sluice_runtime::sched`).
+    pub cpu_scheduling: CpuScheduling,
     pub runtime_kind: RuntimeKind,
     pub runtime: sluice_runtime::RuntimeConfig,
     pub gateway: sluice_gateway::GatewayConfig,
@@ -303,6 +328,10 @@ impl ServerConfig {
             admin_key,
             master_key,
             log_json: args.log_json,
+            cpu_scheduling: args
+                .cpu_scheduling
+                .or(file.cpu_scheduling.map(CpuScheduling::from))
+                .unwrap_or_default(),
             runtime_kind,
             runtime,
             gateway,
@@ -343,6 +372,36 @@ mod tests {
         assert_eq!(c.odata.ttl, Duration::from_secs(60));
         assert_eq!(c.odata.max_cursor_bytes, 8 << 20);
         assert_eq!(c.odata.max_bytes, 256 << 20, "the default");
+    }
+
+    #[test]
+    fn cpu_scheduling_defaults_to_batch_and_the_file_and_flag_can_say_normal() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        let load = |text: &str, flag: Option<CpuScheduling>| {
+            std::fs::write(&file, text).unwrap();
+            ServerConfig::load(&ServerArgs {
+                config: Some(file.clone()),
+                cpu_scheduling: flag,
+                ..Default::default()
+            })
+        };
+        assert_eq!(load("", None).unwrap().cpu_scheduling, CpuScheduling::Batch);
+        let normal = "cpu_scheduling = \"normal\"\n";
+        assert_eq!(
+            load(normal, None).unwrap().cpu_scheduling,
+            CpuScheduling::Normal
+        );
+        let flag = Some(CpuScheduling::Batch);
+        assert_eq!(
+            load(normal, flag).unwrap().cpu_scheduling,
+            CpuScheduling::Batch
+        );
+        let e = format!(
+            "{:#}",
+            load("cpu_scheduling = \"fast\"\n", None).unwrap_err()
+        );
+        assert!(e.contains("fast") && e.contains("batch"), "{e}");
     }
 
     #[test]

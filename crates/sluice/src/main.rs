@@ -67,6 +67,25 @@ fn init_logs(json: bool) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // A server's configuration is read before the async runtime starts, because the CPU
+    // scheduling policy it names must be set first: the runtime's threads, and the worker
+    // processes they start, inherit it.
+    let config = match &cli.command {
+        Command::Up(args) | Command::Server(args) => match ServerConfig::load(args) {
+            Ok(cfg) => Some(cfg),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let scheduling = match (&cli.command, &config) {
+        (_, Some(cfg)) => Some(cfg.cpu_scheduling),
+        (Command::Agent(args), _) => Some(args.cpu_scheduling),
+        _ => None,
+    };
+    let scheduled = &scheduling.map(|s| (s, s.apply()));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -77,10 +96,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let server = |args: ServerArgs, mode: server::Mode| -> std::process::ExitCode {
+    let server = |mode: server::Mode| -> std::process::ExitCode {
+        let Some(cfg) = config else {
+            unreachable!("server commands load their configuration above")
+        };
         let result = rt.block_on(async move {
-            let cfg = ServerConfig::load(&args)?;
             init_logs(cfg.log_json);
+            log_scheduling(scheduled);
             server::run(cfg, mode).await
         });
         match result {
@@ -92,8 +114,8 @@ fn main() -> std::process::ExitCode {
         }
     };
     match cli.command {
-        Command::Up(args) => server(args, server::Mode::AllInOne),
-        Command::Server(args) => server(args, server::Mode::Production),
+        Command::Up(_) => server(server::Mode::AllInOne),
+        Command::Server(_) => server(server::Mode::Production),
         Command::Operator(args) => {
             init_logs(false);
             exit(rt.block_on(sluice_kube::operator::run(*args)))
@@ -104,6 +126,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Agent(args) => {
             init_logs(true);
+            log_scheduling(scheduled);
             exit(rt.block_on(sluice_agent::run(*args)))
         }
         Command::Crds(args) => exit(sluice_kube::operator::crds(&args)),
@@ -111,6 +134,27 @@ fn main() -> std::process::ExitCode {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => sluice_cli::report_error(&e),
         },
+    }
+}
+
+/// Say which CPU scheduling policy the process runs under; failing to set it is worth a
+/// warning (e.g. a seccomp profile that forbids the call), not a refusal to serve.
+fn log_scheduling(
+    scheduled: &Option<(
+        sluice_runtime::sched::CpuScheduling,
+        std::io::Result<sluice_runtime::sched::Applied>,
+    )>,
+) {
+    match scheduled {
+        Some((asked, Ok(applied))) => {
+            tracing::debug!(%asked, ?applied, "CPU scheduling policy")
+        }
+        Some((asked, Err(e))) => tracing::warn!(
+            %asked,
+            error = %e,
+            "could not set the CPU scheduling policy; serving with the default (set cpu_scheduling = \"normal\" to skip this)"
+        ),
+        None => {}
     }
 }
 

@@ -728,3 +728,60 @@ fn a_new_revision_goes_live_while_old_calls_finish() {
         "the call in flight finished on the old one"
     );
 }
+
+/// The scheduling policy of every thread of `pid` and of every process it started, by name
+/// (`sluice_runtime::sched::policy_of` reads a thread's as well as a process's).
+fn policies_of_tree(pid: u32) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid: u32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
+        if let Ok(p) = sluice_runtime::sched::policy_of(tid) {
+            out.push((format!("sluice thread {tid}"), p));
+        }
+    }
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_str().unwrap_or("").parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
+        if ppid == pid {
+            let cmd = std::fs::read_to_string(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            if let Ok(p) = sluice_runtime::sched::policy_of(child) {
+                out.push((cmd.replace('\0', " "), p));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_server_and_its_workers_run_batch_scheduled_unless_told_otherwise() {
+    // `normal` keeps the policy the server was started with: this test thread's.
+    let inherited = sluice_runtime::sched::policy_of(0).unwrap();
+    for (env, want) in [(None, "batch"), (Some("normal"), inherited)] {
+        let opts = Opts {
+            env: env
+                .map(|v| vec![("SLUICE_CPU_SCHEDULING".to_string(), v.to_string())])
+                .unwrap_or_default(),
+            ..Opts::default()
+        };
+        let s = Server::start(opts);
+        // A call, so the feed's worker is certainly running.
+        let (st, body) = s.http().json("/feeds/demo/hello", admin());
+        assert_eq!(st, 200, "{body}");
+        let tree = policies_of_tree(s.pid());
+        assert!(
+            tree.iter().any(|(name, _)| name.contains("sluice._worker")),
+            "a worker is among the server's children: {tree:?}"
+        );
+        assert!(tree.len() > 3, "threads and workers were found: {tree:?}");
+        let wrong: Vec<_> = tree.iter().filter(|(_, p)| *p != want).collect();
+        assert!(wrong.is_empty(), "with {env:?}, not {want}: {wrong:?}");
+    }
+}
