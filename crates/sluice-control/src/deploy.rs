@@ -194,7 +194,7 @@ async fn do_deploy(
             // the wait for it. A route already known stays: during a rollout the previous
             // revision's pods keep serving behind the same Service.
             if c.ready && gw.agent_route(ws, &rev.feed).is_none() {
-                gw.set_agent_url(ws, &rev.feed, c.agent_url.as_deref());
+                gw.set_agent_route(ws, &rev.feed, c.route());
             }
             o["cluster"] = json!({
                 "ready": c.ready, "live_revision": c.live_revision, "waiting_for": c.waiting_for,

@@ -69,12 +69,12 @@ impl Gateway {
             .as_deref()
             .and_then(parse_ttl)
             .filter(|t| !t.is_zero());
-        let cache_key = ttl.map(|_| ResultCache::key(rev.id, "arrow", &params_to_json(params)));
+        let mut cache_key = ttl.map(|_| ResultCache::key(rev.id, "arrow", &params_to_json(params)));
         let mut finish = Finish {
             gw: self.clone(),
             ws: ws.to_string(),
             feed: feed.to_string(),
-            revision: rev.number,
+            revision: rev.number.to_string(),
             logged: false,
             request_id: request_id.to_string(),
             params: params_to_json(params),
@@ -121,6 +121,14 @@ impl Gateway {
                 return Err(e);
             }
         };
+        // runtime = kubernetes: the revision the agent says served the call (a canary's) is
+        // what the call is logged under, and its rows are not cached as the live revision's.
+        let other_revision = exec.revision.as_ref().filter(|r| **r != finish.revision);
+        if let Some(served) = other_revision {
+            finish.revision = served.clone();
+            cache_key = None;
+        }
+        let same_revision = other_revision.is_none();
         finish.logs = Some(exec.logs);
         let enough = Arc::new(AtomicBool::new(false));
         let guard = Guard {
@@ -130,7 +138,7 @@ impl Gateway {
         // The columns of any call are remembered for describing the feed (see
         // `result_schema`), but only once it has returned rows: a call with none (a
         // filter nothing matches) may type its Python columns as text.
-        let remember = Some((self.clone(), rev.id, exec.schema.clone()));
+        let remember = same_revision.then(|| (self.clone(), rev.id, exec.schema.clone()));
         // A cached feed's rows are kept while they stay small enough to cache, and stored
         // once the call has ended well.
         let keep = cache_key.zip(ttl).map(|(key, ttl)| Keep {

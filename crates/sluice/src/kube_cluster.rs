@@ -11,7 +11,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use sluice_core::{Code, Error, Result};
 use sluice_gateway::Gateway;
-use sluice_gateway::cluster::{AgentRoute, CanaryRoute, Cluster, ClusterFeed, Rollout};
+use sluice_gateway::cluster::{AgentRoute, CanaryRoute, Cluster, ClusterFeed, Rollout, Route};
 use sluice_kube::control::{Deploy, FeedView, Follow, KubeFeeds, Progress, object_name};
 use sluice_kube::index::FeedIndex;
 use sluice_store::Revision;
@@ -42,20 +42,26 @@ impl KubeCluster {
     }
 }
 
-/// Where calls go, from what the watch knows: every Ready feed's agent and canary.
-pub fn routes_of(idx: &FeedIndex) -> HashMap<String, HashMap<String, AgentRoute>> {
-    let mut out: HashMap<String, HashMap<String, AgentRoute>> = HashMap::new();
+/// Where calls go, from what the watch knows: every Ready feed's agent and canary, each
+/// with the revision it serves; every other feed with what it waits for, so its calls are
+/// told (`feed_not_ready`) rather than that it does not exist.
+pub fn routes_of(idx: &FeedIndex) -> HashMap<String, HashMap<String, Route>> {
+    let mut out: HashMap<String, HashMap<String, Route>> = HashMap::new();
     for r in idx.routes().into_values() {
-        let Some(url) = r.view.agent_url else {
-            continue;
+        let v = r.view;
+        let route = match (v.agent_url, v.live_revision) {
+            (Some(url), Some(revision)) => Route::Ready(AgentRoute {
+                url,
+                revision,
+                canary: v.canary.map(|c| CanaryRoute {
+                    url: c.agent_url,
+                    revision: c.revision,
+                    weight: c.weight,
+                }),
+            }),
+            _ => Route::Waiting(v.waiting_for.unwrap_or_else(|| "Reconciling".into())),
         };
-        let canary = r.view.canary.map(|c| CanaryRoute {
-            url: c.agent_url,
-            weight: c.weight,
-        });
-        out.entry(r.workspace)
-            .or_default()
-            .insert(r.feed, AgentRoute { url, canary });
+        out.entry(r.workspace).or_default().insert(r.feed, route);
     }
     out
 }
@@ -515,9 +521,9 @@ mod tests {
         assert_eq!(feeds[1]["managed_by"], "gitops");
         assert_eq!(feeds[1]["live_revision"], 9);
         assert_eq!(feeds[1]["cache"], "1h");
-        assert!(
-            feeds[1]["url"].is_null(),
-            "not served by the gateway: {}",
+        assert_eq!(
+            feeds[1]["url"], "http://127.0.0.1:8080/feeds/team/nightly_totals",
+            "served by the gateway like any feed: {}",
             feeds[1]
         );
 
@@ -576,13 +582,13 @@ mod tests {
     }
 
     #[test]
-    fn routes_are_the_ready_feeds_with_their_canaries() {
+    fn routes_are_the_ready_feeds_with_their_revisions_and_canaries() {
         let mut idx = FeedIndex::default();
         let mut f = feed(
             "sales-by-region",
             json!({"source": {"inline": "x"}, "function": "sales_by_region",
                    "canary": {"revision": "5", "image": "r/s:5", "weight": 20}}),
-            json!({"observedGeneration": 2, "conditions": [
+            json!({"observedGeneration": 2, "revision": "4", "conditions": [
                 {"type": "Ready", "status": "True", "reason": "Available", "message": ""}]}),
             "sluice-server",
         );
@@ -590,22 +596,31 @@ mod tests {
         f["metadata"]["name"] = "building".into();
         f["spec"]["function"] = "building".into();
         f["status"]["conditions"][0]["status"] = "False".into();
+        f["status"]["conditions"][0]["reason"] = "PodsNotReady".into();
         idx.apply_feed(&serde_json::from_value(f).unwrap());
         let routes = routes_of(&idx);
         assert_eq!(routes.len(), 1);
         assert_eq!(
             routes["team"],
-            HashMap::from([(
-                "sales_by_region".to_string(),
-                AgentRoute {
-                    url: "http://sales-by-region.sluice-team.svc".into(),
-                    canary: Some(CanaryRoute {
-                        url: "http://sales-by-region-canary.sluice-team.svc".into(),
-                        weight: 20
-                    }),
-                }
-            )]),
-            "the feed still building is not routed"
+            HashMap::from([
+                (
+                    "sales_by_region".to_string(),
+                    Route::Ready(AgentRoute {
+                        url: "http://sales-by-region.sluice-team.svc".into(),
+                        revision: "4".into(),
+                        canary: Some(CanaryRoute {
+                            url: "http://sales-by-region-canary.sluice-team.svc".into(),
+                            revision: "5".into(),
+                            weight: 20
+                        }),
+                    })
+                ),
+                (
+                    "building".to_string(),
+                    Route::Waiting("PodsNotReady".into())
+                ),
+            ]),
+            "the feed not ready yet is known, with what it waits for, but not routed"
         );
     }
 }
