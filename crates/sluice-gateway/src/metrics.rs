@@ -69,8 +69,11 @@ pub struct Metrics {
     hot: RwLock<HashMap<String, HashMap<String, Hot>>>,
     /// Per workspace, feed and revision, its series of `served` for status 200, found by
     /// string lookups as `hot` is.
-    served_ok: RwLock<HashMap<String, HashMap<String, HashMap<String, Counter>>>>,
+    served_ok: RwLock<ByRevision>,
 }
+
+/// Workspace → feed → revision → counter.
+type ByRevision = HashMap<String, HashMap<String, HashMap<String, Counter>>>;
 
 /// The series of one feed that every successful request updates.
 #[derive(Clone)]
