@@ -78,6 +78,21 @@ pub enum Route {
     Waiting(String),
 }
 
+impl Route {
+    /// The route a feed takes when the cluster reports `seen` and the gateway routed it by
+    /// `before`. A feed that was Ready keeps its route while its next revision builds or
+    /// rolls out (the operator keeps the previous revision's Deployment and Service serving
+    /// until the new one is Ready, and then switches in one status write): a new revision
+    /// goes live atomically, and until then calls are the previous one's, not 503s. Only a
+    /// feed that has never been Ready (since this gateway started) waits.
+    pub fn carried(before: Option<&Route>, seen: Route) -> Route {
+        match (before, seen) {
+            (Some(Route::Ready(r)), Route::Waiting(_)) => Route::Ready(r.clone()),
+            (_, seen) => seen,
+        }
+    }
+}
+
 /// Where a ready feed's calls go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentRoute {
@@ -226,6 +241,26 @@ mod tests {
         }
         assert!(canary > 100 && live > 100, "{canary} canary, {live} live");
         assert_eq!(r.live_target().revision, "3");
+    }
+
+    #[test]
+    fn a_feed_that_was_ready_keeps_its_route_until_the_next_revision_is_ready() {
+        let v3 = Route::Ready(AgentRoute::live("http://sales.ns.svc", "3"));
+        let v4 = Route::Ready(AgentRoute::live("http://sales.ns.svc", "4"));
+        let building = || Route::Waiting("Building".into());
+        // Building, then rolling out revision 4: revision 3 keeps the calls.
+        let mut r = Route::carried(Some(&v3), building());
+        assert_eq!(r, v3);
+        r = Route::carried(Some(&r), Route::Waiting("RollingOut".into()));
+        assert_eq!(r, v3, "still carried on the next change");
+        // Revision 4 is Ready: it takes the calls at once.
+        assert_eq!(Route::carried(Some(&r), v4.clone()), v4);
+        // Never Ready: it waits (`feed_not_ready`), whatever it waited for before.
+        assert_eq!(Route::carried(None, building()), building());
+        assert_eq!(
+            Route::carried(Some(&building()), Route::Waiting("PodsNotReady".into())),
+            Route::Waiting("PodsNotReady".into())
+        );
     }
 
     #[test]

@@ -332,11 +332,21 @@ impl Gateway {
 
     /// Every feed of the cluster at once (workspace → feed → route), as a watch of the
     /// cluster knows them: feeds absent here are forgotten, and so are the signatures of
-    /// revisions no route serves any more.
-    pub fn replace_agent_routes(&self, all: HashMap<String, HashMap<String, Route>>) {
+    /// revisions no route serves any more. A feed that was Ready and now waits (its next
+    /// revision builds or rolls out) keeps the route it had ([`Route::carried`]).
+    pub fn replace_agent_routes(&self, mut all: HashMap<String, HashMap<String, Route>>) {
         let Some(agents) = &self.inner.agents else {
             return;
         };
+        // Held to the end: a route set meanwhile (a deploy) must not be lost, nor carried
+        // from a table about to be replaced.
+        let mut routes = agents.routes.write().expect("agents lock");
+        for (ws, feeds) in all.iter_mut() {
+            for (feed, route) in feeds.iter_mut() {
+                let seen = std::mem::replace(route, Route::Waiting(String::new()));
+                *route = Route::carried(routes.get(ws.as_str()).and_then(|m| m.get(feed)), seen);
+            }
+        }
         agents
             .signatures
             .write()
@@ -348,8 +358,8 @@ impl Gateway {
                             *rev == r.revision
                                 || r.canary.as_ref().is_some_and(|c| c.revision == *rev)
                         }),
-                        // Mid-rollout a feed waits for its new pods while the old ones serve:
-                        // what they serve is still needed.
+                        // Never Ready yet (a Ready one is carried above): nothing routed
+                        // to drop.
                         Some(Route::Waiting(_)) => {}
                         None => revs.clear(),
                     }
@@ -357,7 +367,7 @@ impl Gateway {
                 });
                 !feeds.is_empty()
             });
-        *agents.routes.write().expect("agents lock") = all;
+        *routes = all;
     }
 
     /// Where a ready feed's calls go now (runtime = kubernetes).

@@ -422,6 +422,44 @@ async fn cluster_feeds_are_checked_against_their_revisions_signature_and_logged_
         r.text().await.unwrap(),
         "region,i,since\r\nEU,0,2024-01-01\r\n"
     );
+    // Its next revision builds (the watch sees it not Ready): the revision that was Ready
+    // keeps serving, its calls checked and logged as before, until the next one is Ready.
+    // A feed that has never been Ready still waits.
+    let watched = |nightly: Route| {
+        std::collections::HashMap::from([(
+            "team".to_string(),
+            std::collections::HashMap::from([
+                ("nightly".to_string(), nightly),
+                ("fresh".to_string(), Route::Waiting("Building".into())),
+            ]),
+        )])
+    };
+    gw.replace_agent_routes(watched(Route::Waiting("Building".into())));
+    for rid in ["b0", "b1"] {
+        let r = get("/feeds/team/nightly?n=1&region=US", rid).await.unwrap();
+        assert_eq!(r.status(), 200, "{rid}: served by the previous revision");
+        assert_eq!(r.headers()["x-sluice-revision"], "3f2a9c1e7b44");
+        gw.replace_agent_routes(watched(Route::Waiting("PodsNotReady".into())));
+    }
+    let (status, _, body) = problem(get("/feeds/team/nightly?n=x", "b2").await.unwrap()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_parameter")),
+        "still checked against the serving revision's signature: {body}"
+    );
+    let (status, _, body) = problem(get("/feeds/team/fresh", "b3").await.unwrap()).await;
+    assert_eq!(
+        (status, body["waiting_for"].as_str()),
+        (503, Some("Building"))
+    );
+    // Deleted from the cluster: not routed any more.
+    gw.replace_agent_routes(Default::default());
+    let (status, _, body) = problem(get("/feeds/team/nightly", "b4").await.unwrap()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("feed_not_found"))
+    );
+
     // The route names a revision its agent does not serve (yet): 503, never a call checked
     // against another revision's signature.
     gw.set_cluster_route(
