@@ -397,7 +397,9 @@ async fn run_and_collect(
     params: &sluice_core::Params,
     limit: usize,
 ) -> Result<Collected, Error> {
-    let exec = gw.execute(ws, spec, feed, params, "run").await?;
+    // The draft, not the deployed revision: with runtime = kubernetes `execute` would call
+    // the feed's agent, which serves the code of its image.
+    let exec = gw.execute_here(ws, spec, feed, params, "run").await?;
     let schema = exec.schema.clone();
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     // Count every row, keep the first `limit`: the preview shows the true size.

@@ -452,8 +452,9 @@ impl Gateway {
             .clone()
     }
 
-    /// Call a feed and return its rows as a stream. A `sluice.sql(...)` returned unchanged
-    /// is run here, natively, so its rows never pass through Python.
+    /// Call a deployed feed and return its rows as a stream: with runtime = kubernetes its
+    /// agent serves the call (`module` is then only what the store knows of it), else the
+    /// local runtime runs `module` ([`Gateway::execute_here`]).
     pub async fn execute(
         &self,
         ws: &str,
@@ -487,6 +488,24 @@ impl Gateway {
                 .get_or_insert_with(|| target.revision.to_string());
             return Ok(exec);
         }
+        self.execute_here(ws, module, feed, params, request_id)
+            .await
+    }
+
+    /// Run `module`'s feed in this server's own runtime, whatever runs deployed feeds: what
+    /// `sluice run` and the IDE's preview need, since the code is a draft no agent has (with
+    /// runtime = kubernetes an agent serves only the revision baked into its image). The
+    /// workspace's data sources come from the store, as in local mode, and a
+    /// `sluice.sql(...)` returned unchanged is run here, natively, so its rows never pass
+    /// through Python.
+    pub async fn execute_here(
+        &self,
+        ws: &str,
+        module: &ModuleSpec,
+        feed: &str,
+        params: &Params,
+        request_id: &str,
+    ) -> Result<Execution> {
         let sources = self.workspace_sources(ws).await?;
         let out = self
             .inner

@@ -581,6 +581,123 @@ mod tests {
         );
     }
 
+    /// `sluice run` and the IDE's preview (`POST .../run`) with runtime = kubernetes run the
+    /// draft they send, in the server's own runtime against the workspace's data sources
+    /// (the store's, as in local mode), never the revision the feed's agent serves.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_executes_the_draft_in_the_server_not_the_deployed_feeds_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = dir.path().join("warehouse.db");
+        let made = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import sqlite3; c = sqlite3.connect({:?}); c.execute('create table sales(region text, amount real)'); c.executemany('insert into sales values (?, ?)', [('EU', 1.5), ('US', 9.0), ('EU', 2.5)]); c.commit()",
+                wh.to_str().unwrap()
+            ))
+            .status()
+            .unwrap();
+        assert!(made.success());
+
+        // The deployed revision, served by a real agent: different code, different rows.
+        let agent_dir = dir.path().join("agent");
+        std::fs::create_dir_all(&agent_dir).unwrap();
+        std::fs::write(
+            agent_dir.join("feed.py"),
+            "import sluice\n\n@sluice.feed\ndef sales(region: str = 'US'):\n    return [{'who': 'deployed'}]\n",
+        )
+        .unwrap();
+        let agent = sluice_agent::Agent::start(&sluice_agent::AgentArgs {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            module: agent_dir.join("feed.py"),
+            feed: "sales".into(),
+            revision: "1".into(),
+            sources_dir: agent_dir.join("sources"),
+            data_dir: agent_dir.join("data"),
+            python: "python3".into(),
+            workers: 1,
+            call_timeout_secs: 30,
+            drain_secs: 5,
+        })
+        .await
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(sluice_agent::serve(
+            listener,
+            agent,
+            futures::future::pending(),
+            std::time::Duration::from_secs(1),
+        ));
+
+        let store = sluice_store::Store::open("sqlite::memory:", [7; 32])
+            .await
+            .unwrap();
+        store.create_workspace("team").await.unwrap();
+        store
+            .upsert_source("warehouse", "sqlite", &json!({"path": wh}))
+            .await
+            .unwrap();
+        store.grant_source("warehouse", "team").await.unwrap();
+        let key = sluice_core::keys::generate();
+        store
+            .create_key(sluice_store::NewKey {
+                name: "ann".into(),
+                prefix: key.prefix.clone(),
+                hash: key.hash.clone(),
+                role: sluice_core::Role::Editor,
+                workspace: Some("team".into()),
+            })
+            .await
+            .unwrap();
+        let runtime = sluice_runtime::Runtime::start(sluice_runtime::RuntimeConfig {
+            data_dir: dir.path().join("server"),
+            pool_min: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let gw = Gateway::with_agents(
+            store,
+            runtime,
+            sluice_sources::Sources::new(),
+            Default::default(),
+            sluice_gateway::AgentClient::new(std::time::Duration::from_secs(30)).unwrap(),
+            None,
+        );
+        gw.set_agent_route("team", "sales", Some(AgentRoute::live(&agent_url, "1")));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let connect = sluice_control::ConnectInfo::new(&base, "127.0.0.1:5433".parse().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, sluice_control::router(gw, connect))
+                .await
+                .unwrap()
+        });
+
+        let run = |source: &str, params: Value| {
+            reqwest::Client::new()
+                .post(format!("{base}/api/v1/workspaces/team/run"))
+                .header("authorization", format!("Bearer {}", key.secret))
+                .json(&json!({"source": source, "filename": "sales.py", "params": params}))
+                .send()
+        };
+        // A draft whose rows come from the workspace's data source (run natively here).
+        let draft = "import sluice\n\n@sluice.feed\ndef sales(region: str = 'US'):\n    print('draft ran')\n    return sluice.sql('warehouse', 'select region, amount from sales where region = :region order by amount', region=region)\n";
+        let r = run(draft, json!({"region": "EU"})).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["columns"], json!(["region", "amount"]), "{body}");
+        assert_eq!(body["rows"], json!([["EU", 1.5], ["EU", 2.5]]), "{body}");
+        assert_eq!(body["stdout"], "draft ran\n");
+        // A draft whose Python reads the source itself: the store's credentials reach the
+        // server's worker (`sluice.connect`), as in local mode.
+        let draft = "import sluice\n\n@sluice.feed\ndef sales():\n    c = sluice.connect('warehouse')\n    n = c.cursor().execute('select count(*) from sales').fetchone()[0]\n    return [{'who': 'draft', 'n': n}]\n";
+        let r = run(draft, json!({})).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["rows"], json!([["draft", 3]]), "{body}");
+    }
+
     #[test]
     fn routes_are_the_ready_feeds_with_their_revisions_and_canaries() {
         let mut idx = FeedIndex::default();
