@@ -83,8 +83,8 @@ pub(crate) struct Inner {
     pub limiters: RwLock<PerFeed<Arc<Limiter>>>,
     pub cache: ResultCache,
     pub metrics: Metrics,
-    /// Result schemas by revision id (see `schemas.rs`).
-    pub schemas: RwLock<HashMap<i64, SchemaRef>>,
+    /// Result schemas by revision scope (see `schemas.rs`, `LiveFeed::scope`).
+    pub schemas: RwLock<HashMap<String, SchemaRef>>,
     pub recorder: mpsc::Sender<NewInvocation>,
     pub ready: AtomicBool,
     /// Set when runtime = kubernetes: feeds run in their agent pods, not in `runtime`.
@@ -378,6 +378,18 @@ impl Gateway {
         }
     }
 
+    /// Every feed of the workspace the cluster has, with its route (runtime = kubernetes).
+    pub fn cluster_routes(&self, ws: &str) -> Vec<(String, Route)> {
+        let Some(agents) = self.inner.agents.as_ref() else {
+            return Vec::new();
+        };
+        let routes = agents.routes.read().expect("agents lock");
+        routes
+            .get(ws)
+            .map(|m| m.iter().map(|(f, r)| (f.clone(), r.clone())).collect())
+            .unwrap_or_default()
+    }
+
     /// What the gateway knows of a feed in the cluster (runtime = kubernetes).
     pub fn cluster_route(&self, ws: &str, feed: &str) -> Option<Route> {
         let agents = self.inner.agents.as_ref()?;
@@ -463,33 +475,50 @@ impl Gateway {
         params: &Params,
         request_id: &str,
     ) -> Result<Execution> {
-        if let Some(agents) = &self.inner.agents {
-            // The agent runs `sluice.sql` itself, with the data sources mounted in its pod.
-            let route = self
-                .agent_route(ws, feed)
-                .ok_or_else(|| self.no_agent(ws, feed))?;
-            let target = crate::cluster::pick(&route, request_id);
-            let first = agents
-                .client
-                .call(target.url, params_to_json(params), request_id)
-                .await;
-            // A canary that cannot be reached (still rolling out, crashed) must not fail its
-            // share of the calls: the live revision serves them.
-            let mut exec = match first {
-                Err(e) if e.code == Code::RuntimeUnavailable && target.canary => {
-                    tracing::warn!(workspace = %ws, feed = %feed, revision = %target.revision, "canary unreachable, calling the live agent: {e}");
-                    return self
-                        .call_agent(route.live_target(), params, request_id)
-                        .await;
-                }
-                other => other?,
-            };
-            exec.revision
-                .get_or_insert_with(|| target.revision.to_string());
-            return Ok(exec);
+        if self.uses_agents() {
+            return self.execute_on_agents(ws, feed, params, request_id).await;
         }
         self.execute_here(ws, module, feed, params, request_id)
             .await
+    }
+
+    /// runtime = kubernetes: the call goes to the feed's agent (the canary's for its share
+    /// of request ids), which runs `sluice.sql` itself with the data sources mounted in its
+    /// pod.
+    pub(crate) async fn execute_on_agents(
+        &self,
+        ws: &str,
+        feed: &str,
+        params: &Params,
+        request_id: &str,
+    ) -> Result<Execution> {
+        let agents = self
+            .inner
+            .agents
+            .as_ref()
+            .ok_or_else(|| Error::internal("a feed agent was called with runtime = local"))?;
+        let route = self
+            .agent_route(ws, feed)
+            .ok_or_else(|| self.no_agent(ws, feed))?;
+        let target = crate::cluster::pick(&route, request_id);
+        let first = agents
+            .client
+            .call(target.url, params_to_json(params), request_id)
+            .await;
+        // A canary that cannot be reached (still rolling out, crashed) must not fail its
+        // share of the calls: the live revision serves them.
+        let mut exec = match first {
+            Err(e) if e.code == Code::RuntimeUnavailable && target.canary => {
+                tracing::warn!(workspace = %ws, feed = %feed, revision = %target.revision, "canary unreachable, calling the live agent: {e}");
+                return self
+                    .call_agent(route.live_target(), params, request_id)
+                    .await;
+            }
+            other => other?,
+        };
+        exec.revision
+            .get_or_insert_with(|| target.revision.to_string());
+        Ok(exec)
     }
 
     /// Run `module`'s feed in this server's own runtime, whatever runs deployed feeds: what

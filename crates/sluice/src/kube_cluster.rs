@@ -698,6 +698,165 @@ mod tests {
         assert_eq!(body["rows"], json!([["draft", 3]]), "{body}");
     }
 
+    /// A GitOps feed (only the cluster has it) is an OData entity set and a PostgreSQL-wire
+    /// table like any other once Ready, described by the signature its agent serves and
+    /// called through it; a cluster feed not Ready yet is neither.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gitops_feeds_are_odata_entity_sets_and_pg_wire_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("feed.py"),
+            "import sluice\n\n@sluice.feed\ndef nightly(region: str = 'EU', n: int = 2):\n    return [{'region': region, 'i': i} for i in range(n)]\n",
+        )
+        .unwrap();
+        let agent = sluice_agent::Agent::start(&sluice_agent::AgentArgs {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            module: dir.path().join("feed.py"),
+            feed: "nightly".into(),
+            revision: "3f2a9c1e7b44".into(),
+            sources_dir: dir.path().join("sources"),
+            data_dir: dir.path().join("agent"),
+            python: "python3".into(),
+            workers: 1,
+            call_timeout_secs: 30,
+            drain_secs: 5,
+        })
+        .await
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(sluice_agent::serve(
+            listener,
+            agent,
+            futures::future::pending(),
+            std::time::Duration::from_secs(1),
+        ));
+
+        let store = sluice_store::Store::open("sqlite::memory:", [7; 32])
+            .await
+            .unwrap();
+        store.create_workspace("team").await.unwrap();
+        let key = sluice_core::keys::generate();
+        store
+            .create_key(sluice_store::NewKey {
+                name: "bi".into(),
+                prefix: key.prefix.clone(),
+                hash: key.hash.clone(),
+                role: sluice_core::Role::Viewer,
+                workspace: Some("team".into()),
+            })
+            .await
+            .unwrap();
+        let runtime = sluice_runtime::Runtime::start(sluice_runtime::RuntimeConfig {
+            data_dir: dir.path().join("server"),
+            pool_min: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let gw = Gateway::with_agents(
+            store,
+            runtime,
+            sluice_sources::Sources::new(),
+            Default::default(),
+            sluice_gateway::AgentClient::new(std::time::Duration::from_secs(30)).unwrap(),
+            None,
+        );
+        gw.set_ready(true);
+        // What the watch reports: `nightly` Ready (applied by GitOps), `fresh` still building.
+        gw.replace_agent_routes(HashMap::from([(
+            "team".to_string(),
+            HashMap::from([
+                (
+                    "nightly".to_string(),
+                    Route::Ready(AgentRoute::live(&agent_url, "3f2a9c1e7b44")),
+                ),
+                ("fresh".to_string(), Route::Waiting("Building".into())),
+            ]),
+        )]));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let pg = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pg_port = pg.local_addr().unwrap().port();
+        let connect = sluice_control::ConnectInfo::new(&base, pg.local_addr().unwrap());
+        tokio::spawn(sluice_pgwire::serve(
+            gw.clone(),
+            pg,
+            None,
+            futures::future::pending(),
+        ));
+        let app = crate::server::app(gw, connect, Default::default());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let http = reqwest::Client::new();
+        let get = |path: &str| {
+            http.get(format!("{base}{path}"))
+                .header("authorization", format!("Bearer {}", key.secret))
+                .send()
+        };
+        let doc: Value = get("/odata/team/").await.unwrap().json().await.unwrap();
+        assert_eq!(
+            doc["value"],
+            json!([{"name": "nightly", "kind": "EntitySet", "url": "nightly"}]),
+            "the Ready GitOps feed, not the one still building: {doc}"
+        );
+        let r = get("/odata/team/$metadata").await.unwrap();
+        assert_eq!(r.status(), 200);
+        let xml = r.text().await.unwrap();
+        assert!(xml.contains(r#"EntitySet Name="nightly""#), "{xml}");
+        assert!(
+            xml.contains(r#"Property Name="region""#) && xml.contains(r#"Property Name="i""#),
+            "{xml}"
+        );
+        let r = get("/odata/team/nightly?region=US&n=3&$filter=i%20gt%200")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let rows: Value = r.json().await.unwrap();
+        assert_eq!(
+            rows["value"],
+            json!([{"_row": 2, "region": "US", "i": 1}, {"_row": 3, "region": "US", "i": 2}]),
+            "rows of the agent's call (a feed without a key gets `_row`): {rows}"
+        );
+        // Its parameters are checked against the signature its agent serves.
+        let r = get("/odata/team/nightly?n=many").await.unwrap();
+        assert_eq!(r.status(), 400);
+        let r = get("/odata/team/fresh").await.unwrap();
+        assert_eq!(r.status(), 503, "not Ready yet: feed_not_ready");
+
+        let secret = key.secret.clone();
+        let psql = move |sql: &'static str| {
+            let secret = secret.clone();
+            tokio::task::spawn_blocking(move || {
+                let out = std::process::Command::new("psql")
+                    .args(["-h", "127.0.0.1", "-p", &pg_port.to_string(), "-U", "x"])
+                    .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql, "team"])
+                    .env("PGPASSWORD", secret)
+                    .env("PGSSLMODE", "disable")
+                    .env("PGCONNECT_TIMEOUT", "20")
+                    .output()
+                    .expect("psql runs (Debian postgresql-client)");
+                (
+                    out.status.success(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            })
+        };
+        let (ok, out, err) = psql(
+            "select table_name from information_schema.tables where table_schema = 'public' order by 1",
+        )
+        .await
+        .unwrap();
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), "nightly", "{out}");
+        let (ok, out, err) = psql("select region, i from nightly where region = 'US' order by i")
+            .await
+            .unwrap();
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), "US|0\nUS|1", "{out}");
+    }
+
     #[test]
     fn routes_are_the_ready_feeds_with_their_revisions_and_canaries() {
         let mut idx = FeedIndex::default();
