@@ -10,6 +10,12 @@
 //! interpreter's path through a `.pth` file the builder writes), so the agent never resolves
 //! or downloads anything: it runs the module on the base interpreter.
 //!
+//! `GET /v1/signature` says which revision the agent serves and that revision's signature
+//! (parameter names, types, defaults): the gateway checks calls against it, which is how a
+//! feed the store has never seen (a Feed applied as YAML by GitOps, a canary) is served.
+//! Every `/v1/call` answer names the revision in `x-sluice-revision`, so the gateway logs a
+//! call under the revision that really served it, even mid-rollout.
+//!
 //! Probes: `/healthz` (alive), `/readyz` (workers warmed, not draining). On SIGTERM it stops
 //! being ready, finishes the calls in flight (up to the drain timeout), then stops its workers.
 
@@ -24,7 +30,7 @@ use arrow_ipc::writer::StreamWriter;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
@@ -32,6 +38,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use sluice_core::agent::{REVISION_HEADER, SIGNATURE_PATH, Served};
 use sluice_runtime::{CallOutput, CallSpec, ModuleSpec, Runtime, RuntimeConfig};
 
 /// Flags of `sluice agent` (the operator sets the environment variables).
@@ -81,6 +88,8 @@ pub struct Agent {
     runtime: Runtime,
     module: ModuleSpec,
     feed: String,
+    /// The revision served and its signature, found when the agent started.
+    served: Served,
     sources: Arc<str>,
     ready: AtomicBool,
     registry: Registry,
@@ -117,7 +126,9 @@ pub fn read_sources(dir: &Path) -> anyhow::Result<serde_json::Value> {
 }
 
 impl Agent {
-    /// Start the runtime and warm the feed's workers.
+    /// Start the runtime, find the feed's signature and warm its workers. A module that does
+    /// not load, or does not define the feed, stops the agent here: a pod that cannot serve
+    /// never becomes ready, and the Feed says why in its pods' logs.
     pub async fn start(args: &AgentArgs) -> anyhow::Result<Arc<Agent>> {
         let source = tokio::fs::read_to_string(&args.module)
             .await
@@ -144,6 +155,25 @@ impl Agent {
             env_hash: sluice_runtime::BASE_ENV.into(),
             lock: String::new(),
         };
+        // Loading the module in a throwaway worker is the check `sluice deploy` makes; a Feed
+        // applied as YAML never went through it, and its signature exists nowhere else.
+        let feeds = runtime.inspect(&module).await.map_err(|e| {
+            anyhow::anyhow!(
+                "the feed module {} does not load: {e}",
+                args.module.display()
+            )
+        })?;
+        let Some(signature) = feeds.into_iter().find(|f| f.name == args.feed) else {
+            anyhow::bail!(
+                "the feed module {} defines no feed named {:?}: check the Feed's `function`",
+                args.module.display(),
+                args.feed
+            );
+        };
+        let served = Served {
+            revision: args.revision.clone(),
+            signature,
+        };
         let mut registry = Registry::with_prefix("sluice_agent");
         let in_flight = Gauge::default();
         let calls = Family::<Vec<(String, String)>, Counter>::default();
@@ -153,6 +183,7 @@ impl Agent {
             runtime,
             module,
             feed: args.feed.clone(),
+            served,
             sources: sources.into(),
             ready: AtomicBool::new(false),
             registry,
@@ -182,6 +213,7 @@ pub fn router(agent: Arc<Agent>) -> axum::Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/call", post(call))
+        .route(SIGNATURE_PATH, get(signature))
         .with_state(agent)
 }
 
@@ -193,17 +225,24 @@ async fn readyz(State(a): State<Arc<Agent>>) -> StatusCode {
     }
 }
 
+async fn signature(State(a): State<Arc<Agent>>) -> Json<Served> {
+    Json(a.served.clone())
+}
+
 async fn metrics(State(a): State<Arc<Agent>>) -> String {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &a.registry).expect("String");
     out
 }
 
-fn problem(e: &sluice_core::Error) -> Response {
+fn problem(e: &sluice_core::Error, revision: &str) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
+        [
+            (header::CONTENT_TYPE, "application/problem+json"),
+            (HeaderName::from_static(REVISION_HEADER), revision),
+        ],
         // The gateway decides what its caller may see; it gets everything.
         e.problem(true, None).to_string(),
     )
@@ -250,7 +289,7 @@ async fn call(State(a): State<Arc<Agent>>, Json(body): Json<serde_json::Value>) 
         Ok(CallOutput::Sql { .. }) => unreachable!("passthrough is off"),
         Err(e) => {
             count("error");
-            return problem(&e);
+            return problem(&e, &a.served.revision);
         }
     };
     count("ok");
@@ -302,7 +341,13 @@ async fn call(State(a): State<Arc<Agent>>, Json(body): Json<serde_json::Value>) 
     let stream =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     (
-        [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+        [
+            (header::CONTENT_TYPE, "application/vnd.apache.arrow.stream"),
+            (
+                HeaderName::from_static(REVISION_HEADER),
+                a.served.revision.as_str(),
+            ),
+        ],
         Body::from_stream(stream),
     )
         .into_response()

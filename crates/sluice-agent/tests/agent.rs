@@ -1,6 +1,7 @@
 //! The agent against real Python workers (the real SDK, the machine's python3): readiness,
-//! a call answered as an Arrow IPC stream, a feed error as problem+json, data sources from
-//! mounted Secret folders, metrics, and a drain that lets a slow call finish.
+//! the signature it serves, a call answered as an Arrow IPC stream naming its revision, a
+//! feed error as problem+json, data sources from mounted Secret folders, metrics, a module
+//! without its feed refused at start, and a drain that lets a slow call finish.
 
 use std::time::Duration;
 
@@ -100,6 +101,22 @@ async fn serves_one_feed_and_drains() {
         200
     );
 
+    // What it serves: its revision and the signature found by loading the module.
+    let served: serde_json::Value = http
+        .get(format!("{base}/v1/signature"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        served,
+        serde_json::json!({"revision": "3", "signature": {"name": "hello", "doc": "", "params": [
+            {"name": "name", "type": "str", "default": "world", "required": false},
+            {"name": "sleep", "type": "float", "default": 0.0, "required": false}]}}),
+    );
+
     let resp = http
         .post(format!("{base}/v1/call"))
         .json(&serde_json::json!({"params": {"name": "ann"}, "request_id": "r1"}))
@@ -107,6 +124,7 @@ async fn serves_one_feed_and_drains() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-sluice-revision"], "3");
     assert_eq!(
         resp.headers()["content-type"],
         "application/vnd.apache.arrow.stream"
@@ -124,6 +142,7 @@ async fn serves_one_feed_and_drains() {
         .unwrap();
     assert_eq!(resp.status(), 500);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    assert_eq!(resp.headers()["x-sluice-revision"], "3");
     let p: serde_json::Value = resp.json().await.unwrap();
     assert!(p.to_string().contains("no booms"), "{p}");
 
@@ -174,4 +193,33 @@ async fn serves_one_feed_and_drains() {
         http.get(format!("{base}/healthz")).send().await.is_err(),
         "the agent is gone after the drain"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_without_the_feed_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path());
+    a.feed = "nightly".into();
+    let e = Agent::start(&a).await.err().expect("no feed named nightly");
+    let e = e.to_string();
+    assert!(e.contains("defines no feed named \"nightly\""), "{e}");
+
+    std::fs::write(
+        dir.path().join("feed.py"),
+        "import sluice\nraise ValueError('bad')\n",
+    )
+    .unwrap();
+    let e = Agent::start(&args_keeping_module(dir.path()))
+        .await
+        .err()
+        .expect("a module that does not load");
+    assert!(e.to_string().contains("does not load"), "{e}");
+}
+
+/// `args` without rewriting the module.
+fn args_keeping_module(dir: &std::path::Path) -> AgentArgs {
+    let module = std::fs::read_to_string(dir.join("feed.py")).unwrap();
+    let a = args(dir);
+    std::fs::write(dir.join("feed.py"), module).unwrap();
+    a
 }

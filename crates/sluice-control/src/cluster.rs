@@ -15,9 +15,9 @@ pub fn state_json(c: &ClusterFeed) -> Value {
 }
 
 /// A Feed only the cluster knows. Its parameters and documentation are in its code, which
-/// the store never loaded: the API shows none, and the gateway does not serve it (no
-/// signature to check calls against), hence no `url`.
-fn gitops_json(ws: &str, c: &ClusterFeed) -> Value {
+/// the store never loaded: the API shows none. The gateway serves it at `url` all the same:
+/// its agent says what the signature is (see `Gateway::pick_agent`).
+fn gitops_json(gw: &Gateway, ws: &str, c: &ClusterFeed) -> Value {
     json!({
         "name": c.name,
         "workspace": ws,
@@ -25,7 +25,7 @@ fn gitops_json(ws: &str, c: &ClusterFeed) -> Value {
         "params": [],
         "cache": c.cache,
         "live_revision": c.live_revision.as_deref().and_then(|r| r.parse::<i64>().ok()),
-        "url": null,
+        "url": gw.feed_url(ws, &c.name),
         "created_at": null,
         "updated_at": null,
         "managed_by": "gitops",
@@ -63,7 +63,7 @@ pub async fn merge_list(gw: &Gateway, ws: &str, feeds: &mut Vec<Value>) -> Resul
         cluster
             .iter()
             .filter(|c| !known.contains(&c.name))
-            .map(|c| gitops_json(ws, c)),
+            .map(|c| gitops_json(gw, ws, c)),
     );
     Ok(())
 }
@@ -86,7 +86,7 @@ pub async fn merge_one(
             f["cluster"] = c.map(state_json).unwrap_or(Value::Null);
             Some(f)
         }
-        (None, Some(c)) => Some(gitops_json(ws, c)),
+        (None, Some(c)) => Some(gitops_json(gw, ws, c)),
         (None, None) => None,
     })
 }

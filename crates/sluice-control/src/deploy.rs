@@ -194,7 +194,7 @@ async fn do_deploy(
             // the wait for it. A route already known stays: during a rollout the previous
             // revision's pods keep serving behind the same Service.
             if c.ready && gw.agent_route(ws, &rev.feed).is_none() {
-                gw.set_agent_url(ws, &rev.feed, c.agent_url.as_deref());
+                gw.set_agent_route(ws, &rev.feed, c.route());
             }
             o["cluster"] = json!({
                 "ready": c.ready, "live_revision": c.live_revision, "waiting_for": c.waiting_for,
@@ -397,7 +397,9 @@ async fn run_and_collect(
     params: &sluice_core::Params,
     limit: usize,
 ) -> Result<Collected, Error> {
-    let exec = gw.execute(ws, spec, feed, params, "run").await?;
+    // The draft, not the deployed revision: with runtime = kubernetes `execute` would call
+    // the feed's agent, which serves the code of its image.
+    let exec = gw.execute_here(ws, spec, feed, params, "run").await?;
     let schema = exec.schema.clone();
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     // Count every row, keep the first `limit`: the preview shows the true size.

@@ -161,7 +161,7 @@ pub async fn delete_feed(
     if let Some(cluster) = gw.cluster() {
         feed_or_404(&gw, &ws, &feed).await?;
         cluster.delete(&ws, &feed).await?;
-        gw.set_agent_url(&ws, &feed, None);
+        gw.set_cluster_route(&ws, &feed, None);
     }
     if !gw.store().delete_feed(&ws, &feed).await? {
         return Err(Error::not_found(Code::FeedNotFound, "feed", &format!("{ws}/{feed}")).into());
@@ -240,7 +240,7 @@ pub async fn rollback(
         Some(cluster) => {
             let c = cluster.deploy(&ws, &rev).await?;
             if c.ready && gw.agent_route(&ws, &feed).is_none() {
-                gw.set_agent_url(&ws, &feed, c.agent_url.as_deref());
+                gw.set_agent_route(&ws, &feed, c.route());
             }
             Some(crate::cluster::state_json(&c))
         }

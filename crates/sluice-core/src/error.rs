@@ -49,6 +49,7 @@ codes! {
     NotImplemented => "not_implemented", 501, "Not implemented";
     WorkerCrashed => "worker_crashed", 502, "Feed worker crashed";
     RuntimeUnavailable => "runtime_unavailable", 503, "Runtime unavailable";
+    FeedNotReady => "feed_not_ready", 503, "Feed not ready";
     Timeout => "timeout", 504, "Feed timed out";
 }
 

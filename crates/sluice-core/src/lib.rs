@@ -5,6 +5,7 @@
 //! This crate must never touch a socket, a file, a database or a process: everything
 //! here is a pure function on plain data so it can be tested in microseconds.
 
+pub mod agent;
 pub mod error;
 pub mod keys;
 pub mod names;

@@ -4,12 +4,15 @@
 //! [`Execution`] the local runtime gives, so encoding, caching and limits are unchanged.
 //! The batches stream: each is handed on as soon as its bytes have arrived; what the feed
 //! printed follows the rows, so invocation logs and `sluice logs` work as in local mode.
+//! The agent names the revision that served the call in a header, and serves that revision's
+//! signature (see `sluice_core::agent`), which [`AgentClient::served`] reads.
 
 use crate::state::{Execution, Logs};
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
 use arrow_ipc::reader::StreamDecoder;
 use futures::StreamExt;
+use sluice_core::agent::{REVISION_HEADER, SIGNATURE_PATH, Served};
 use sluice_core::{Code, Error, Result};
 use sluice_runtime::CallLogs;
 use std::time::Duration;
@@ -60,6 +63,11 @@ impl AgentClient {
             let body = resp.bytes().await.unwrap_or_default();
             return Err(error_of(status, &body, &url));
         }
+        let revision = resp
+            .headers()
+            .get(REVISION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let (logs_tx, logs_rx) = oneshot::channel();
         let mut reader = Reader {
             decoder: StreamDecoder::new(),
@@ -95,6 +103,43 @@ impl AgentClient {
             // What the feed printed comes after the rows (see `Reader`).
             logs: Logs::Pending(logs_rx),
             passthrough: false,
+            revision,
+        })
+    }
+
+    /// What the agent at `base_url` serves: its revision and that revision's signature.
+    /// Asked on a connection of its own, closed after: behind a Service each new
+    /// connection may reach another pod, so a retry during a rollout can find one of the
+    /// new revision instead of asking the same old pod again.
+    pub async fn served(&self, base_url: &str) -> Result<Served> {
+        let url = format!("{}{SIGNATURE_PATH}", base_url.trim_end_matches('/'));
+        let resp = self
+            .http
+            .get(&url)
+            .header(reqwest::header::CONNECTION, "close")
+            .send()
+            .await
+            .map_err(|e| unavailable(&url, &e))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            // Images built before agents served signatures: nothing to wait for.
+            return Err(Error::new(
+                Code::FeedNotReady,
+                format!(
+                    "the feed's agent at {url} does not say what it serves (its image predates signatures): \
+                     rebuild the feed's image with this version of Sluice (`sluice deploy` again, or change the Feed so the operator rebuilds it)"
+                ),
+            ));
+        }
+        let body = resp.bytes().await.map_err(|e| cut(&url, &e))?;
+        if !status.is_success() {
+            return Err(error_of(status.as_u16(), &body, &url));
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            Error::new(
+                Code::WorkerCrashed,
+                format!("the feed's agent at {url} sent an unreadable signature ({e})"),
+            )
         })
     }
 }

@@ -46,8 +46,14 @@ impl ResultCache {
         }
     }
 
-    pub fn key(revision_id: i64, format: &str, params: &serde_json::Value) -> String {
-        format!("{revision_id}\u{0}{format}\u{0}{params}")
+    /// `revision` names the code that made the rows: the store's revision id, or for a
+    /// revision only the cluster knows (runtime = kubernetes) `ws/feed@name`.
+    pub fn key(
+        revision: impl std::fmt::Display,
+        format: &str,
+        params: &serde_json::Value,
+    ) -> String {
+        format!("{revision}\u{0}{format}\u{0}{params}")
     }
 
     pub fn get(&self, key: &str) -> Option<(Bytes, u64)> {

@@ -5,7 +5,7 @@ use crate::{
     cache::{MAX_ENTRY_BYTES, ResultCache, parse_ttl},
     encode::{Format, encode},
     problem::ApiError,
-    state::{Gateway, Logs, module_of},
+    state::{Gateway, Logs, Picked, module_of},
 };
 use axum::{
     body::Body,
@@ -15,8 +15,8 @@ use axum::{
 };
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
-use sluice_core::{Code, Error, params::params_to_json};
-use sluice_store::NewInvocation;
+use sluice_core::{Code, Error, FeedSignature, Params, params::params_to_json};
+use sluice_store::{NewInvocation, Revision};
 use std::{
     sync::{
         Arc,
@@ -131,6 +131,65 @@ pub(crate) async fn respond(
     }
 }
 
+/// The revision that serves one call: the store's live one run by the local runtime, or the
+/// one of the feed's agents `pick_agent` chose (runtime = kubernetes; the feed may be one
+/// only the cluster knows, the agent a canary).
+enum Run {
+    Local(Arc<Revision>),
+    Agent(Picked),
+}
+
+impl Run {
+    fn signature(&self) -> &FeedSignature {
+        match self {
+            Run::Local(rev) => &rev.signature,
+            Run::Agent(p) => &p.signed.signature,
+        }
+    }
+
+    fn revision(&self) -> String {
+        match self {
+            Run::Local(rev) => rev.number.to_string(),
+            Run::Agent(p) => p.revision.clone(),
+        }
+    }
+
+    /// What result-cache keys name the code by: the store's revision id when it has one
+    /// (shared with OData and the PostgreSQL wire), else the cluster's revision name.
+    fn cache_scope(&self, ws: &str, feed: &str) -> String {
+        match self {
+            Run::Local(rev) => rev.id.to_string(),
+            Run::Agent(p) => match p.signed.revision_id {
+                Some(id) => id.to_string(),
+                None => format!("{ws}/{feed}@{}", p.revision),
+            },
+        }
+    }
+}
+
+/// Run the call on the agent `pick_agent` chose. A canary that cannot be reached leaves the
+/// call to the live revision, whose own signature checks the parameters again (the
+/// canary's may differ); `params` are then the ones that ran.
+async fn call_agent(
+    gw: &Gateway,
+    ws: &str,
+    feed: &str,
+    picked: &Picked,
+    pairs: &[(String, String)],
+    params: &mut Params,
+    rid: &str,
+) -> sluice_core::Result<crate::Execution> {
+    match gw.call_agent(picked.target(), params, rid).await {
+        Err(e) if e.code == Code::RuntimeUnavailable && picked.canary => {
+            tracing::warn!(workspace = %ws, feed = %feed, revision = %picked.revision, "canary unreachable, calling the live agent: {e}");
+            let live = gw.pick_agent(ws, feed, rid, true).await?;
+            *params = live.signed.signature.coerce(pairs, RESERVED)?;
+            gw.call_agent(live.target(), params, rid).await
+        }
+        other => other,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     gw: &Gateway,
@@ -143,17 +202,23 @@ async fn serve(
     started: Instant,
 ) -> Result<Response, Failure> {
     principal.authorize(ws, false)?;
-    let rev = gw.live_revision(ws, feed).await?;
+    // Which revision serves the call is decided first: its signature checks the parameters,
+    // and its name is what the call is logged and cached under.
+    let run = if gw.uses_agents() {
+        Run::Agent(gw.pick_agent(ws, feed, rid, false).await?)
+    } else {
+        Run::Local(gw.live_revision(ws, feed).await?)
+    };
     let pairs = query_pairs(query);
     let format = negotiate(&pairs, headers)?;
-    let params = rev.signature.coerce(&pairs, RESERVED)?;
+    let mut params = run.signature().coerce(&pairs, RESERVED)?;
     let params_json = params_to_json(&params);
 
     let mut finish = Finish {
         gw: gw.clone(),
         ws: ws.to_string(),
         feed: feed.to_string(),
-        revision: rev.number,
+        revision: run.revision(),
         logged: false,
         request_id: rid.to_string(),
         params: params_json.clone(),
@@ -164,13 +229,14 @@ async fn serve(
         limiter: gw.limiter(ws, feed),
     };
 
-    let ttl = rev
-        .signature
+    let ttl = run
+        .signature()
         .cache
         .as_deref()
         .and_then(parse_ttl)
         .filter(|t| !t.is_zero());
-    let cache_key = ttl.map(|_| ResultCache::key(rev.id, format.extension(), &params_json));
+    let mut cache_key =
+        ttl.map(|_| ResultCache::key(run.cache_scope(ws, feed), format.extension(), &params_json));
     if let Some((body, rows)) = cache_key.as_ref().and_then(|k| gw.inner.cache.get(k)) {
         gw.inner
             .metrics
@@ -178,15 +244,21 @@ async fn serve(
             .get_or_create(&crate::metrics::Metrics::feed(ws, feed))
             .inc();
         finish.rows.store(rows, Ordering::Relaxed);
+        let revision = finish.revision.clone();
         finish.done(200, None);
-        return Ok(response(format, feed, rev.number, Body::from(body), true));
+        return Ok(response(format, feed, &revision, Body::from(body), true));
     }
 
     let permit = finish.limiter.acquire(feed).await;
     let exec = match permit {
         Ok(p) => {
             finish.permit = Some(p);
-            gw.execute(ws, &module_of(&rev), feed, &params, rid).await
+            match &run {
+                Run::Local(rev) => gw.execute(ws, &module_of(rev), feed, &params, rid).await,
+                Run::Agent(picked) => {
+                    call_agent(gw, ws, feed, picked, &pairs, &mut params, rid).await
+                }
+            }
         }
         Err(e) => Err(e),
     };
@@ -197,6 +269,15 @@ async fn serve(
             return Err(Failure::Logged(e));
         }
     };
+    // The agent names the revision that really served the call: a canary's fallback to the
+    // live revision, or mid-rollout a pod of the previous one. Its rows are not cached
+    // under the revision that was meant.
+    if let Some(served) = exec.revision.as_ref().filter(|r| **r != finish.revision) {
+        finish.revision = served.clone();
+        finish.params = params_to_json(&params);
+        cache_key = None;
+    }
+    let revision = finish.revision.clone();
     finish.logs = Some(exec.logs);
     let rows = finish.rows.clone();
     let batches = exec
@@ -233,7 +314,7 @@ async fn serve(
                     .filter(|_| whole.len() <= MAX_ENTRY_BYTES)
                     .map(|(k, t)| (k, t, whole.clone()));
                 finish.succeeded(keep);
-                return Ok(response(format, feed, rev.number, Body::from(whole), false));
+                return Ok(response(format, feed, &revision, Body::from(whole), false));
             }
             // Still running: stream what is ready, then the rest as it comes.
             None => break,
@@ -272,7 +353,7 @@ async fn serve(
             Some(Err(e)) => {
                 // Headers are gone already: the client sees the connection cut, the
                 // invocation log and metrics see the real cause.
-                tracing::warn!(feed = %finish.feed, "feed failed mid-stream: {e}");
+                tracing::warn!(feed = %finish.feed, revision = %finish.revision, "feed failed mid-stream: {e}");
                 if let Some(f) = st.finish.take() {
                     f.done(e.status(), Some(e.code.as_str()));
                 }
@@ -289,7 +370,7 @@ async fn serve(
     Ok(response(
         format,
         feed,
-        rev.number,
+        &revision,
         Body::from_stream(stream.fuse()),
         false,
     ))
@@ -306,7 +387,7 @@ fn concat(mut chunks: Vec<Bytes>) -> Bytes {
     all.freeze()
 }
 
-fn response(format: Format, feed: &str, revision: i64, body: Body, cached: bool) -> Response {
+fn response(format: Format, feed: &str, revision: &str, body: Body, cached: bool) -> Response {
     let mut res = (StatusCode::OK, body).into_response();
     let h = res.headers_mut();
     h.insert(
@@ -319,7 +400,10 @@ fn response(format: Format, feed: &str, revision: i64, body: Body, cached: bool)
     )) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    h.insert("x-sluice-revision", HeaderValue::from(revision));
+    // A cluster's revision names are free text: one a header cannot carry is left out.
+    if let Ok(v) = HeaderValue::from_str(revision) {
+        h.insert(sluice_core::agent::REVISION_HEADER, v);
+    }
     h.insert(
         "x-sluice-cache",
         HeaderValue::from_static(if cached { "hit" } else { "miss" }),
@@ -333,7 +417,8 @@ pub(crate) struct Finish {
     pub(crate) gw: Gateway,
     pub(crate) ws: String,
     pub(crate) feed: String,
-    pub(crate) revision: i64,
+    /// The revision that served the call (the store's number, or a cluster's revision name).
+    pub(crate) revision: String,
     /// Set once the request is logged; a drop before that logs it as abandoned.
     pub(crate) logged: bool,
     pub(crate) request_id: String,
@@ -385,17 +470,30 @@ impl Finish {
     fn log(&mut self, status: u16, error: Option<&str>) {
         let secs = self.started.elapsed().as_secs_f64();
         let rows = self.rows.load(Ordering::Relaxed);
-        self.gw
-            .inner
-            .metrics
-            .record(&self.ws, &self.feed, status, secs, rows, error);
+        self.gw.inner.metrics.record_served(
+            &self.ws,
+            &self.feed,
+            &self.revision,
+            status,
+            secs,
+            rows,
+            error,
+        );
         self.permit.take();
+        self.logged = true;
+        // The store's invocation log numbers revisions as the store does. A revision only
+        // the cluster names (a GitOps feed's, which the store has no log for anyway, or a
+        // canary named otherwise) is in the metrics and the trace, not there.
+        let Ok(revision) = self.revision.parse::<i64>() else {
+            tracing::info!(workspace = %self.ws, feed = %self.feed, revision = %self.revision, status, rows, request_id = %self.request_id, "call served by a revision the store does not number");
+            return;
+        };
         let logs = self.logs.take();
         let gw = self.gw.clone();
         let mut inv = NewInvocation {
             workspace: std::mem::take(&mut self.ws),
             feed: std::mem::take(&mut self.feed),
-            revision: self.revision,
+            revision,
             request_id: std::mem::take(&mut self.request_id),
             status,
             duration_ms: secs * 1000.0,
@@ -406,7 +504,6 @@ impl Finish {
             params: std::mem::take(&mut self.params),
             at: chrono::Utc::now(),
         };
-        self.logged = true;
         // Usually the logs are there by the time the body has ended: record them on the
         // spot, and only spawn a task to wait when the worker is still finishing.
         let logs = match logs {

@@ -27,7 +27,7 @@ mod state;
 pub use agent::AgentClient;
 pub use auth::Principal;
 pub use feeds::{RESERVED as RESERVED_PARAMS, request_id};
-pub use open::OpenFeed;
+pub use open::{LiveFeed, OpenFeed};
 pub use problem::ApiError;
 pub use state::{
     Execution, Gateway, GatewayConfig, Logs, WorkspaceSources, module_of, source_config,

@@ -1,5 +1,6 @@
 //! Prometheus metrics, per feed: requests by status, latency, rows served, errors by code,
-//! and worker pool sizes read from the runtime at scrape time.
+//! requests by the revision that served them (a canary's calls apart from the live
+//! revision's), and worker pool sizes read from the runtime at scrape time.
 
 use crate::state::Gateway;
 use axum::{
@@ -35,6 +36,14 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevisionLabels {
+    pub workspace: String,
+    pub feed: String,
+    pub revision: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
     pub revision: String,
 }
@@ -46,6 +55,9 @@ pub struct Metrics {
     pub rows: Family<FeedLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub cache_hits: Family<FeedLabels, Counter>,
+    /// Requests by the revision that served them and status. Its series grow with the
+    /// revisions served since the process started, like `workers`' do.
+    pub served: Family<RevisionLabels, Counter>,
     pub records_dropped: Counter,
     workers: Family<PoolLabels, Gauge>,
     workers_busy: Family<PoolLabels, Gauge>,
@@ -55,7 +67,13 @@ pub struct Metrics {
     /// finds them with two string lookups instead of building and hashing owned label
     /// sets in four families. The handles share their values with the families.
     hot: RwLock<HashMap<String, HashMap<String, Hot>>>,
+    /// Per workspace, feed and revision, its series of `served` for status 200, found by
+    /// string lookups as `hot` is.
+    served_ok: RwLock<ByRevision>,
 }
+
+/// Workspace → feed → revision → counter.
+type ByRevision = HashMap<String, HashMap<String, HashMap<String, Counter>>>;
 
 /// The series of one feed that every successful request updates.
 #[derive(Clone)]
@@ -78,6 +96,7 @@ impl Default for Metrics {
         let rows = Family::<FeedLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         let cache_hits = Family::<FeedLabels, Counter>::default();
+        let served = Family::<RevisionLabels, Counter>::default();
         let records_dropped = Counter::default();
         let workers = Family::<PoolLabels, Gauge>::default();
         let workers_busy = Family::<PoolLabels, Gauge>::default();
@@ -99,6 +118,11 @@ impl Default for Metrics {
             "feed_cache_hits",
             "Requests answered from the result cache",
             cache_hits.clone(),
+        );
+        registry.register(
+            "feed_revision_requests",
+            "Feed requests by the revision that served them and HTTP status",
+            served.clone(),
         );
         registry.register(
             "invocation_records_dropped",
@@ -132,12 +156,14 @@ impl Default for Metrics {
             rows,
             errors,
             cache_hits,
+            served,
             records_dropped,
             workers,
             workers_busy,
             waiting,
             restarts,
             hot: RwLock::default(),
+            served_ok: RwLock::default(),
         }
     }
 }
@@ -174,6 +200,55 @@ impl Metrics {
         h
     }
 
+    /// A request a revision served (or failed in): [`Metrics::record`], and the count by
+    /// revision.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_served(
+        &self,
+        ws: &str,
+        feed: &str,
+        revision: &str,
+        status: u16,
+        seconds: f64,
+        rows: u64,
+        error: Option<&str>,
+    ) {
+        self.record(ws, feed, status, seconds, rows, error);
+        let labels = || RevisionLabels {
+            workspace: ws.into(),
+            feed: feed.into(),
+            revision: revision.into(),
+            status,
+        };
+        if status != 200 {
+            self.served.get_or_create(&labels()).inc();
+            return;
+        }
+        let found = self
+            .served_ok
+            .read()
+            .expect("metrics lock")
+            .get(ws)
+            .and_then(|m| m.get(feed))
+            .and_then(|m| m.get(revision))
+            .cloned();
+        let c = found.unwrap_or_else(|| {
+            let c = self.served.get_or_create(&labels()).clone();
+            self.served_ok
+                .write()
+                .expect("metrics lock")
+                .entry(ws.to_string())
+                .or_default()
+                .entry(feed.to_string())
+                .or_default()
+                .insert(revision.to_string(), c.clone());
+            c
+        });
+        c.inc();
+    }
+
+    /// A request that ended before a revision was chosen (a bad parameter, an unknown feed),
+    /// or one a revision served (see [`Metrics::record_served`]).
     pub fn record(
         &self,
         ws: &str,

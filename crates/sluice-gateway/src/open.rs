@@ -8,19 +8,50 @@
 //! so whichever protocol reads a feed first warms it for the others.
 
 use crate::cache::{MAX_ENTRY_BYTES, ResultCache, parse_ttl};
+use crate::cluster::Route;
 use crate::feeds::Finish;
 use crate::state::{Gateway, module_of};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use sluice_core::{Params, Result, params::params_to_json};
+use sluice_core::{Code, Error, FeedSignature, Params, Result, params::params_to_json};
 use sluice_store::Revision;
 use std::sync::{
     Arc,
     atomic::{AtomicBool, AtomicU64, Ordering},
 };
 use std::time::Instant;
+
+/// A feed as OData and the PostgreSQL wire serve it: the store's live revision, or with
+/// runtime = kubernetes a feed only the cluster has (applied as YAML by GitOps), described
+/// by the signature its agent serves. Either is listed, described and called alike.
+#[derive(Clone, Debug)]
+pub struct LiveFeed {
+    pub feed: String,
+    /// What its parameters are checked against, and its key columns.
+    pub signature: Arc<FeedSignature>,
+    /// The revision's name: the store's number, else the cluster's (a content hash or the
+    /// Feed's `spec.revision`).
+    pub revision: String,
+    /// What cached results and learnt result schemas are kept under: the store's revision
+    /// id (as `/feeds` keys its cache), else `workspace/feed@revision`.
+    pub scope: String,
+    /// The store's revision, whose module the local runtime runs.
+    stored: Option<Arc<Revision>>,
+}
+
+impl LiveFeed {
+    fn stored(rev: Arc<Revision>) -> LiveFeed {
+        LiveFeed {
+            feed: rev.feed.clone(),
+            signature: Arc::new(rev.signature.clone()),
+            revision: rev.number.to_string(),
+            scope: rev.id.to_string(),
+            stored: Some(rev),
+        }
+    }
+}
 
 /// One call of a feed in progress. The call is logged when `batches` ends (200), fails
 /// (with the error's status) or is dropped early: 499 like a client hanging up, unless
@@ -53,28 +84,97 @@ impl Drop for Guard {
 }
 
 impl Gateway {
-    /// Call `rev` with `params` (already coerced against its signature). The caller has
+    /// The feed `feed` of the workspace as it is served now: the store's live revision, else
+    /// (runtime = kubernetes) a Ready feed of the cluster's, with the signature of the
+    /// revision its live agent serves. `feed_not_found` when neither has it;
+    /// `feed_not_ready` for a cluster feed not Ready yet.
+    pub async fn live_feed(&self, ws: &str, feed: &str) -> Result<Arc<LiveFeed>> {
+        match self.live_revision(ws, feed).await {
+            Ok(rev) => Ok(Arc::new(LiveFeed::stored(rev))),
+            Err(e) if e.code == Code::FeedNotFound && self.cluster_route(ws, feed).is_some() => {
+                // The live agent's revision describes the feed; a canary's share of calls
+                // is still the canary's (and logged so), as on `/feeds`.
+                let picked = self.pick_agent(ws, feed, "describe", true).await?;
+                let scope = match picked.signed.revision_id {
+                    Some(id) => id.to_string(),
+                    None => format!("{ws}/{feed}@{}", picked.revision),
+                };
+                Ok(Arc::new(LiveFeed {
+                    feed: feed.to_string(),
+                    signature: picked.signed.signature.clone(),
+                    revision: picked.revision,
+                    scope,
+                    stored: None,
+                }))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The names of the workspace's feeds that have a live revision: the store's, then
+    /// (runtime = kubernetes) the cluster's Ready feeds the store does not have, each
+    /// group sorted by name. What OData lists as entity sets and the PostgreSQL wire as
+    /// tables.
+    pub async fn live_feed_names(&self, ws: &str) -> Result<Vec<String>> {
+        let stored = self.inner.store.list_feeds(ws).await?;
+        let mut names: Vec<String> = stored
+            .iter()
+            .filter(|(_, rev)| rev.is_some())
+            .map(|(f, _)| f.name.clone())
+            .collect();
+        let mut cluster_only: Vec<String> = self
+            .cluster_routes(ws)
+            .into_iter()
+            .filter(|(name, route)| {
+                matches!(route, Route::Ready(_)) && !stored.iter().any(|(f, _)| f.name == *name)
+            })
+            .map(|(name, _)| name)
+            .collect();
+        cluster_only.sort();
+        names.extend(cluster_only);
+        Ok(names)
+    }
+
+    /// Every feed [`Gateway::live_feed_names`] lists, as served now. A cluster feed whose
+    /// agent cannot describe it is left out (logged): one broken feed must not hide the
+    /// others from a BI tool.
+    pub async fn live_feeds(&self, ws: &str) -> Result<Vec<Arc<LiveFeed>>> {
+        let mut out = Vec::new();
+        for name in self.live_feed_names(ws).await? {
+            match self.live_feed(ws, &name).await {
+                Ok(f) => out.push(f),
+                Err(e) if e.code == Code::FeedNotFound => {} // deleted meanwhile
+                Err(e) => {
+                    tracing::warn!(workspace = %ws, feed = %name, "left out of the feed list: {}", e.message)
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Call `lf` with `params` (already coerced against its signature). The caller has
     /// authorized the principal for the workspace.
     pub async fn open_feed(
         &self,
         ws: &str,
-        rev: &Arc<Revision>,
+        lf: &LiveFeed,
         params: &Params,
         request_id: &str,
     ) -> Result<OpenFeed> {
-        let feed = rev.feed.as_str();
-        let ttl = rev
+        let feed = lf.feed.as_str();
+        let ttl = lf
             .signature
             .cache
             .as_deref()
             .and_then(parse_ttl)
             .filter(|t| !t.is_zero());
-        let cache_key = ttl.map(|_| ResultCache::key(rev.id, "arrow", &params_to_json(params)));
+        let mut cache_key =
+            ttl.map(|_| ResultCache::key(&lf.scope, "arrow", &params_to_json(params)));
         let mut finish = Finish {
             gw: self.clone(),
             ws: ws.to_string(),
             feed: feed.to_string(),
-            revision: rev.number,
+            revision: lf.revision.clone(),
             logged: false,
             request_id: request_id.to_string(),
             params: params_to_json(params),
@@ -109,8 +209,16 @@ impl Gateway {
         let exec = match finish.limiter.acquire(feed).await {
             Ok(p) => {
                 finish.permit = Some(p);
-                self.execute(ws, &module_of(rev), feed, params, request_id)
-                    .await
+                match (&lf.stored, self.uses_agents()) {
+                    (_, true) => self.execute_on_agents(ws, feed, params, request_id).await,
+                    (Some(rev), false) => {
+                        self.execute_here(ws, &module_of(rev), feed, params, request_id)
+                            .await
+                    }
+                    (None, false) => Err(Error::internal(format!(
+                        "feed '{ws}/{feed}' has no stored revision to run with runtime = local"
+                    ))),
+                }
             }
             Err(e) => Err(e),
         };
@@ -121,6 +229,14 @@ impl Gateway {
                 return Err(e);
             }
         };
+        // runtime = kubernetes: the revision the agent says served the call (a canary's) is
+        // what the call is logged under, and its rows are not cached as the live revision's.
+        let other_revision = exec.revision.as_ref().filter(|r| **r != finish.revision);
+        if let Some(served) = other_revision {
+            finish.revision = served.clone();
+            cache_key = None;
+        }
+        let same_revision = other_revision.is_none();
         finish.logs = Some(exec.logs);
         let enough = Arc::new(AtomicBool::new(false));
         let guard = Guard {
@@ -130,7 +246,7 @@ impl Gateway {
         // The columns of any call are remembered for describing the feed (see
         // `result_schema`), but only once it has returned rows: a call with none (a
         // filter nothing matches) may type its Python columns as text.
-        let remember = Some((self.clone(), rev.id, exec.schema.clone()));
+        let remember = same_revision.then(|| (self.clone(), lf.scope.clone(), exec.schema.clone()));
         // A cached feed's rows are kept while they stay small enough to cache, and stored
         // once the call has ended well.
         let keep = cache_key.zip(ttl).map(|(key, ttl)| Keep {
@@ -150,7 +266,7 @@ impl Gateway {
                         if b.num_rows() > 0
                             && let Some((gw, id, schema)) = remember.take()
                         {
-                            gw.remember_schema(id, &schema);
+                            gw.remember_schema(&id, &schema);
                         }
                         if let Some(k) = &mut keep {
                             k.bytes += b.get_array_memory_size();

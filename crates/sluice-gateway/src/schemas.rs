@@ -3,20 +3,19 @@
 //! running it, so it is learnt by calling the feed with its defaults, or from any call
 //! made through those protocols, and kept per revision: revisions are immutable.
 
+use crate::open::LiveFeed;
 use crate::{RESERVED_PARAMS, state::Gateway};
 use arrow_schema::SchemaRef;
 use futures::StreamExt;
 use sluice_core::Result;
-use sluice_store::Revision;
-use std::sync::Arc;
 
 impl Gateway {
     /// The result schema of `rev`: remembered, or learnt now by calling the feed with its
     /// defaults (a logged call like any other). `None` when the feed has required
     /// parameters and was never called through a describing protocol, or returned no
     /// columns.
-    pub async fn result_schema(&self, ws: &str, rev: &Arc<Revision>) -> Result<Option<SchemaRef>> {
-        if let Some(s) = self.known_schema(rev.id) {
+    pub async fn result_schema(&self, ws: &str, rev: &LiveFeed) -> Result<Option<SchemaRef>> {
+        if let Some(s) = self.known_schema(&rev.scope) {
             return Ok(Some(s));
         }
         if rev.signature.params.iter().any(|p| p.required) {
@@ -40,27 +39,28 @@ impl Gateway {
         if schema.fields().is_empty() {
             return Ok(None);
         }
-        self.remember_schema(rev.id, &schema);
+        self.remember_schema(&rev.scope, &schema);
         Ok(Some(schema))
     }
 
-    pub fn known_schema(&self, revision_id: i64) -> Option<SchemaRef> {
+    /// `scope` is a [`LiveFeed::scope`]: a revision's, immutable like its code.
+    pub fn known_schema(&self, scope: &str) -> Option<SchemaRef> {
         self.inner
             .schemas
             .read()
             .expect("schemas lock")
-            .get(&revision_id)
+            .get(scope)
             .cloned()
     }
 
-    /// Keep the schema a call of `revision_id` produced (empty results say nothing).
-    pub fn remember_schema(&self, revision_id: i64, schema: &SchemaRef) {
+    /// Keep the schema a call of `scope` produced (empty results say nothing).
+    pub fn remember_schema(&self, scope: &str, schema: &SchemaRef) {
         if !schema.fields().is_empty() {
             self.inner
                 .schemas
                 .write()
                 .expect("schemas lock")
-                .insert(revision_id, schema.clone());
+                .insert(scope.to_string(), schema.clone());
         }
     }
 }

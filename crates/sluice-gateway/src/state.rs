@@ -5,7 +5,7 @@ use crate::{
     agent::AgentClient,
     auth::KeyCache,
     cache::ResultCache,
-    cluster::{AgentRoute, Cluster},
+    cluster::{AgentRoute, Cluster, Route, Target},
     limiter::Limiter,
     metrics::Metrics,
     recorder,
@@ -14,7 +14,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use axum::{extract::State, http::StatusCode, response::IntoResponse};
 use futures::stream::BoxStream;
-use sluice_core::{Code, Error, Params, Result, params::params_to_json};
+use sluice_core::{Code, Error, FeedSignature, Params, Result, params::params_to_json};
 use sluice_runtime::{CallLogs, CallOutput, CallSpec, ModuleSpec, Runtime};
 use sluice_sources::{SourceConfig, Sources};
 use sluice_store::{NewInvocation, Revision, Store};
@@ -83,8 +83,8 @@ pub(crate) struct Inner {
     pub limiters: RwLock<PerFeed<Arc<Limiter>>>,
     pub cache: ResultCache,
     pub metrics: Metrics,
-    /// Result schemas by revision id (see `schemas.rs`).
-    pub schemas: RwLock<HashMap<i64, SchemaRef>>,
+    /// Result schemas by revision scope (see `schemas.rs`, `LiveFeed::scope`).
+    pub schemas: RwLock<HashMap<String, SchemaRef>>,
     pub recorder: mpsc::Sender<NewInvocation>,
     pub ready: AtomicBool,
     /// Set when runtime = kubernetes: feeds run in their agent pods, not in `runtime`.
@@ -96,7 +96,38 @@ pub(crate) struct Inner {
 pub(crate) struct Agents {
     pub client: AgentClient,
     pub cluster: Option<Arc<dyn Cluster>>,
-    pub routes: RwLock<PerFeed<AgentRoute>>,
+    pub routes: RwLock<PerFeed<Route>>,
+    /// Signatures of the revisions agents serve, by workspace, feed and revision name (a
+    /// revision's code never changes, so neither does its signature). Trimmed to the routed
+    /// revisions when the watch replaces the routes.
+    pub signatures: RwLock<PerFeed<HashMap<String, Signed>>>,
+}
+
+/// A served revision's signature, and its store id when the store has the revision (the
+/// result cache keys by it, shared with OData and the PostgreSQL wire).
+#[derive(Clone)]
+pub(crate) struct Signed {
+    pub signature: Arc<FeedSignature>,
+    pub revision_id: Option<i64>,
+}
+
+/// The agent chosen for one call (runtime = kubernetes), with what the gateway needs before
+/// it calls: the revision it serves and that revision's signature.
+pub(crate) struct Picked {
+    pub url: String,
+    pub revision: String,
+    pub canary: bool,
+    pub signed: Signed,
+}
+
+impl Picked {
+    pub fn target(&self) -> Target<'_> {
+        Target {
+            url: &self.url,
+            revision: &self.revision,
+            canary: self.canary,
+        }
+    }
 }
 
 /// Where the captured stdout/stderr of a call will come from.
@@ -124,6 +155,10 @@ pub struct Execution {
     pub logs: Logs,
     /// True when `sluice.sql` ran natively in Rust.
     pub passthrough: bool,
+    /// The revision that served the call, as the feed's agent names it (runtime =
+    /// kubernetes: a canary's, or mid-rollout the previous one's). `None` for the local
+    /// runtime, which runs exactly the revision it was given.
+    pub revision: Option<String>,
 }
 
 pub fn module_of(rev: &Revision) -> ModuleSpec {
@@ -161,7 +196,7 @@ impl Gateway {
     }
 
     /// A gateway for runtime = kubernetes: calls go to each feed's agent (see
-    /// [`Gateway::set_agent_url`]); `runtime` still serves `sluice run` of unsaved code.
+    /// [`Gateway::set_agent_route`]); `runtime` still serves `sluice run` of unsaved code.
     pub fn with_agents(
         store: Store,
         runtime: Runtime,
@@ -174,6 +209,7 @@ impl Gateway {
             client,
             cluster,
             routes: Default::default(),
+            signatures: Default::default(),
         };
         Gateway::build(store, runtime, sources, cfg, Some(agents))
     }
@@ -267,14 +303,14 @@ impl Gateway {
         }
     }
 
-    /// Where a feed's agent answers (the Feed's status URL); `None` forgets it. Only
+    /// Where a feed's calls go (its agent, and a canary's share); `None` forgets it. Only
     /// meaningful with runtime = kubernetes.
-    pub fn set_agent_url(&self, ws: &str, feed: &str, url: Option<&str>) {
-        self.set_agent_route(ws, feed, url.map(AgentRoute::live));
+    pub fn set_agent_route(&self, ws: &str, feed: &str, route: Option<AgentRoute>) {
+        self.set_cluster_route(ws, feed, route.map(Route::Ready));
     }
 
-    /// Where a feed's calls go (its agent, and a canary's share); `None` forgets it.
-    pub fn set_agent_route(&self, ws: &str, feed: &str, route: Option<AgentRoute>) {
+    /// What the gateway knows of one of the cluster's feeds; `None` forgets it.
+    pub fn set_cluster_route(&self, ws: &str, feed: &str, route: Option<Route>) {
         let Some(agents) = &self.inner.agents else {
             return;
         };
@@ -294,16 +330,68 @@ impl Gateway {
         }
     }
 
-    /// Every route at once (workspace → feed → route), as a watch of the cluster knows
-    /// them: feeds absent here are forgotten.
-    pub fn replace_agent_routes(&self, all: HashMap<String, HashMap<String, AgentRoute>>) {
-        if let Some(agents) = &self.inner.agents {
-            *agents.routes.write().expect("agents lock") = all;
+    /// Every feed of the cluster at once (workspace → feed → route), as a watch of the
+    /// cluster knows them: feeds absent here are forgotten, and so are the signatures of
+    /// revisions no route serves any more. A feed that was Ready and now waits (its next
+    /// revision builds or rolls out) keeps the route it had ([`Route::carried`]).
+    pub fn replace_agent_routes(&self, mut all: HashMap<String, HashMap<String, Route>>) {
+        let Some(agents) = &self.inner.agents else {
+            return;
+        };
+        // Held to the end: a route set meanwhile (a deploy) must not be lost, nor carried
+        // from a table about to be replaced.
+        let mut routes = agents.routes.write().expect("agents lock");
+        for (ws, feeds) in all.iter_mut() {
+            for (feed, route) in feeds.iter_mut() {
+                let seen = std::mem::replace(route, Route::Waiting(String::new()));
+                *route = Route::carried(routes.get(ws.as_str()).and_then(|m| m.get(feed)), seen);
+            }
+        }
+        agents
+            .signatures
+            .write()
+            .expect("signatures lock")
+            .retain(|ws, feeds| {
+                feeds.retain(|feed, revs| {
+                    match all.get(ws).and_then(|m| m.get(feed)) {
+                        Some(Route::Ready(r)) => revs.retain(|rev, _| {
+                            *rev == r.revision
+                                || r.canary.as_ref().is_some_and(|c| c.revision == *rev)
+                        }),
+                        // Never Ready yet (a Ready one is carried above): nothing routed
+                        // to drop.
+                        Some(Route::Waiting(_)) => {}
+                        None => revs.clear(),
+                    }
+                    !revs.is_empty()
+                });
+                !feeds.is_empty()
+            });
+        *routes = all;
+    }
+
+    /// Where a ready feed's calls go now (runtime = kubernetes).
+    pub fn agent_route(&self, ws: &str, feed: &str) -> Option<AgentRoute> {
+        match self.cluster_route(ws, feed)? {
+            Route::Ready(r) => Some(r),
+            Route::Waiting(_) => None,
         }
     }
 
-    /// Where a feed's calls go now (runtime = kubernetes).
-    pub fn agent_route(&self, ws: &str, feed: &str) -> Option<AgentRoute> {
+    /// Every feed of the workspace the cluster has, with its route (runtime = kubernetes).
+    pub fn cluster_routes(&self, ws: &str) -> Vec<(String, Route)> {
+        let Some(agents) = self.inner.agents.as_ref() else {
+            return Vec::new();
+        };
+        let routes = agents.routes.read().expect("agents lock");
+        routes
+            .get(ws)
+            .map(|m| m.iter().map(|(f, r)| (f.clone(), r.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// What the gateway knows of a feed in the cluster (runtime = kubernetes).
+    pub fn cluster_route(&self, ws: &str, feed: &str) -> Option<Route> {
         let agents = self.inner.agents.as_ref()?;
         let routes = agents.routes.read().expect("agents lock");
         routes.get(ws).and_then(|m| m.get(feed)).cloned()
@@ -376,8 +464,9 @@ impl Gateway {
             .clone()
     }
 
-    /// Call a feed and return its rows as a stream. A `sluice.sql(...)` returned unchanged
-    /// is run here, natively, so its rows never pass through Python.
+    /// Call a deployed feed and return its rows as a stream: with runtime = kubernetes its
+    /// agent serves the call (`module` is then only what the store knows of it), else the
+    /// local runtime runs `module` ([`Gateway::execute_here`]).
     pub async fn execute(
         &self,
         ws: &str,
@@ -386,33 +475,66 @@ impl Gateway {
         params: &Params,
         request_id: &str,
     ) -> Result<Execution> {
-        if let Some(agents) = &self.inner.agents {
-            // The agent runs `sluice.sql` itself, with the data sources mounted in its pod.
-            let route = self.agent_route(ws, feed).ok_or_else(|| {
-                    Error::new(
-                        Code::RuntimeUnavailable,
-                        format!("feed '{ws}/{feed}' has no ready agent yet: `kubectl get feeds -n {ws}` shows its build and rollout"),
-                    )
-                    .retry_after(5)
-                })?;
-            let url = crate::cluster::pick(&route, request_id);
-            let first = agents
-                .client
-                .call(url, params_to_json(params), request_id)
-                .await;
-            // A canary that cannot be reached (still rolling out, crashed) must not fail its
-            // share of the calls: the live revision serves them.
-            return match first {
-                Err(e) if e.code == Code::RuntimeUnavailable && url != route.url => {
-                    tracing::warn!(workspace = %ws, feed = %feed, "canary unreachable, calling the live agent: {e}");
-                    agents
-                        .client
-                        .call(&route.url, params_to_json(params), request_id)
-                        .await
-                }
-                other => other,
-            };
+        if self.uses_agents() {
+            return self.execute_on_agents(ws, feed, params, request_id).await;
         }
+        self.execute_here(ws, module, feed, params, request_id)
+            .await
+    }
+
+    /// runtime = kubernetes: the call goes to the feed's agent (the canary's for its share
+    /// of request ids), which runs `sluice.sql` itself with the data sources mounted in its
+    /// pod.
+    pub(crate) async fn execute_on_agents(
+        &self,
+        ws: &str,
+        feed: &str,
+        params: &Params,
+        request_id: &str,
+    ) -> Result<Execution> {
+        let agents = self
+            .inner
+            .agents
+            .as_ref()
+            .ok_or_else(|| Error::internal("a feed agent was called with runtime = local"))?;
+        let route = self
+            .agent_route(ws, feed)
+            .ok_or_else(|| self.no_agent(ws, feed))?;
+        let target = crate::cluster::pick(&route, request_id);
+        let first = agents
+            .client
+            .call(target.url, params_to_json(params), request_id)
+            .await;
+        // A canary that cannot be reached (still rolling out, crashed) must not fail its
+        // share of the calls: the live revision serves them.
+        let mut exec = match first {
+            Err(e) if e.code == Code::RuntimeUnavailable && target.canary => {
+                tracing::warn!(workspace = %ws, feed = %feed, revision = %target.revision, "canary unreachable, calling the live agent: {e}");
+                return self
+                    .call_agent(route.live_target(), params, request_id)
+                    .await;
+            }
+            other => other?,
+        };
+        exec.revision
+            .get_or_insert_with(|| target.revision.to_string());
+        Ok(exec)
+    }
+
+    /// Run `module`'s feed in this server's own runtime, whatever runs deployed feeds: what
+    /// `sluice run` and the IDE's preview need, since the code is a draft no agent has (with
+    /// runtime = kubernetes an agent serves only the revision baked into its image). The
+    /// workspace's data sources come from the store, as in local mode, and a
+    /// `sluice.sql(...)` returned unchanged is run here, natively, so its rows never pass
+    /// through Python.
+    pub async fn execute_here(
+        &self,
+        ws: &str,
+        module: &ModuleSpec,
+        feed: &str,
+        params: &Params,
+        request_id: &str,
+    ) -> Result<Execution> {
         let sources = self.workspace_sources(ws).await?;
         let out = self
             .inner
@@ -453,6 +575,7 @@ impl Gateway {
                     batches: q.batches,
                     logs: Logs::Ready(logs),
                     passthrough: true,
+                    revision: None,
                 })
             }
             CallOutput::Rows {
@@ -464,8 +587,175 @@ impl Gateway {
                 batches,
                 logs: Logs::Pending(done),
                 passthrough: false,
+                revision: None,
             }),
         }
+    }
+
+    /// The error of a call to a feed that has no ready agent: what it waits for when the
+    /// cluster says, else that no Feed is seen yet (a deploy just written, a watch that has
+    /// not caught up).
+    fn no_agent(&self, ws: &str, feed: &str) -> Error {
+        let waiting = match self.cluster_route(ws, feed) {
+            Some(Route::Waiting(w)) => w,
+            _ => "its Feed to be seen in the cluster".to_string(),
+        };
+        Error::new(
+            Code::FeedNotReady,
+            format!(
+                "feed '{ws}/{feed}' has no ready agent yet (waiting for {waiting}): retry shortly; `kubectl get feeds -n {ws}` shows its build and rollout"
+            ),
+        )
+        .with("waiting_for", waiting)
+        .retry_after(5)
+    }
+
+    /// runtime = kubernetes: the agent that serves the call with this request id (the
+    /// canary's share goes to the canary; `live_only` after a canary failed) and the
+    /// signature of the revision it serves, which the call's parameters must fit. A feed the
+    /// store has never seen (applied as YAML by GitOps) is served like any other: its
+    /// signature comes from its agent. A canary whose signature cannot be had yet leaves its
+    /// calls to the live revision.
+    pub(crate) async fn pick_agent(
+        &self,
+        ws: &str,
+        feed: &str,
+        request_id: &str,
+        live_only: bool,
+    ) -> Result<Picked> {
+        let route = match self.cluster_route(ws, feed) {
+            Some(Route::Ready(r)) => r,
+            Some(Route::Waiting(_)) => return Err(self.no_agent(ws, feed)),
+            None => {
+                // Only a feed the store knows is worth waiting for; any other is a 404.
+                self.live_revision(ws, feed).await?;
+                return Err(self.no_agent(ws, feed));
+            }
+        };
+        let target = if live_only {
+            route.live_target()
+        } else {
+            crate::cluster::pick(&route, request_id)
+        };
+        match self.signed(ws, feed, target).await {
+            Ok(signed) => Ok(picked(target, signed)),
+            Err(e)
+                if target.canary
+                    && matches!(e.code, Code::RuntimeUnavailable | Code::FeedNotReady) =>
+            {
+                tracing::warn!(workspace = %ws, feed = %feed, revision = %target.revision, "canary not serving yet, calling the live agent: {e}");
+                let live = route.live_target();
+                Ok(picked(live, self.signed(ws, feed, live).await?))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Run one call on the agent `pick_agent` chose; the execution names the revision the
+    /// agent says served it (the chosen one unless a rollout is under way).
+    pub(crate) async fn call_agent(
+        &self,
+        target: Target<'_>,
+        params: &Params,
+        request_id: &str,
+    ) -> Result<Execution> {
+        let agents = self
+            .inner
+            .agents
+            .as_ref()
+            .ok_or_else(|| Error::internal("a feed agent was called with runtime = local"))?;
+        let mut exec = agents
+            .client
+            .call(target.url, params_to_json(params), request_id)
+            .await?;
+        exec.revision
+            .get_or_insert_with(|| target.revision.to_string());
+        Ok(exec)
+    }
+
+    /// The signature of the revision an agent serves: from memory; else from the store when
+    /// it has that revision (deployed through this server: known exactly, and agents of
+    /// images built before agents served signatures keep working); else from the agent.
+    async fn signed(&self, ws: &str, feed: &str, target: Target<'_>) -> Result<Signed> {
+        let agents = self.inner.agents.as_ref().ok_or_else(|| {
+            Error::internal("a feed agent's signature was asked for with runtime = local")
+        })?;
+        let known = agents
+            .signatures
+            .read()
+            .expect("signatures lock")
+            .get(ws)
+            .and_then(|m| m.get(feed))
+            .and_then(|m| m.get(target.revision))
+            .cloned();
+        if let Some(s) = known {
+            return Ok(s);
+        }
+        let stored = match target.revision.parse::<i64>() {
+            Ok(n) => self.inner.store.revision(ws, feed, n).await?,
+            Err(_) => None,
+        };
+        let signed = match stored {
+            Some(rev) => Signed {
+                signature: Arc::new(rev.signature),
+                revision_id: Some(rev.id),
+            },
+            None => Signed {
+                signature: Arc::new(self.served_signature(ws, feed, target).await?),
+                revision_id: None,
+            },
+        };
+        agents
+            .signatures
+            .write()
+            .expect("signatures lock")
+            .entry(ws.to_string())
+            .or_default()
+            .entry(feed.to_string())
+            .or_default()
+            .insert(target.revision.to_string(), signed.clone());
+        Ok(signed)
+    }
+
+    /// Ask the agent what it serves. Mid-rollout the Service may still reach a pod of the
+    /// previous revision: a few tries on fresh connections, then `feed_not_ready` rather
+    /// than a signature of other code.
+    async fn served_signature(
+        &self,
+        ws: &str,
+        feed: &str,
+        target: Target<'_>,
+    ) -> Result<FeedSignature> {
+        let agents = self.inner.agents.as_ref().ok_or_else(|| {
+            Error::internal("a feed agent's signature was asked for with runtime = local")
+        })?;
+        let mut seen = String::new();
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let served = agents.client.served(target.url).await?;
+            if served.revision != target.revision {
+                seen = served.revision;
+                continue;
+            }
+            if served.signature.name != feed {
+                return Err(Error::internal(format!(
+                    "the agent at {} serves feed '{}', not '{feed}': check the Feed's `function`",
+                    target.url, served.signature.name
+                )));
+            }
+            return Ok(served.signature);
+        }
+        Err(Error::new(
+            Code::FeedNotReady,
+            format!(
+                "feed '{ws}/{feed}' is rolling out revision {}, but its agent at {} still serves revision {seen}: retry shortly",
+                target.revision, target.url
+            ),
+        )
+        .with("revision", target.revision)
+        .retry_after(2))
     }
 
     /// Queue an invocation record. When the store can't keep up, records are dropped
@@ -481,6 +771,15 @@ impl Gateway {
                 );
             }
         }
+    }
+}
+
+fn picked(t: Target<'_>, signed: Signed) -> Picked {
+    Picked {
+        url: t.url.to_string(),
+        revision: t.revision.to_string(),
+        canary: t.canary,
+        signed,
     }
 }
 

@@ -130,11 +130,12 @@ impl FeedView {
 
 /// Reasons a Feed waits for with work still under way; any other reason is the end of a
 /// rollout that did not become ready (a failed build, a missing data source, ...).
-const UNDER_WAY: [&str; 6] = [
+const UNDER_WAY: [&str; 7] = [
     "Reconciling",
     "Building",
     "WaitingForBuild",
     "Applied",
+    "RollingOut",
     "PodsNotReady",
     "Starting",
 ];

@@ -235,7 +235,7 @@ async fn apply_feed(feed: &Feed, ctx: &Context) -> Result<Action, Error> {
         &(ctx.now)(),
     );
     patch_feed_status(feed, ctx, &status).await?;
-    if old.revision.as_deref() != Some(plan.revision.as_str()) && plan.image_ready {
+    if old.revision != status.revision && status.revision.as_deref() == Some(&plan.revision) {
         publish(
             ctx,
             feed,
@@ -295,7 +295,25 @@ pub fn feed_status(
             format!("building {}", plan.image),
         )
     };
-    let deployed = if plan.image_ready {
+    // The revision the feed serves changes in one status write, once every pod of the live
+    // Deployment runs the new one (or nothing served before): until then the previous
+    // revision's pods take the calls and the gateway keeps routing them under it.
+    let rolling_out = plan.image_ready
+        && old.revision.is_some()
+        && old.revision.as_deref() != Some(plan.revision.as_str())
+        && !deployment.is_some_and(rolled_out);
+    let deployed = if rolling_out {
+        condition(
+            "Deployed",
+            false,
+            "RollingOut",
+            format!(
+                "revision {} is rolling out; revision {} serves until its pods are ready",
+                plan.revision,
+                old.revision.as_deref().unwrap_or_default()
+            ),
+        )
+    } else if plan.image_ready {
         condition(
             "Deployed",
             true,
@@ -330,7 +348,7 @@ pub fn feed_status(
     } else {
         condition("Ready", false, "PodsNotReady", "no pod is ready yet")
     };
-    let (revision, image) = if plan.image_ready {
+    let (revision, image) = if plan.image_ready && !rolling_out {
         (Some(plan.revision.clone()), Some(plan.image.clone()))
     } else {
         (old.revision.clone(), old.image.clone())
@@ -339,7 +357,12 @@ pub fn feed_status(
         .as_deref()
         .and_then(|i| i.split_once('@'))
         .map(|(_, d)| d.to_string())
-        .or_else(|| inputs.image_digest.clone().filter(|_| plan.image_ready))
+        .or_else(|| {
+            inputs
+                .image_digest
+                .clone()
+                .filter(|_| plan.image_ready && !rolling_out)
+        })
         .or_else(|| old.image_digest.clone().filter(|_| image == old.image));
     FeedStatus {
         observed_generation: feed.metadata.generation,
@@ -356,6 +379,20 @@ pub fn feed_status(
             now,
         ),
     }
+}
+
+/// Whether every pod of a Deployment runs its current template and is ready (what
+/// `kubectl rollout status` waits for): the controller has seen the latest spec, all the
+/// wanted replicas are updated and ready, and no pod of an older template is left.
+pub fn rolled_out(d: &DynamicObject) -> bool {
+    let st = &d.data["status"];
+    let n = |v: &serde_json::Value| v.as_i64().unwrap_or(0);
+    let updated = n(&st["updatedReplicas"]);
+    let wanted = d.data["spec"]["replicas"].as_i64().unwrap_or(updated);
+    n(&st["observedGeneration"]) >= d.metadata.generation.unwrap_or(0)
+        && updated >= wanted
+        && n(&st["replicas"]) <= updated
+        && n(&st["readyReplicas"]) >= updated
 }
 
 async fn patch_feed_status(feed: &Feed, ctx: &Context, status: &FeedStatus) -> Result<(), Error> {

@@ -15,8 +15,9 @@ use axum::{
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use sluice_core::{Code, Error, Result};
-use sluice_gateway::{Gateway, Principal, RESERVED_PARAMS, auth::query_pairs, request_id};
-use sluice_store::Revision;
+use sluice_gateway::{
+    Gateway, LiveFeed, Principal, RESERVED_PARAMS, auth::query_pairs, request_id,
+};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -100,10 +101,10 @@ impl OData {
         )
     }
 
-    /// The live revisions of the workspace's feeds.
-    async fn live(&self, ws: &str) -> Result<Vec<Revision>> {
-        let feeds = self.gw.store().list_feeds(ws).await?;
-        Ok(feeds.into_iter().filter_map(|(_, rev)| rev).collect())
+    /// The workspace's feeds as served now: the store's live revisions and, with runtime =
+    /// kubernetes, the cluster's Ready feeds the store does not have (GitOps).
+    async fn live(&self, ws: &str) -> Result<Vec<Arc<LiveFeed>>> {
+        self.gw.live_feeds(ws).await
     }
 }
 
@@ -115,11 +116,13 @@ async fn service_document(
 ) -> Response {
     let run = async {
         od.principal(&ws, &headers, q.as_deref()).await?;
+        // Names only: describing a cluster feed would ask its agent for nothing needed here.
         let sets: Vec<serde_json::Value> = od
-            .live(&ws)
+            .gw
+            .live_feed_names(&ws)
             .await?
             .iter()
-            .map(|r| serde_json::json!({"name": r.feed, "kind": "EntitySet", "url": r.feed}))
+            .map(|f| serde_json::json!({"name": f, "kind": "EntitySet", "url": f}))
             .collect();
         let body = serde_json::json!({
             "@odata.context": format!("{}/$metadata", od.base(&ws)),
@@ -138,9 +141,9 @@ async fn metadata(
 ) -> Response {
     let run = async {
         od.principal(&ws, &headers, q.as_deref()).await?;
-        let revs: Vec<Arc<Revision>> = od.live(&ws).await?.into_iter().map(Arc::new).collect();
+        let revs = od.live(&ws).await?;
         // A few feeds at a time: learning schemas runs feeds, and a workspace may have many.
-        let found: Vec<(Arc<Revision>, Result<Option<SchemaRef>>)> = futures::stream::iter(revs)
+        let found: Vec<(Arc<LiveFeed>, Result<Option<SchemaRef>>)> = futures::stream::iter(revs)
             .map(|rev| {
                 let od = od.clone();
                 let ws = ws.clone();
@@ -179,7 +182,7 @@ async fn metadata(
 /// What every data request needs: the caller, the feed, its options and parameters.
 struct Request {
     principal: Arc<Principal>,
-    rev: Arc<Revision>,
+    rev: Arc<LiveFeed>,
     opts: Options,
     params: sluice_core::Params,
     pairs: Vec<(String, String)>,
@@ -201,7 +204,7 @@ async fn prepare(
             ),
         ));
     }
-    let rev = od.gw.live_revision(ws, set).await?;
+    let rev = od.gw.live_feed(ws, set).await?;
     let pairs = query_pairs(q);
     let (opts, custom) = query::parse(&pairs)?;
     let params = rev.signature.coerce(&custom, RESERVED_PARAMS)?;

@@ -222,15 +222,9 @@ impl Startup {
         if gw.store().workspace(ws).await.map_err(internal)?.is_none() {
             return Err(unknown());
         }
-        let feeds: Vec<String> = gw
-            .store()
-            .list_feeds(ws)
-            .await
-            .map_err(internal)?
-            .into_iter()
-            .filter(|(_, rev)| rev.is_some())
-            .map(|(f, _)| f.name)
-            .collect();
+        // The store's feeds and, with runtime = kubernetes, the cluster's Ready ones it does
+        // not have (GitOps): each a table.
+        let feeds: Vec<String> = gw.live_feed_names(ws).await.map_err(internal)?;
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(ws, "public")
             .with_information_schema(true);

@@ -23,8 +23,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use futures::StreamExt;
 use sluice_core::params::{ParamSpec, ParamType, ParamValue};
-use sluice_gateway::{Gateway, RESERVED_PARAMS};
-use sluice_store::Revision;
+use sluice_gateway::{Gateway, LiveFeed, RESERVED_PARAMS};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -68,7 +67,7 @@ fn feed_error(e: sluice_core::Error) -> DataFusionError {
 pub struct FeedTable {
     gw: Gw,
     ws: String,
-    rev: Arc<Revision>,
+    rev: Arc<LiveFeed>,
     /// Result columns, then the parameter columns.
     schema: SchemaRef,
     /// Parameters that have a column: (column index, spec).
@@ -92,7 +91,7 @@ impl FeedTable {
     pub fn new(
         gw: Gateway,
         ws: &str,
-        rev: Arc<Revision>,
+        rev: Arc<LiveFeed>,
         result: &Schema,
         request_id: &str,
     ) -> Self {
@@ -351,7 +350,7 @@ fn param_array(value: &ParamValue, ty: &DataType) -> DfResult<ArrayRef> {
 struct FeedPartition {
     gw: Gw,
     ws: String,
-    rev: Arc<Revision>,
+    rev: Arc<LiveFeed>,
     params: sluice_core::Params,
     schema: SchemaRef,
     n_result: usize,
@@ -491,7 +490,7 @@ impl SchemaProvider for FeedSchema {
             return Ok(None);
         }
         let gw = &self.gw.0;
-        let rev = gw.live_revision(&self.ws, name).await.map_err(feed_error)?;
+        let rev = gw.live_feed(&self.ws, name).await.map_err(feed_error)?;
         // A feed whose columns are unknown (required parameters, never called through a
         // describing protocol) or whose default call fails is not a table: one broken feed
         // must not break a BI tool's whole catalog.

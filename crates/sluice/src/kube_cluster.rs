@@ -11,7 +11,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use sluice_core::{Code, Error, Result};
 use sluice_gateway::Gateway;
-use sluice_gateway::cluster::{AgentRoute, CanaryRoute, Cluster, ClusterFeed, Rollout};
+use sluice_gateway::cluster::{AgentRoute, CanaryRoute, Cluster, ClusterFeed, Rollout, Route};
 use sluice_kube::control::{Deploy, FeedView, Follow, KubeFeeds, Progress, object_name};
 use sluice_kube::index::FeedIndex;
 use sluice_store::Revision;
@@ -42,20 +42,26 @@ impl KubeCluster {
     }
 }
 
-/// Where calls go, from what the watch knows: every Ready feed's agent and canary.
-pub fn routes_of(idx: &FeedIndex) -> HashMap<String, HashMap<String, AgentRoute>> {
-    let mut out: HashMap<String, HashMap<String, AgentRoute>> = HashMap::new();
+/// Where calls go, from what the watch knows: every Ready feed's agent and canary, each
+/// with the revision it serves; every other feed with what it waits for, so its calls are
+/// told (`feed_not_ready`) rather than that it does not exist.
+pub fn routes_of(idx: &FeedIndex) -> HashMap<String, HashMap<String, Route>> {
+    let mut out: HashMap<String, HashMap<String, Route>> = HashMap::new();
     for r in idx.routes().into_values() {
-        let Some(url) = r.view.agent_url else {
-            continue;
+        let v = r.view;
+        let route = match (v.agent_url, v.live_revision) {
+            (Some(url), Some(revision)) => Route::Ready(AgentRoute {
+                url,
+                revision,
+                canary: v.canary.map(|c| CanaryRoute {
+                    url: c.agent_url,
+                    revision: c.revision,
+                    weight: c.weight,
+                }),
+            }),
+            _ => Route::Waiting(v.waiting_for.unwrap_or_else(|| "Reconciling".into())),
         };
-        let canary = r.view.canary.map(|c| CanaryRoute {
-            url: c.agent_url,
-            weight: c.weight,
-        });
-        out.entry(r.workspace)
-            .or_default()
-            .insert(r.feed, AgentRoute { url, canary });
+        out.entry(r.workspace).or_default().insert(r.feed, route);
     }
     out
 }
@@ -515,9 +521,9 @@ mod tests {
         assert_eq!(feeds[1]["managed_by"], "gitops");
         assert_eq!(feeds[1]["live_revision"], 9);
         assert_eq!(feeds[1]["cache"], "1h");
-        assert!(
-            feeds[1]["url"].is_null(),
-            "not served by the gateway: {}",
+        assert_eq!(
+            feeds[1]["url"], "http://127.0.0.1:8080/feeds/team/nightly_totals",
+            "served by the gateway like any feed: {}",
             feeds[1]
         );
 
@@ -575,14 +581,290 @@ mod tests {
         );
     }
 
+    /// `sluice run` and the IDE's preview (`POST .../run`) with runtime = kubernetes run the
+    /// draft they send, in the server's own runtime against the workspace's data sources
+    /// (the store's, as in local mode), never the revision the feed's agent serves.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_executes_the_draft_in_the_server_not_the_deployed_feeds_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = dir.path().join("warehouse.db");
+        let made = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import sqlite3; c = sqlite3.connect({:?}); c.execute('create table sales(region text, amount real)'); c.executemany('insert into sales values (?, ?)', [('EU', 1.5), ('US', 9.0), ('EU', 2.5)]); c.commit()",
+                wh.to_str().unwrap()
+            ))
+            .status()
+            .unwrap();
+        assert!(made.success());
+
+        // The deployed revision, served by a real agent: different code, different rows.
+        let agent_dir = dir.path().join("agent");
+        std::fs::create_dir_all(&agent_dir).unwrap();
+        std::fs::write(
+            agent_dir.join("feed.py"),
+            "import sluice\n\n@sluice.feed\ndef sales(region: str = 'US'):\n    return [{'who': 'deployed'}]\n",
+        )
+        .unwrap();
+        let agent = sluice_agent::Agent::start(&sluice_agent::AgentArgs {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            module: agent_dir.join("feed.py"),
+            feed: "sales".into(),
+            revision: "1".into(),
+            sources_dir: agent_dir.join("sources"),
+            data_dir: agent_dir.join("data"),
+            python: "python3".into(),
+            workers: 1,
+            call_timeout_secs: 30,
+            drain_secs: 5,
+        })
+        .await
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(sluice_agent::serve(
+            listener,
+            agent,
+            futures::future::pending(),
+            std::time::Duration::from_secs(1),
+        ));
+
+        let store = sluice_store::Store::open("sqlite::memory:", [7; 32])
+            .await
+            .unwrap();
+        store.create_workspace("team").await.unwrap();
+        store
+            .upsert_source("warehouse", "sqlite", &json!({"path": wh}))
+            .await
+            .unwrap();
+        store.grant_source("warehouse", "team").await.unwrap();
+        let key = sluice_core::keys::generate();
+        store
+            .create_key(sluice_store::NewKey {
+                name: "ann".into(),
+                prefix: key.prefix.clone(),
+                hash: key.hash.clone(),
+                role: sluice_core::Role::Editor,
+                workspace: Some("team".into()),
+            })
+            .await
+            .unwrap();
+        let runtime = sluice_runtime::Runtime::start(sluice_runtime::RuntimeConfig {
+            data_dir: dir.path().join("server"),
+            pool_min: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let gw = Gateway::with_agents(
+            store,
+            runtime,
+            sluice_sources::Sources::new(),
+            Default::default(),
+            sluice_gateway::AgentClient::new(std::time::Duration::from_secs(30)).unwrap(),
+            None,
+        );
+        gw.set_agent_route("team", "sales", Some(AgentRoute::live(&agent_url, "1")));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let connect = sluice_control::ConnectInfo::new(&base, "127.0.0.1:5433".parse().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, sluice_control::router(gw, connect))
+                .await
+                .unwrap()
+        });
+
+        let run = |source: &str, params: Value| {
+            reqwest::Client::new()
+                .post(format!("{base}/api/v1/workspaces/team/run"))
+                .header("authorization", format!("Bearer {}", key.secret))
+                .json(&json!({"source": source, "filename": "sales.py", "params": params}))
+                .send()
+        };
+        // A draft whose rows come from the workspace's data source (run natively here).
+        let draft = "import sluice\n\n@sluice.feed\ndef sales(region: str = 'US'):\n    print('draft ran')\n    return sluice.sql('warehouse', 'select region, amount from sales where region = :region order by amount', region=region)\n";
+        let r = run(draft, json!({"region": "EU"})).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["columns"], json!(["region", "amount"]), "{body}");
+        assert_eq!(body["rows"], json!([["EU", 1.5], ["EU", 2.5]]), "{body}");
+        assert_eq!(body["stdout"], "draft ran\n");
+        // A draft whose Python reads the source itself: the store's credentials reach the
+        // server's worker (`sluice.connect`), as in local mode.
+        let draft = "import sluice\n\n@sluice.feed\ndef sales():\n    c = sluice.connect('warehouse')\n    n = c.cursor().execute('select count(*) from sales').fetchone()[0]\n    return [{'who': 'draft', 'n': n}]\n";
+        let r = run(draft, json!({})).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["rows"], json!([["draft", 3]]), "{body}");
+    }
+
+    /// A GitOps feed (only the cluster has it) is an OData entity set and a PostgreSQL-wire
+    /// table like any other once Ready, described by the signature its agent serves and
+    /// called through it; a cluster feed not Ready yet is neither.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gitops_feeds_are_odata_entity_sets_and_pg_wire_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("feed.py"),
+            "import sluice\n\n@sluice.feed\ndef nightly(region: str = 'EU', n: int = 2):\n    return [{'region': region, 'i': i} for i in range(n)]\n",
+        )
+        .unwrap();
+        let agent = sluice_agent::Agent::start(&sluice_agent::AgentArgs {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            module: dir.path().join("feed.py"),
+            feed: "nightly".into(),
+            revision: "3f2a9c1e7b44".into(),
+            sources_dir: dir.path().join("sources"),
+            data_dir: dir.path().join("agent"),
+            python: "python3".into(),
+            workers: 1,
+            call_timeout_secs: 30,
+            drain_secs: 5,
+        })
+        .await
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(sluice_agent::serve(
+            listener,
+            agent,
+            futures::future::pending(),
+            std::time::Duration::from_secs(1),
+        ));
+
+        let store = sluice_store::Store::open("sqlite::memory:", [7; 32])
+            .await
+            .unwrap();
+        store.create_workspace("team").await.unwrap();
+        let key = sluice_core::keys::generate();
+        store
+            .create_key(sluice_store::NewKey {
+                name: "bi".into(),
+                prefix: key.prefix.clone(),
+                hash: key.hash.clone(),
+                role: sluice_core::Role::Viewer,
+                workspace: Some("team".into()),
+            })
+            .await
+            .unwrap();
+        let runtime = sluice_runtime::Runtime::start(sluice_runtime::RuntimeConfig {
+            data_dir: dir.path().join("server"),
+            pool_min: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let gw = Gateway::with_agents(
+            store,
+            runtime,
+            sluice_sources::Sources::new(),
+            Default::default(),
+            sluice_gateway::AgentClient::new(std::time::Duration::from_secs(30)).unwrap(),
+            None,
+        );
+        gw.set_ready(true);
+        // What the watch reports: `nightly` Ready (applied by GitOps), `fresh` still building.
+        gw.replace_agent_routes(HashMap::from([(
+            "team".to_string(),
+            HashMap::from([
+                (
+                    "nightly".to_string(),
+                    Route::Ready(AgentRoute::live(&agent_url, "3f2a9c1e7b44")),
+                ),
+                ("fresh".to_string(), Route::Waiting("Building".into())),
+            ]),
+        )]));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let pg = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pg_port = pg.local_addr().unwrap().port();
+        let connect = sluice_control::ConnectInfo::new(&base, pg.local_addr().unwrap());
+        tokio::spawn(sluice_pgwire::serve(
+            gw.clone(),
+            pg,
+            None,
+            futures::future::pending(),
+        ));
+        let app = crate::server::app(gw, connect, Default::default());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let http = reqwest::Client::new();
+        let get = |path: &str| {
+            http.get(format!("{base}{path}"))
+                .header("authorization", format!("Bearer {}", key.secret))
+                .send()
+        };
+        let doc: Value = get("/odata/team/").await.unwrap().json().await.unwrap();
+        assert_eq!(
+            doc["value"],
+            json!([{"name": "nightly", "kind": "EntitySet", "url": "nightly"}]),
+            "the Ready GitOps feed, not the one still building: {doc}"
+        );
+        let r = get("/odata/team/$metadata").await.unwrap();
+        assert_eq!(r.status(), 200);
+        let xml = r.text().await.unwrap();
+        assert!(xml.contains(r#"EntitySet Name="nightly""#), "{xml}");
+        assert!(
+            xml.contains(r#"Property Name="region""#) && xml.contains(r#"Property Name="i""#),
+            "{xml}"
+        );
+        let r = get("/odata/team/nightly?region=US&n=3&$filter=i%20gt%200")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let rows: Value = r.json().await.unwrap();
+        assert_eq!(
+            rows["value"],
+            json!([{"_row": 2, "region": "US", "i": 1}, {"_row": 3, "region": "US", "i": 2}]),
+            "rows of the agent's call (a feed without a key gets `_row`): {rows}"
+        );
+        // Its parameters are checked against the signature its agent serves.
+        let r = get("/odata/team/nightly?n=many").await.unwrap();
+        assert_eq!(r.status(), 400);
+        let r = get("/odata/team/fresh").await.unwrap();
+        assert_eq!(r.status(), 503, "not Ready yet: feed_not_ready");
+
+        let secret = key.secret.clone();
+        let psql = move |sql: &'static str| {
+            let secret = secret.clone();
+            tokio::task::spawn_blocking(move || {
+                let out = std::process::Command::new("psql")
+                    .args(["-h", "127.0.0.1", "-p", &pg_port.to_string(), "-U", "x"])
+                    .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql, "team"])
+                    .env("PGPASSWORD", secret)
+                    .env("PGSSLMODE", "disable")
+                    .env("PGCONNECT_TIMEOUT", "20")
+                    .output()
+                    .expect("psql runs (Debian postgresql-client)");
+                (
+                    out.status.success(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            })
+        };
+        let (ok, out, err) = psql(
+            "select table_name from information_schema.tables where table_schema = 'public' order by 1",
+        )
+        .await
+        .unwrap();
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), "nightly", "{out}");
+        let (ok, out, err) = psql("select region, i from nightly where region = 'US' order by i")
+            .await
+            .unwrap();
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), "US|0\nUS|1", "{out}");
+    }
+
     #[test]
-    fn routes_are_the_ready_feeds_with_their_canaries() {
+    fn routes_are_the_ready_feeds_with_their_revisions_and_canaries() {
         let mut idx = FeedIndex::default();
         let mut f = feed(
             "sales-by-region",
             json!({"source": {"inline": "x"}, "function": "sales_by_region",
                    "canary": {"revision": "5", "image": "r/s:5", "weight": 20}}),
-            json!({"observedGeneration": 2, "conditions": [
+            json!({"observedGeneration": 2, "revision": "4", "conditions": [
                 {"type": "Ready", "status": "True", "reason": "Available", "message": ""}]}),
             "sluice-server",
         );
@@ -590,22 +872,31 @@ mod tests {
         f["metadata"]["name"] = "building".into();
         f["spec"]["function"] = "building".into();
         f["status"]["conditions"][0]["status"] = "False".into();
+        f["status"]["conditions"][0]["reason"] = "PodsNotReady".into();
         idx.apply_feed(&serde_json::from_value(f).unwrap());
         let routes = routes_of(&idx);
         assert_eq!(routes.len(), 1);
         assert_eq!(
             routes["team"],
-            HashMap::from([(
-                "sales_by_region".to_string(),
-                AgentRoute {
-                    url: "http://sales-by-region.sluice-team.svc".into(),
-                    canary: Some(CanaryRoute {
-                        url: "http://sales-by-region-canary.sluice-team.svc".into(),
-                        weight: 20
-                    }),
-                }
-            )]),
-            "the feed still building is not routed"
+            HashMap::from([
+                (
+                    "sales_by_region".to_string(),
+                    Route::Ready(AgentRoute {
+                        url: "http://sales-by-region.sluice-team.svc".into(),
+                        revision: "4".into(),
+                        canary: Some(CanaryRoute {
+                            url: "http://sales-by-region-canary.sluice-team.svc".into(),
+                            revision: "5".into(),
+                            weight: 20
+                        }),
+                    })
+                ),
+                (
+                    "building".to_string(),
+                    Route::Waiting("PodsNotReady".into())
+                ),
+            ]),
+            "the feed not ready yet is known, with what it waits for, but not routed"
         );
     }
 }

@@ -204,7 +204,13 @@ pub fn build(feed: &Feed, inputs: &FeedInputs, settings: &Settings) -> Result<Fe
             objects.extend(objs);
         }
     } else {
+        // The previous revision keeps serving until this one is built and rolled out: its
+        // Deployment, Service and autoscaler (all named after the feed), and a canary the
+        // spec still has (the gateway keeps routing to both meanwhile).
         keep_names.push(name.clone());
+        if feed.spec.canary.is_some() {
+            keep_names.push(format!("{name}-canary"));
+        }
     }
     Ok(FeedPlan {
         revision,

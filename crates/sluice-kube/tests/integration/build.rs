@@ -266,8 +266,8 @@ fn feed_before_its_build_has_only_the_source_and_the_build_job() {
     assert!(!plan.image_ready);
     assert_eq!(
         plan.keep_names,
-        ["sales-by-region"],
-        "the live Deployment keeps serving while building"
+        ["sales-by-region", "sales-by-region-canary"],
+        "the live Deployment and the canary keep serving while building"
     );
     assert_eq!(plan.revision, "7");
     assert_eq!(

@@ -446,6 +446,137 @@ async fn a_built_feed_is_deployed_reports_ready_and_records_an_event() {
     assert_eq!(ev["reportingController"], "sluice-operator");
 }
 
+/// A built feed's reconcile, the live Deployment answering with `deployment_status` (and
+/// `generation`); an Event follows the status patch only when `event`.
+fn built_steps(job: &str, generation: i64, deployment_status: Value, event: bool) -> Vec<Step> {
+    let mut steps = vec![
+        step("GET", NS, namespace()),
+        step(
+            "GET",
+            "/apis/sluice.dev/v1alpha1/datasources/warehouse",
+            warehouse(&["team"]),
+        ),
+        step(
+            "GET",
+            format!("{BATCH}/jobs/{job}"),
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job}, "status": {"succeeded": 1}}),
+        ),
+        step(
+            "GET",
+            format!("{NS}/pods"),
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+        ),
+        step(
+            "PATCH",
+            format!("{NS}/configmaps/sales-source"),
+            Value::Null,
+        ),
+        step("PATCH", format!("{BATCH}/jobs/{job}"), Value::Null),
+        step(
+            "PATCH",
+            format!("{APPS}/deployments/sales"),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "sales", "generation": generation},
+                   "spec": {"replicas": 2}, "status": deployment_status}),
+        ),
+        step("PATCH", format!("{NS}/services/sales"), Value::Null),
+        step(
+            "GET",
+            format!("{APPS}/deployments"),
+            metadata_list(&["sales"]),
+        ),
+        step("GET", format!("{NS}/services"), metadata_list(&["sales"])),
+        step("GET", format!("{BATCH}/jobs"), metadata_list(&[job])),
+        step(
+            "GET",
+            format!("{HPA}/horizontalpodautoscalers"),
+            metadata_list(&[]),
+        ),
+        step(
+            "PATCH",
+            format!("{FEEDS}/sales/status"),
+            feed_value(spec(), None),
+        ),
+    ];
+    if event {
+        steps.push(step(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/sluice-team/events",
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}}),
+        ));
+    }
+    steps
+}
+
+/// A new revision goes live atomically: while the Deployment rolls out, the status keeps
+/// naming the previous revision (whose pods serve, and under which the gateway routes the
+/// calls); it names the new one in the reconcile that sees every pod updated and ready.
+#[tokio::test]
+async fn the_served_revision_changes_only_once_the_new_pods_are_all_ready() {
+    let serving = json!({"observedGeneration": 4, "revision": "0ld0ld0ld0ld",
+        "image": "registry.example.com/sluice/sluice-team/sales:0ld0ld0ld0ld@sha256:old",
+        "imageDigest": "sha256:old",
+        "conditions": [
+            {"type": "Built", "status": "True", "reason": "ImageReady", "message": "", "lastTransitionTime": "2020-01-01T00:00:00Z"},
+            {"type": "Deployed", "status": "True", "reason": "Applied", "message": "", "lastTransitionTime": "2020-01-01T00:00:00Z"},
+            {"type": "Ready", "status": "True", "reason": "Available", "message": "", "lastTransitionTime": "2020-01-01T00:00:00Z"}]});
+    // Mid-rollout: one new pod surged, two old ones still serve.
+    let rolling = [
+        json!({"observedGeneration": 6, "replicas": 3, "updatedReplicas": 1, "readyReplicas": 2}),
+        // The Deployment controller has not even seen the new template yet.
+        json!({"observedGeneration": 5, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2}),
+        // All updated, one not ready yet.
+        json!({"observedGeneration": 6, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1}),
+    ];
+    for status in rolling {
+        let (ctx, handle) = context();
+        let f = feed(spec(), Some(serving.clone()));
+        let job = job_name(&f);
+        // No `Deployed` Event: the scenario would refuse it.
+        let steps = built_steps(&job, 6, status.clone(), false);
+        let (result, seen) = run(reconcile::reconcile_feed(Arc::new(f), ctx), handle, steps).await;
+        result.unwrap();
+        let st = &seen[12].body["status"];
+        assert_eq!(st["revision"], "0ld0ld0ld0ld", "{status}");
+        assert_eq!(st["imageDigest"], "sha256:old", "{status}");
+        assert!(st["image"].as_str().unwrap().contains(":0ld0ld0ld0ld@"));
+        let deployed = condition(st, "Deployed");
+        assert_eq!(
+            (deployed["status"].as_str(), deployed["reason"].as_str()),
+            (Some("False"), Some("RollingOut")),
+            "{status}"
+        );
+        assert_eq!(
+            condition(st, "Ready")["status"],
+            "True",
+            "the old pods serve"
+        );
+    }
+
+    let (ctx, handle) = context();
+    let f = feed(spec(), Some(serving));
+    let job = job_name(&f);
+    let hash = content_hash(
+        &f,
+        "import sluice
+",
+        &ctx.settings,
+    );
+    let done =
+        json!({"observedGeneration": 6, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2});
+    let (result, seen) = run(
+        reconcile::reconcile_feed(Arc::new(f), ctx),
+        handle,
+        built_steps(&job, 6, done, true),
+    )
+    .await;
+    result.unwrap();
+    let st = &seen[12].body["status"];
+    assert_eq!(st["revision"], hash.as_str());
+    assert_eq!(condition(st, "Deployed")["reason"], "Applied");
+    assert_eq!(seen[13].body["reason"], "Deployed");
+}
+
 #[tokio::test]
 async fn a_feed_using_an_ungranted_data_source_is_refused_in_its_status() {
     let (ctx, handle) = context();
