@@ -617,6 +617,7 @@ mod tests {
             workers: 1,
             call_timeout_secs: 30,
             drain_secs: 5,
+            cpu_scheduling: sluice_runtime::sched::CpuScheduling::Normal,
         })
         .await
         .unwrap();
@@ -720,6 +721,7 @@ mod tests {
             workers: 1,
             call_timeout_secs: 30,
             drain_secs: 5,
+            cpu_scheduling: sluice_runtime::sched::CpuScheduling::Normal,
         })
         .await
         .unwrap();
