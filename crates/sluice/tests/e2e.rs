@@ -397,8 +397,10 @@ def big(n: int = 1000000):
 
 #[test]
 fn failures_stay_inside_their_feed() {
+    // Long enough for the 1M-row stream below on a loaded CI machine (a debug build's worker
+    // time counts against it), short of the 30 s the sleeping call would take.
     let s = Server::start(Opts {
-        env: vec![("SLUICE_CALL_TIMEOUT".into(), "3".into())],
+        env: vec![("SLUICE_CALL_TIMEOUT".into(), "10".into())],
         ..Default::default()
     });
     let http = s.http();
