@@ -482,6 +482,14 @@ impl Gateway {
             .await
     }
 
+    /// The agents of runtime = kubernetes; calling one with runtime = local is a bug.
+    fn require_agents(&self) -> Result<&Agents> {
+        self.inner
+            .agents
+            .as_ref()
+            .ok_or_else(|| Error::internal("a feed agent was called with runtime = local"))
+    }
+
     /// runtime = kubernetes: the call goes to the feed's agent (the canary's for its share
     /// of request ids), which runs `sluice.sql` itself with the data sources mounted in its
     /// pod.
@@ -492,11 +500,7 @@ impl Gateway {
         params: &Params,
         request_id: &str,
     ) -> Result<Execution> {
-        let agents = self
-            .inner
-            .agents
-            .as_ref()
-            .ok_or_else(|| Error::internal("a feed agent was called with runtime = local"))?;
+        let agents = self.require_agents()?;
         let route = self
             .agent_route(ws, feed)
             .ok_or_else(|| self.no_agent(ws, feed))?;
@@ -659,11 +663,7 @@ impl Gateway {
         params: &Params,
         request_id: &str,
     ) -> Result<Execution> {
-        let agents = self
-            .inner
-            .agents
-            .as_ref()
-            .ok_or_else(|| Error::internal("a feed agent was called with runtime = local"))?;
+        let agents = self.require_agents()?;
         let mut exec = agents
             .client
             .call(target.url, params_to_json(params), request_id)

@@ -17,8 +17,10 @@
 
 use std::fmt;
 
-/// How the serving process and its workers are scheduled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How the serving process and its workers are scheduled (`"batch"` or `"normal"` in a
+/// config file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CpuScheduling {
     /// `SCHED_BATCH`: throughput first (see the module comment).
     #[default]

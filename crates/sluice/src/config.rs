@@ -135,30 +135,13 @@ struct FileConfig {
     admin_key: Option<String>,
     master_key: Option<String>,
     public_url: Option<String>,
-    cpu_scheduling: Option<SchedulingFile>,
+    cpu_scheduling: Option<CpuScheduling>,
     #[serde(default)]
     runtime: RuntimeFile,
     #[serde(default)]
     gateway: GatewayFile,
     #[serde(default)]
     odata: ODataFile,
-}
-
-/// `cpu_scheduling` in the file, spelled as on the command line.
-#[derive(Deserialize, Debug, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum SchedulingFile {
-    Batch,
-    Normal,
-}
-
-impl From<SchedulingFile> for CpuScheduling {
-    fn from(s: SchedulingFile) -> Self {
-        match s {
-            SchedulingFile::Batch => CpuScheduling::Batch,
-            SchedulingFile::Normal => CpuScheduling::Normal,
-        }
-    }
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -330,7 +313,7 @@ impl ServerConfig {
             log_json: args.log_json,
             cpu_scheduling: args
                 .cpu_scheduling
-                .or(file.cpu_scheduling.map(CpuScheduling::from))
+                .or(file.cpu_scheduling)
                 .unwrap_or_default(),
             runtime_kind,
             runtime,

@@ -382,6 +382,34 @@ mod tests {
     /// workspace's namespace comes from its Workspace object (read once), GitOps Feeds
     /// appear in the feed list and detail, rollback writes the Feed's revision, delete
     /// deletes the Feed.
+    /// A real `sluice agent` on loopback serving `dir/feed.py` as `feed` at `revision`; its URL.
+    async fn serve_agent(dir: &std::path::Path, feed: &str, revision: &str) -> String {
+        let agent = sluice_agent::Agent::start(&sluice_agent::AgentArgs {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            module: dir.join("feed.py"),
+            feed: feed.into(),
+            revision: revision.into(),
+            sources_dir: dir.join("sources"),
+            data_dir: dir.join("data"),
+            python: "python3".into(),
+            workers: 1,
+            call_timeout_secs: 30,
+            drain_secs: 5,
+            cpu_scheduling: sluice_runtime::sched::CpuScheduling::Normal,
+        })
+        .await
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(sluice_agent::serve(
+            listener,
+            agent,
+            futures::future::pending(),
+            std::time::Duration::from_secs(1),
+        ));
+        url
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_feed_api_reads_and_writes_the_clusters_feeds() {
         const ANALYTICS: &str = "/apis/sluice.dev/v1alpha1/namespaces/analytics/feeds";
@@ -606,29 +634,7 @@ mod tests {
             "import sluice\n\n@sluice.feed\ndef sales(region: str = 'US'):\n    return [{'who': 'deployed'}]\n",
         )
         .unwrap();
-        let agent = sluice_agent::Agent::start(&sluice_agent::AgentArgs {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            module: agent_dir.join("feed.py"),
-            feed: "sales".into(),
-            revision: "1".into(),
-            sources_dir: agent_dir.join("sources"),
-            data_dir: agent_dir.join("data"),
-            python: "python3".into(),
-            workers: 1,
-            call_timeout_secs: 30,
-            drain_secs: 5,
-            cpu_scheduling: sluice_runtime::sched::CpuScheduling::Normal,
-        })
-        .await
-        .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let agent_url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(sluice_agent::serve(
-            listener,
-            agent,
-            futures::future::pending(),
-            std::time::Duration::from_secs(1),
-        ));
+        let agent_url = serve_agent(&agent_dir, "sales", "1").await;
 
         let store = sluice_store::Store::open("sqlite::memory:", [7; 32])
             .await
@@ -710,29 +716,7 @@ mod tests {
             "import sluice\n\n@sluice.feed\ndef nightly(region: str = 'EU', n: int = 2):\n    return [{'region': region, 'i': i} for i in range(n)]\n",
         )
         .unwrap();
-        let agent = sluice_agent::Agent::start(&sluice_agent::AgentArgs {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            module: dir.path().join("feed.py"),
-            feed: "nightly".into(),
-            revision: "3f2a9c1e7b44".into(),
-            sources_dir: dir.path().join("sources"),
-            data_dir: dir.path().join("agent"),
-            python: "python3".into(),
-            workers: 1,
-            call_timeout_secs: 30,
-            drain_secs: 5,
-            cpu_scheduling: sluice_runtime::sched::CpuScheduling::Normal,
-        })
-        .await
-        .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let agent_url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(sluice_agent::serve(
-            listener,
-            agent,
-            futures::future::pending(),
-            std::time::Duration::from_secs(1),
-        ));
+        let agent_url = serve_agent(dir.path(), "nightly", "3f2a9c1e7b44").await;
 
         let store = sluice_store::Store::open("sqlite::memory:", [7; 32])
             .await
