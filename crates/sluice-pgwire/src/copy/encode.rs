@@ -734,8 +734,9 @@ mod tests {
         }
         let mut next = 0;
         while next < batch.num_rows() {
-            // A small limit: rows are never split across chunks.
-            next = enc.rows(batch, next, &mut out, &mut ends, 10).unwrap();
+            // A small chunk: rows are never split across chunks.
+            let limit = out.len() + 10;
+            next = enc.rows(batch, next, &mut out, &mut ends, limit).unwrap();
         }
         let mut start = 0;
         ends.iter()
