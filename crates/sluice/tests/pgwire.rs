@@ -1408,7 +1408,7 @@ fn copy_to_stdout_sends_what_postgresql_sends_byte_for_byte() {
         r"tab\there",
         r"line1\nline2",
         r"back\\slash and \r CR",
-        "4\t\\N\t\\N",
+        "4\ta\t\\N\t\\N",
     ] {
         assert!(text.contains(escaped), "{escaped:?} in {text}");
     }
@@ -1542,8 +1542,8 @@ fn copy_never_writes_on_the_server_and_errors_leave_the_connection_usable() {
         err.contains("feeds are read-only") && err.contains("COPY ... TO STDOUT"),
         "{err}"
     );
-    // An error in the middle of the rows (the feed raises) ends the copy with an
-    // ErrorResponse: psql reports it and the connection goes on.
+    // An error in the middle of the rows (the feed raises after streaming some) ends
+    // the copy with an ErrorResponse: psql reports it and the connection goes on.
     let (st, body) = server.http().deploy(
         ADMIN_KEY,
         "demo",
@@ -1552,11 +1552,12 @@ fn copy_never_writes_on_the_server_and_errors_leave_the_connection_usable() {
 import sluice
 
 @sluice.feed
-def copy_fails(n: int = 3):
-    """Some rows, then an error."""
-    for i in range(n):
+def copy_fails(fail: int = 0):
+    """Many rows, then an error when asked to."""
+    for i in range(50000):
         yield {"i": i}
-    raise ValueError("feed broke after its rows")
+    if fail:
+        raise ValueError("feed broke after its rows")
 "#,
     );
     assert_eq!(st, 201, "{body}");
@@ -1568,7 +1569,7 @@ def copy_fails(n: int = 3):
             "ON_ERROR_STOP=0",
             "-At",
             "-c",
-            "COPY copy_fails TO STDOUT",
+            "COPY (select i from copy_fails where fail = 1) TO STDOUT",
             "-c",
             "select 42",
         ],
@@ -1576,5 +1577,11 @@ def copy_fails(n: int = 3):
     assert!(ok, "{err}");
     assert!(err.contains("feed broke after its rows"), "{err}");
     assert!(out.lines().any(|l| l == "42"), "{out}");
+    // Rows had gone out before the error: it came in the middle of the copy.
+    assert!(
+        out.lines().any(|l| l == "0"),
+        "{}",
+        &out[..out.len().min(300)]
+    );
     server.stop();
 }

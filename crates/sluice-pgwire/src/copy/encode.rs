@@ -129,7 +129,7 @@ impl RowEncoder {
             .iter()
             .map(|a| {
                 let column = match self.format {
-                    Format::Binary => Column::Arrow,
+                    Format::Binary => Column::binary(a),
                     _ => Column::of(a, self.iso, self.shortest),
                 };
                 (column, a.logical_nulls())
@@ -146,6 +146,8 @@ impl RowEncoder {
                 if self.format == Format::Binary {
                     if null {
                         out.put_i32(-1);
+                    } else if let Column::Decimal { values, scale } = column {
+                        numeric_binary(out, values[row], *scale);
                     } else {
                         let array = batch.column(i);
                         let mut field = Binary {
@@ -348,6 +350,18 @@ macro_rules! int {
 }
 
 impl Column {
+    /// In binary format, decimals are written here (`rust_decimal`, through which
+    /// `arrow-pg` writes them, drops the scale of a zero and stops at 96 bits).
+    fn binary(a: &ArrayRef) -> Column {
+        match (a.data_type(), a.as_primitive_opt::<Decimal128Type>()) {
+            (DataType::Decimal128(_, scale), Some(d)) if *scale >= 0 => Column::Decimal {
+                values: d.values().clone(),
+                scale: *scale as u32,
+            },
+            _ => Column::Arrow,
+        }
+    }
+
     fn of(array: &ArrayRef, iso: bool, shortest: bool) -> Column {
         Self::fast(array, iso, shortest).unwrap_or(Column::Arrow)
     }
@@ -456,6 +470,62 @@ impl Encoder for Binary<'_> {
     }
 
     fn take_row(&mut self) {}
+}
+
+/// PostgreSQL's binary `numeric` (its `numeric_send`), with its length: base-10000
+/// digits around the decimal point, without leading or trailing zero digits, the weight
+/// of the first, the sign, and the scale to print.
+fn numeric_binary(out: &mut BytesMut, v: i128, scale: u32) {
+    // The decimal digits of |v|, then laid out on whole groups of four each side of the
+    // point.
+    let mut m = v.unsigned_abs();
+    let mut dec = [0u8; 40];
+    let mut len = 0;
+    while m > 0 {
+        dec[len] = (m % 10) as u8;
+        m /= 10;
+        len += 1;
+    }
+    let s = scale as usize;
+    let frac_groups = s.div_ceil(4);
+    let int_groups = len.saturating_sub(s).div_ceil(4);
+    let digit = |pos: isize| -> i16 {
+        // pos: the power of ten, 0 for units, -1 for tenths.
+        let i = pos + s as isize;
+        if i < 0 || i as usize >= len {
+            0
+        } else {
+            i16::from(dec[i as usize])
+        }
+    };
+    let mut groups: Vec<i16> = Vec::with_capacity(int_groups + frac_groups);
+    let top = 4 * int_groups as isize - 1;
+    let mut pos = top;
+    while pos >= -(4 * frac_groups as isize) {
+        groups
+            .push(digit(pos) * 1000 + digit(pos - 1) * 100 + digit(pos - 2) * 10 + digit(pos - 3));
+        pos -= 4;
+    }
+    let mut weight = int_groups as i16 - 1;
+    let lead = groups.iter().take_while(|g| **g == 0).count();
+    let trail = groups[lead..].iter().rev().take_while(|g| **g == 0).count();
+    let digits = &groups[lead..groups.len() - trail];
+    weight -= lead as i16;
+    if digits.is_empty() {
+        weight = 0;
+    }
+    out.put_i32(8 + 2 * digits.len() as i32);
+    out.put_u16(digits.len() as u16);
+    out.put_i16(weight);
+    out.put_u16(if v < 0 && !digits.is_empty() {
+        0x4000
+    } else {
+        0
+    });
+    out.put_u16(scale as u16);
+    for g in digits {
+        out.put_i16(*g);
+    }
 }
 
 /// PostgreSQL's `float8out` (`extra_float_digits` > 0): the shortest digits that read
@@ -891,6 +961,37 @@ mod tests {
             b"\\N\t\\N\t\\N\t\\N\t\\N\t\\N\n",
         ];
         assert_eq!(rows, want);
+    }
+
+    fn numeric(v: i128, scale: u32) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        numeric_binary(&mut out, v, scale);
+        out.to_vec()
+    }
+
+    /// `numeric_send` of PostgreSQL 15: `select numeric_send(12.30::numeric(10,2))` and so on.
+    #[test]
+    fn numerics_in_binary_as_postgresql_sends_them() {
+        let be =
+            |words: &[i16]| -> Vec<u8> { words.iter().flat_map(|w| w.to_be_bytes()).collect() };
+        let with_len = |body: Vec<u8>| -> Vec<u8> {
+            let mut v = (body.len() as i32).to_be_bytes().to_vec();
+            v.extend(body);
+            v
+        };
+        // ndigits, weight, sign, dscale, digits.
+        for (v, scale, want) in [
+            (1230, 2, vec![2, 0, 0, 2, 12, 3000]),                  // 12.30
+            (0, 2, vec![0, 0, 0, 2]),                               // 0.00
+            (-5, 2, vec![1, -1, 0x4000, 2, 500]),                   // -0.05
+            (9_999_999_999, 2, vec![3, 1, 0, 2, 9999, 9999, 9900]), // 99999999.99
+            (100_000_000, 0, vec![1, 2, 0, 0, 1]),                  // 100000000
+            (123_456_789, 9, vec![3, -1, 0, 9, 1234, 5678, 9000]),  // 0.123456789
+            (-10_000, 0, vec![1, 1, 0x4000, 0, 1]),                 // -10000
+        ] {
+            let words: Vec<i16> = want.iter().map(|w: &i32| *w as u16 as i16).collect();
+            assert_eq!(numeric(v, scale), with_len(be(&words)), "{v} scale {scale}");
+        }
     }
 
     #[test]
