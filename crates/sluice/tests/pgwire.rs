@@ -1447,6 +1447,10 @@ fn psycopg_copy_reads_typed_rows_and_copy_from_is_refused() {
         report["raw (FORMAT csv, HEADER)"]["equal"], true,
         "{report}"
     );
+    // Over the extended protocol too: a header and a CopyData per row, then `COPY 9`.
+    assert_eq!(report["extended"]["equal"], true, "{report}");
+    assert_eq!(report["extended"]["status"], "COPY_OUT", "{report}");
+    assert_eq!(report["extended"]["messages"], 10, "{report}");
     assert_eq!(
         report["param_b"],
         json!({"rows": 1, "groups": ["b"]}),

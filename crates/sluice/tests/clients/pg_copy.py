@@ -12,6 +12,7 @@ import sys
 from datetime import datetime, timezone
 
 import psycopg
+from psycopg import pq
 
 host, port, key, pg_url, table = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 TYPES = ["int8", "text", "text", "numeric", "timestamptz", "date", "bool", "float8", "timestamp"]
@@ -38,6 +39,22 @@ def copy_bytes(cur, sql):
         return b"".join(bytes(b) for b in copy)
 
 
+def extended(conn, sql):
+    """A COPY over the extended protocol (libpq's PQsendQueryParams: Parse, Bind,
+    Describe, Execute, Sync): the result status, each CopyData, the command tag."""
+    pg = conn.pgconn
+    pg.send_query_params(sql.encode(), None)
+    res = pg.get_result()
+    out = {"status": pq.ExecStatus(res.status).name, "data": []}
+    if res.status == pq.ExecStatus.COPY_OUT:
+        while (r := pg.get_copy_data(0))[0] >= 0:
+            out["data"].append(bytes(r[1]).decode())
+        out["tag"] = pg.get_result().command_status.decode()
+    while pg.get_result() is not None:
+        pass
+    return out
+
+
 with psycopg.connect(pg_url, autocommit=True, options="-c TimeZone=UTC") as pg, psycopg.connect(
     host=host, port=port, user="psycopg", password=key, dbname="demo", autocommit=True
 ) as conn:
@@ -62,6 +79,12 @@ with psycopg.connect(pg_url, autocommit=True, options="-c TimeZone=UTC") as pg, 
         report[f"raw{fmt}"] = {"equal": mine == pgs, "bytes": len(mine)}
         if mine != pgs:
             report[f"raw{fmt}"]["got"], report[f"raw{fmt}"]["want"] = mine.decode(), pgs.decode()
+    # The extended protocol, message for message.
+    mine = extended(conn, f"COPY {ours} TO STDOUT (FORMAT csv, HEADER)")
+    pgs = extended(pg, f"COPY {theirs} TO STDOUT (FORMAT csv, HEADER)")
+    report["extended"] = {"equal": mine == pgs, "status": mine["status"], "messages": len(mine["data"])}
+    if mine != pgs:
+        report["extended"]["got"], report["extended"]["want"] = mine, pgs
     # A feed parameter bound client-side (psycopg merges COPY's parameters into the text).
     rows = copy_rows(cur, "COPY (select * from copy_src where grp = %s) TO STDOUT", ["b"])
     report["param_b"] = {"rows": len(rows), "groups": sorted({r[1] for r in rows})}
