@@ -432,6 +432,18 @@ with psycopg.connect(sys.argv[1]) as conn, conn.cursor() as cur:
 print(rows)
 """
 
+# psycopg's fast read: `cursor.copy()` of a `COPY (...) TO STDOUT`, each row's bytes as
+# they arrive (one CopyData message per row, from PostgreSQL and from Sluice alike).
+PSYCOPG_COPY = """
+import sys, psycopg
+rows = 0
+with psycopg.connect(sys.argv[1]) as conn, conn.cursor() as cur:
+    with cur.copy(sys.argv[2]) as copy:
+        for data in copy:
+            rows += 1
+print(rows)
+"""
+
 
 def bi_bench(results, data_dir):
     """1M rows to a BI tool: OData read in full and the PostgreSQL wire read by psycopg,
@@ -447,12 +459,16 @@ def bi_bench(results, data_dir):
     times = [timed([sys.executable, "-c", PSYCOPG_READ, DSN, "select * from orders_1m"], env=pg_env)[0]
              for _ in range(repeats)]
     bi["psycopg_direct_s"] = round(min(times), 3)
+    copy_direct = [sys.executable, "-c", PSYCOPG_COPY, DSN, "COPY (select * from orders_1m) TO STDOUT"]
+    times = [timed(copy_direct, env=pg_env)[0] for _ in range(repeats)]
+    bi["psycopg_copy_direct_s"] = round(min(times), 3)
     # The same client as \copy, reading a plain query's result (unaligned text): what psql
     # costs as a client, so the Sluice row read by psql compares servers, not drivers.
     psql_select = ["psql", "-X", "-q", "-A", "-t", "-c", "select * from orders_1m", DSN]
     times = [timed(psql_select, discard=True)[0] for _ in range(repeats)]
     bi["pg_psql_select_s"] = round(min(times), 3)
-    log(f"  postgres: \\copy {bi['pg_copy_s']}s, psycopg direct {bi['psycopg_direct_s']}s")
+    log(f"  postgres: \\copy {bi['pg_copy_s']}s, psycopg direct {bi['psycopg_direct_s']}s, "
+        f"psycopg copy direct {bi['psycopg_copy_direct_s']}s")
 
     # Flask + psycopg + jsonify, one request at a time.
     server, conf = gunicorn_server()
@@ -500,6 +516,14 @@ def bi_bench(results, data_dir):
             bi["sluice_pgwire_psql_1m"] = {"best_s": round(min(r[0] for r in runs), 3),
                                            "peak_rss_mb": max(r[2] for r in runs)}
             log(f"  sluice pg wire, psql 1m: {bi['sluice_pgwire_psql_1m']}")
+            # psycopg's cursor.copy(): COPY (...) TO STDOUT through Sluice.
+            copy = [sys.executable, "-c", PSYCOPG_COPY, dsn, f"COPY ({sql}) TO STDOUT"]
+            timed(copy, server.proc.pid)  # warm-up
+            runs = [timed(copy, server.proc.pid) for _ in range(repeats)]
+            bi["sluice_pgwire_copy_1m"] = {"best_s": round(min(r[0] for r in runs), 3),
+                                           "peak_rss_mb": max(r[2] for r in runs),
+                                           "rows": int(runs[0][1].strip() or 0)}
+            log(f"  sluice pg wire, psycopg copy 1m: {bi['sluice_pgwire_copy_1m']}")
         except RuntimeError as e:
             bi["sluice_pgwire_error"] = str(e)[-500:]
             log(f"  sluice pg wire: not available: {str(e)[-300:]}")

@@ -49,6 +49,8 @@ def bi_section(B):
     w("|---|---:|---:|---:|---:|")
     w(f"| PostgreSQL `\\copy … to stdout` | 1,000,000 | {B['pg_copy_s']:.3f} | | |")
     w(f"| psycopg reading PostgreSQL directly | 1,000,000 | {B['psycopg_direct_s']:.3f} | | |")
+    if "psycopg_copy_direct_s" in B:
+        w(f"| psycopg `cursor.copy()` (`COPY … TO STDOUT`) from PostgreSQL directly | 1,000,000 | {B['psycopg_copy_direct_s']:.3f} | | |")
     if "pg_psql_select_s" in B:
         w(f"| psql `select *` from PostgreSQL directly (unaligned text) | 1,000,000 | {B['pg_psql_select_s']:.3f} | | |")
     fl = B["flask_json"]
@@ -64,6 +66,9 @@ def bi_section(B):
     ps = B.get("sluice_pgwire_psql_1m")
     if ps:
         w(f"| **Sluice PostgreSQL wire**, psql `select *` (unaligned text) | 1,000,000 | {ps['best_s']:.3f} | {f(ps['peak_rss_mb'])} | |")
+    pc = B.get("sluice_pgwire_copy_1m")
+    if pc:
+        w(f"| **Sluice PostgreSQL wire**, psycopg `cursor.copy()` (`COPY … TO STDOUT`) | {f(pc['rows'])} | {pc['best_s']:.3f} | {f(pc['peak_rss_mb'])} | |")
     w("")
     od = B.get("sluice_odata_1m")
     if od:
@@ -83,6 +88,14 @@ def bi_section(B):
           f"**{'met' if ratio <= 2 else 'not met'}**.")
     else:
         w(f"PostgreSQL wire: not measured in this run ({B.get('sluice_pgwire_error', 'no result')[:200]}).")
+    if pc:
+        ratio = pc["best_s"] / B["pg_copy_s"]
+        direct = B.get("psycopg_copy_direct_s")
+        w(f"Read by psycopg the fast way, `cursor.copy()` of `COPY (select …) TO STDOUT`: {ratio:.2f}× the "
+          f"`\\copy` time — **{'met' if ratio <= 2 else 'not met'}**"
+          + (f"; psycopg's `cursor.copy()` from PostgreSQL directly takes {direct / B['pg_copy_s']:.2f}× `\\copy`, "
+             f"Sluice {pc['best_s'] / direct:.2f}× that" if direct else "")
+          + ".")
     small, big = B.get("sluice_odata_100k"), B.get("sluice_odata_1m")
     if small and big:
         w(f"Memory as the row count grows 10×: OData {f(small['peak_rss_mb'])} → {f(big['peak_rss_mb'])} MB"

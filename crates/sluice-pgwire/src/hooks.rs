@@ -3,7 +3,8 @@
 //! acknowledged (SQLAlchemy and psycopg's nested transactions use them), and
 //! `DISCARD ALL` (Npgsql's connection reset) drops nothing a read-only session holds.
 //! Temporary tables (Tableau's connect check) are tables of the connection's own
-//! session: every table a client creates lives only as long as its connection.
+//! session: every table a client creates lives only as long as its connection. A `COPY`
+//! that reaches the hooks (one among other statements) is refused.
 
 use async_trait::async_trait;
 use datafusion::common::{DFSchema, ParamValues};
@@ -81,6 +82,11 @@ impl QueryHook for ReadOnlyStatements {
         if let Some((sql, tag)) = session_ddl(statement) {
             return Some(run_ddl(ctx, &sql, tag).await);
         }
+        // A COPY alone is run by the connection (`copy/`); one among other statements
+        // must not reach DataFusion, whose own COPY writes files on the server.
+        if matches!(statement, Statement::Copy { .. }) {
+            return Some(Err(crate::copy::refuse_in_batch()));
+        }
         let t = tag(statement)?;
         // ROLLBACK TO SAVEPOINT leaves a failed transaction usable again.
         if matches!(statement, Statement::Rollback { .. })
@@ -97,6 +103,9 @@ impl QueryHook for ReadOnlyStatements {
         _ctx: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
+        if matches!(statement, Statement::Copy { .. }) {
+            return Some(Err(crate::copy::refuse_in_batch()));
+        }
         if tag(statement).is_none() && session_ddl(statement).is_none() {
             return None;
         }

@@ -8,10 +8,13 @@
 //! authentication against the gateway, and one DataFusion session per connection whose
 //! only catalog is the workspace, listing exactly the feeds the key may read (see
 //! `table.rs` for how a feed becomes a table). A session per connection also keeps what
-//! a client creates (temporary tables, `SET`s) to that connection.
+//! a client creates (temporary tables, `SET`s) to that connection. `COPY ... TO STDOUT`
+//! (psql's `\copy`, psycopg's `cursor.copy()`) streams a query's rows in PostgreSQL's
+//! copy formats (`copy/`).
 
 mod catalog;
 mod colnames;
+mod copy;
 mod hooks;
 mod keys;
 mod like;

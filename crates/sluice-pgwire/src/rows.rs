@@ -47,6 +47,7 @@ use pgwire::types::ToSqlText;
 use pgwire::types::format::FormatOptions;
 use pgwire::types::format::date_style::DateStyle;
 use postgres_types::{IsNull, ToSql};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,21 +71,20 @@ pub struct EncodeRows {
     pub format: Arc<PortalFormat>,
 }
 
-fn api_error(e: datafusion::error::DataFusionError) -> PgWireError {
+pub(crate) fn api_error(e: datafusion::error::DataFusionError) -> PgWireError {
     PgWireError::ApiError(Box::new(e))
 }
 
 /// `SET statement_timeout`, as `datafusion-postgres` keeps it in the client's metadata.
 /// Like `datafusion-postgres`, it bounds planning; rows stream after that.
-fn statement_timeout(client: &dyn HookClient) -> Option<Duration> {
-    client
-        .metadata()
+pub(crate) fn statement_timeout(metadata: &HashMap<String, String>) -> Option<Duration> {
+    metadata
         .get("statement_timeout_ms")
         .and_then(|ms| ms.parse().ok())
         .map(Duration::from_millis)
 }
 
-async fn within<T>(
+pub(crate) async fn within<T>(
     timeout: Option<Duration>,
     f: impl Future<Output = datafusion::error::Result<T>>,
 ) -> PgWireResult<T> {
@@ -118,7 +118,7 @@ impl QueryHook for EncodeRows {
         }
         let run = async {
             let sql = statement.to_string();
-            let df = within(statement_timeout(client), ctx.sql(&sql)).await?;
+            let df = within(statement_timeout(client.metadata()), ctx.sql(&sql)).await?;
             encode(df, &Format::UnifiedText, format_options(client)).await
         };
         Some(run.await.map(Response::Query))
@@ -152,7 +152,11 @@ impl QueryHook for EncodeRows {
                 .replace_params_with_values(params)
                 .map_err(api_error)?;
             let plan = ctx.state().optimize(&plan).map_err(api_error)?;
-            let df = within(statement_timeout(client), ctx.execute_logical_plan(plan)).await?;
+            let df = within(
+                statement_timeout(client.metadata()),
+                ctx.execute_logical_plan(plan),
+            )
+            .await?;
             encode(df, &format, format_options(client)).await
         };
         Some(run.await.map(Response::Query))
@@ -188,7 +192,7 @@ async fn encode(
 /// The pgwire format string of an ISO `DateStyle` timestamp, which [`write_timestamp`] writes.
 const ISO_TIMESTAMP: &str = "%Y-%m-%d %H:%M:%S%.6f";
 
-fn is_iso(options: &FormatOptions) -> bool {
+pub(crate) fn is_iso(options: &FormatOptions) -> bool {
     DateStyle::new(&options.date_style).full_format_str() == ISO_TIMESTAMP
 }
 
@@ -212,13 +216,13 @@ enum Column {
 }
 
 /// A timestamp column's time zone: a fixed offset (UTC, `+05:30`) needs no lookup.
-enum Zone {
+pub(crate) enum Zone {
     Fixed(i32),
     Named(Tz),
 }
 
 impl Zone {
-    fn parse(tz: &str) -> Option<Zone> {
+    pub(crate) fn parse(tz: &str) -> Option<Zone> {
         if matches!(tz, "UTC" | "Etc/UTC" | "Z" | "utc") {
             return Some(Zone::Fixed(0));
         }
@@ -238,7 +242,7 @@ impl Zone {
 }
 
 /// The largest scale `rust_decimal`, through which `arrow-pg` writes decimals, accepts.
-const MAX_DECIMAL_SCALE: i8 = 28;
+pub(crate) const MAX_DECIMAL_SCALE: i8 = 28;
 
 impl Column {
     fn of(array: &ArrayRef, field: &FieldInfo, iso: bool) -> Column {
@@ -392,7 +396,7 @@ impl Iterator for Rows {
 
 /// A timestamp's local time, and its offset from UTC in seconds when it has a zone,
 /// as `arrow-pg` computes them.
-fn timestamp(
+pub(crate) fn timestamp(
     value: i64,
     unit: TimeUnit,
     zone: Option<&Zone>,
@@ -416,7 +420,7 @@ fn timestamp(
 
 /// A decimal as `rust_decimal` writes it (all `scale` digits after the point), or None
 /// beyond `rust_decimal`'s 96 bits, which `arrow-pg` reports as an error.
-fn decimal(v: i128, scale: u32, out: &mut [u8; 48]) -> Option<usize> {
+pub(crate) fn decimal(v: i128, scale: u32, out: &mut [u8; 48]) -> Option<usize> {
     const LIMIT: u128 = 1 << 96;
     let mut m = v.unsigned_abs();
     if m >= LIMIT {
@@ -457,7 +461,7 @@ fn digits<const N: usize>(out: &mut [u8], mut v: u32) {
 }
 
 /// `YYYY-MM-DD`, or None when chrono would write it otherwise (years outside 0..=9999).
-fn write_date(out: &mut [u8], d: NaiveDate) -> Option<usize> {
+pub(crate) fn write_date(out: &mut [u8], d: NaiveDate) -> Option<usize> {
     let year = u32::try_from(d.year()).ok().filter(|y| *y <= 9999)?;
     digits::<4>(out, year);
     out[4] = b'-';

@@ -75,7 +75,14 @@ impl Shared {
 }
 
 /// The session of one connection, set once its startup succeeds.
-type Slot = Arc<OnceLock<Arc<DfSessionService>>>;
+type Slot = Arc<OnceLock<Session>>;
+
+/// A connection's `datafusion-postgres` service and its DataFusion session, which
+/// `COPY` plans on directly (`copy/`).
+struct Session {
+    service: Arc<DfSessionService>,
+    ctx: Arc<SessionContext>,
+}
 
 /// The handlers of one connection.
 pub struct Handlers {
@@ -208,7 +215,7 @@ impl Startup {
         ws: &str,
         request_id: &str,
         format: &Arc<PortalFormat>,
-    ) -> PgWireResult<DfSessionService> {
+    ) -> PgWireResult<Session> {
         let gw = &self.shared.gw;
         let unknown = || {
             fatal(
@@ -269,7 +276,11 @@ impl Startup {
                 format: format.clone(),
             }),
         ];
-        Ok(DfSessionService::new_with_hooks(Arc::new(ctx), hooks))
+        let ctx = Arc::new(ctx);
+        Ok(Session {
+            service: Arc::new(DfSessionService::new_with_hooks(ctx.clone(), hooks)),
+            ctx,
+        })
     }
 }
 
@@ -388,8 +399,8 @@ impl StartupHandler for Startup {
                     .unwrap_or_default();
                 let (pid, secret_key) = self.shared.pids.generate(client);
                 let rid = format!("pg-{pid}");
-                let service = self.open(&principal, &ws, &rid, &self.format).await?;
-                let _ = self.slot.set(Arc::new(service));
+                let session = self.open(&principal, &ws, &rid, &self.format).await?;
+                let _ = self.slot.set(session);
                 client.set_pid_and_secret_key(pid, secret_key.clone());
                 let (handle, guard) = self.shared.connections.register(pid, secret_key);
                 client.session_extensions().insert(handle);
@@ -418,7 +429,7 @@ pub struct Queries {
     format: Arc<PortalFormat>,
 }
 
-fn session(slot: &Slot) -> PgWireResult<&Arc<DfSessionService>> {
+fn session(slot: &Slot) -> PgWireResult<&Session> {
     slot.get().ok_or_else(|| {
         PgWireError::UserError(Box::new(ErrorInfo::new(
             "FATAL".into(),
@@ -437,12 +448,17 @@ impl SimpleQueryHandler for Queries {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let s = session(&self.slot)?.clone();
+        let s = session(&self.slot)?;
+        if let Some(copy) = crate::copy::statement(query) {
+            let tag = crate::copy::copy_out(&s.ctx, client, copy?).await?;
+            return Ok(vec![Response::Execution(tag)]);
+        }
+        let service = s.service.clone();
         let rewritten = crate::rewrite::rewrite(query);
         let query = rewritten.as_deref().unwrap_or(query);
         let named = crate::colnames::name_columns(query);
         let query = named.as_deref().unwrap_or(query);
-        <DfSessionService as SimpleQueryHandler>::do_query(&s, client, query).await
+        <DfSessionService as SimpleQueryHandler>::do_query(&service, client, query).await
     }
 }
 
@@ -467,9 +483,18 @@ impl ExtendedQueryHandler for Queries {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let s = session(&self.slot)?.clone();
+        let s = session(&self.slot)?;
+        // A COPY was parsed without a plan (`ConnParser`).
+        if let (sql, None) = &portal.statement.statement
+            && let Some(copy) = crate::copy::statement(sql)
+        {
+            let tag = crate::copy::copy_out(&s.ctx, client, copy?).await?;
+            return Ok(Response::Execution(tag));
+        }
+        let service = s.service.clone();
         self.format.set(portal.result_column_format.clone());
-        <DfSessionService as ExtendedQueryHandler>::do_query(&s, client, portal, max_rows).await
+        <DfSessionService as ExtendedQueryHandler>::do_query(&service, client, portal, max_rows)
+            .await
     }
 }
 
@@ -480,7 +505,7 @@ pub struct ConnParser {
 
 impl ConnParser {
     fn parser(&self) -> PgWireResult<Arc<Parser>> {
-        Ok(session(&self.slot)?.query_parser())
+        Ok(session(&self.slot)?.service.query_parser())
     }
 }
 
@@ -497,6 +522,12 @@ impl QueryParser for ConnParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        // A COPY is checked here and planned when it runs: it has no result columns to
+        // describe, and DataFusion must not plan it (see `copy/`).
+        if let Some(copy) = crate::copy::statement(sql) {
+            copy?;
+            return Ok(Some((sql.to_string(), None)));
+        }
         let rewritten = crate::rewrite::rewrite(sql);
         let sql = rewritten.as_deref().unwrap_or(sql);
         let named = crate::colnames::name_columns(sql);

@@ -1237,3 +1237,355 @@ fn sqlalchemy_inspector_columns_and_primary_keys_match_postgresql_15() {
     }
     server.stop();
 }
+
+/// psql on the local PostgreSQL's database `test`, its session in UTC; (success, stdout,
+/// stderr).
+fn pg_psql(args: &[&str]) -> (bool, String, String) {
+    let (user, password, host, port) = pg_parts();
+    let out = Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args(["-h", &host, "-p", &port, "-U", &user, "-d", "test"])
+        .args(args)
+        .env("PGPASSWORD", password)
+        .env("PGTZ", "UTC")
+        .output()
+        .expect("psql runs (Debian postgresql-client)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A table of the local PostgreSQL, dropped with the value.
+struct PgTable(String);
+
+impl Drop for PgTable {
+    fn drop(&mut self) {
+        let _ = pg_psql(&["-c", &format!("drop table if exists {}", self.0)]);
+    }
+}
+
+/// The local PostgreSQL's database `test`, as a Sluice data source URL.
+fn pg_test_url() -> String {
+    let (user, password, host, port) = pg_parts();
+    match password.as_str() {
+        "" => format!("postgres://{user}@{host}:{port}/test"),
+        p => format!("postgres://{user}:{p}@{host}:{port}/test"),
+    }
+}
+
+/// Rows whose values COPY must escape or quote (tab, newline, backslash, carriage
+/// return, quotes, the delimiters, `\.`, an empty string, NULL in every column) and
+/// whose types PostgreSQL prints in its own ways (numerics with their scale, timestamps
+/// with and without a fraction or a zone, dates, booleans, floats), in a table of the
+/// local PostgreSQL, and the feed `copy_src(grp)` reading it through a data source.
+fn copy_fixture(server: &Server) -> PgTable {
+    let table = PgTable(unique("sluice_copy"));
+    let t = &table.0;
+    let (ok, _, err) = pg_psql(&[
+        "-c",
+        &format!(
+            r#"create table {t} (id bigint primary key, grp text, name text, amount numeric(10,2),
+                 created timestamptz, day date, flag boolean, score float8, plain timestamp);
+               insert into {t} values
+                 (1, 'a', E'tab\there', 12.30, '2024-01-01 00:00:00+00', '2024-02-29', true, 5, '2024-01-01 10:00:00'),
+                 (2, 'a', E'line1\nline2', -0.05, '2024-01-01 00:00:00.25+00', '1999-12-31', false, 0.1, '2024-01-01 10:00:00.000123'),
+                 (3, 'a', E'back\\slash and \r CR', 0, '2023-06-15 12:34:56.789+00', '2000-01-01', null, 1e20, null),
+                 (4, 'a', null, null, null, null, null, null, null),
+                 (5, 'a', '', 99999999.99, '1970-01-01 00:00:00+00', '1970-01-01', true, -1.5e-7, '1970-01-01 00:00:00'),
+                 (6, 'a', 'q"uote, comma; semi|pipe', 1.00, '2024-12-31 23:59:59.999999+00', '2024-12-31', false, 123456789012345, '2024-12-31 23:59:59.5'),
+                 (7, 'a', E'\\.', 3.14, '1900-01-01 00:00:00+00', '0001-01-01', true, 'Infinity', '2000-02-29 12:00:00'),
+                 (8, 'a', 'N', -1, '2038-01-19 03:14:07+00', '2038-01-19', false, 'NaN', '1999-12-31 23:59:59.999999'),
+                 (9, 'a', 'ünïcødé ✓ "x"', 42.42, '2024-03-10 02:30:00+00', '2024-03-10', true, 1e15, '2024-03-10 02:30:00'),
+                 (10, 'b', 'another group', 7, '2024-01-02 00:00:00+00', '2024-01-02', true, 2.5, '2024-01-02 00:00:00');"#
+        ),
+    ]);
+    assert!(
+        ok,
+        "needs a PostgreSQL on 127.0.0.1:5432 (or SLUICE_TEST_PG_URL) with a database test: {err}"
+    );
+    let home = tempfile::tempdir().unwrap();
+    server
+        .cli(
+            home.path(),
+            ADMIN_KEY,
+            &[
+                "sources",
+                "add",
+                "copysrc",
+                "--kind",
+                "postgres",
+                "--url",
+                &pg_test_url(),
+                "--grant",
+                "demo",
+            ],
+        )
+        .ok();
+    let feed = format!(
+        r#"
+import sluice
+
+@sluice.feed
+def copy_src(grp: str = "a"):
+    """The rows of one group of {t}."""
+    return sluice.sql("copysrc", "select * from {t} where grp = :grp order by id", grp=grp)
+"#
+    );
+    let (st, body) = server
+        .http()
+        .deploy(ADMIN_KEY, "demo", "copy_src.py", &feed);
+    assert_eq!(st, 201, "{body}");
+    table
+}
+
+#[test]
+fn copy_to_stdout_sends_what_postgresql_sends_byte_for_byte() {
+    let server = Server::start(Opts::default());
+    let table = copy_fixture(&server);
+    let t = &table.0;
+    let psql = Psql {
+        port: pg_port(&server),
+    };
+    let ordered =
+        |from: &str, grp: &str| format!("(select * from {from} where grp = '{grp}' order by id)");
+    // (ours, PostgreSQL's), each run by psql: `\copy` and `COPY` alike, every format and
+    // option form, the table form, a column list, another parameter value.
+    let cases = [
+        (
+            format!(r"\copy {} to stdout", ordered("copy_src", "a")),
+            format!(r"\copy {} to stdout", ordered(t, "a")),
+        ),
+        (
+            format!("COPY {} TO STDOUT", ordered("copy_src", "a")),
+            format!("COPY {} TO STDOUT", ordered(t, "a")),
+        ),
+        (
+            format!(r"\copy {} to stdout with (format csv, header)", ordered("copy_src", "a")),
+            format!(r"\copy {} to stdout with (format csv, header)", ordered(t, "a")),
+        ),
+        (
+            format!("COPY {} TO STDOUT WITH (FORMAT csv, HEADER true, DELIMITER ';', NULL 'N', FORCE_QUOTE (name, day), ESCAPE '\\')", ordered("copy_src", "a")),
+            format!("COPY {} TO STDOUT WITH (FORMAT csv, HEADER true, DELIMITER ';', NULL 'N', FORCE_QUOTE (name, day), ESCAPE '\\')", ordered(t, "a")),
+        ),
+        (
+            format!("COPY {} TO STDOUT (FORMAT text, HEADER, DELIMITER '|', NULL '')", ordered("copy_src", "a")),
+            format!("COPY {} TO STDOUT (FORMAT text, HEADER, DELIMITER '|', NULL '')", ordered(t, "a")),
+        ),
+        (
+            format!(r"\copy {} to stdout csv header force quote *", ordered("copy_src", "a")),
+            format!(r"\copy {} to stdout csv header force quote *", ordered(t, "a")),
+        ),
+        // The feed's rows come in its own order, as the table's would.
+        (
+            r"\copy copy_src to stdout".to_string(),
+            format!(r"\copy {} to stdout", ordered(t, "a")),
+        ),
+        (
+            "COPY copy_src (id, name, score) TO STDOUT (FORMAT csv)".to_string(),
+            format!("COPY (select id, name, score from {t} where grp = 'a' order by id) TO STDOUT (FORMAT csv)"),
+        ),
+        (
+            format!("COPY {} TO STDOUT", ordered("copy_src", "b")),
+            format!("COPY {} TO STDOUT", ordered(t, "b")),
+        ),
+        (
+            "COPY (select name from copy_src where grp = 'a' and id = 7) TO STDOUT (FORMAT csv, HEADER)".to_string(),
+            format!("COPY (select name from {t} where grp = 'a' and id = 7) TO STDOUT (FORMAT csv, HEADER)"),
+        ),
+    ];
+    for (ours, theirs) in &cases {
+        let got = psql.ok(&["-q", "-c", ours]);
+        let (ok, want, err) = pg_psql(&["-c", theirs]);
+        assert!(ok, "{theirs}: {err}");
+        assert!(!want.is_empty(), "{theirs}: rows to compare with");
+        assert_eq!(got, want, "{ours}");
+    }
+    // What the comparisons above cover: the escapes and quoting are there.
+    let text = psql.ok(&["-q", "-c", &cases[0].0]);
+    for escaped in [
+        r"tab\there",
+        r"line1\nline2",
+        r"back\\slash and \r CR",
+        "4\ta\t\\N\t\\N",
+    ] {
+        assert!(text.contains(escaped), "{escaped:?} in {text}");
+    }
+    let csv = psql.ok(&["-q", "-c", &cases[2].0]);
+    assert!(
+        csv.starts_with("id,grp,name,amount,created,day,flag,score,plain\n"),
+        "{csv}"
+    );
+    assert!(csv.contains("\"q\"\"uote, comma; semi|pipe\""), "{csv}");
+    assert!(
+        csv.contains("2024-01-01 00:00:00+00,2024-02-29,t,5,"),
+        "{csv}"
+    );
+    server.stop();
+}
+
+#[test]
+fn psycopg_copy_reads_typed_rows_and_copy_from_is_refused() {
+    let server = Server::start(Opts::default());
+    let table = copy_fixture(&server);
+    let port = pg_port(&server).to_string();
+    let report = common::run_client(
+        "python3",
+        "pg_copy.py",
+        &["127.0.0.1", &port, ADMIN_KEY, &pg_test_url(), &table.0],
+        "pip install 'psycopg[binary]'; needs a PostgreSQL on 127.0.0.1:5432",
+    );
+    assert_eq!(report["text"]["rows"], 9, "{report}");
+    assert_eq!(report["text"]["equal"], true, "{report}");
+    // The command tag counts the rows.
+    assert_eq!(report["text"]["rowcount"], 9, "{report}");
+    assert_eq!(report["binary"]["rows"], 9, "{report}");
+    assert_eq!(report["binary"]["equal"], true, "{report}");
+    assert_eq!(report["raw"]["equal"], true, "{report}");
+    assert_eq!(
+        report["raw (FORMAT csv, HEADER)"]["equal"], true,
+        "{report}"
+    );
+    // Over the extended protocol too: a header and a CopyData per row, then `COPY 9`.
+    assert_eq!(report["extended"]["equal"], true, "{report}");
+    assert_eq!(report["extended"]["status"], "COPY_OUT", "{report}");
+    assert_eq!(report["extended"]["messages"], 10, "{report}");
+    assert_eq!(
+        report["param_b"],
+        json!({"rows": 1, "groups": ["b"]}),
+        "{report}"
+    );
+    assert_eq!(
+        report["table"],
+        json!({"rows": 9, "groups": ["a"]}),
+        "{report}"
+    );
+    assert_eq!(report["from_stdin"]["refused"], true, "{report}");
+    assert_eq!(report["from_stdin"]["sqlstate"], "25006", "{report}");
+    assert!(
+        report["from_stdin"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("read-only"),
+        "{report}"
+    );
+    assert_eq!(report["after_error"], 9, "{report}");
+    assert_eq!(report["unknown_feed"]["refused"], true, "{report}");
+    assert_eq!(report["after_unknown"], 1, "{report}");
+    server.stop();
+}
+
+#[test]
+fn copy_never_writes_on_the_server_and_errors_leave_the_connection_usable() {
+    let server = Server::start(Opts::default());
+    let psql = Psql {
+        port: pg_port(&server),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("copied.csv");
+    let file = file.to_str().unwrap();
+    // (statement, SQLSTATE): psql shows it with VERBOSITY verbose.
+    for (sql, code) in [
+        ("COPY sales_by_region FROM STDIN".to_string(), "25006"),
+        (format!("COPY (select 1) TO '{file}'"), "42501"),
+        (
+            format!("COPY sales_by_region TO '{file}' WITH (FORMAT csv)"),
+            "42501",
+        ),
+        (
+            "COPY (select 1) TO PROGRAM 'touch /tmp/x'".to_string(),
+            "42501",
+        ),
+        (format!("COPY sales_by_region FROM '{file}'"), "25006"),
+        // DataFusion's own COPY writes files: one among other statements is refused too.
+        (format!("select 1; COPY (select 1) TO '{file}'"), "0A000"),
+        (
+            "COPY sales_by_region TO STDOUT (FORMAT xml)".to_string(),
+            "22023",
+        ),
+        (
+            "COPY sales_by_region TO STDOUT (FORMAT binary, HEADER)".to_string(),
+            "42601",
+        ),
+        (
+            "COPY (select 1 as a) TO STDOUT (FORMAT csv, FORCE_QUOTE (b))".to_string(),
+            "42703",
+        ),
+    ] {
+        let (ok, out, err) = psql.run(
+            ADMIN_KEY,
+            "demo",
+            &[
+                "-v",
+                "VERBOSITY=verbose",
+                "-v",
+                "ON_ERROR_STOP=0",
+                "-At",
+                "-c",
+                &sql,
+                "-c",
+                "select 42",
+            ],
+        );
+        assert!(ok, "{sql}: {err}");
+        assert!(err.contains(&format!("ERROR:  {code}:")), "{sql}: {err}");
+        // The connection answers the next query.
+        assert!(out.lines().any(|l| l == "42"), "{sql}: {out}");
+    }
+    assert!(!std::path::Path::new(file).exists(), "no file written");
+    // psql's \copy from a file sends COPY FROM STDIN: refused with what to do instead.
+    std::fs::write(file, "1\n").unwrap();
+    let (ok, _, err) = psql.run(
+        ADMIN_KEY,
+        "demo",
+        &["-c", &format!(r"\copy sales_by_region from '{file}'")],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("feeds are read-only") && err.contains("COPY ... TO STDOUT"),
+        "{err}"
+    );
+    // An error in the middle of the rows (the feed raises after streaming some) ends
+    // the copy with an ErrorResponse: psql reports it and the connection goes on.
+    let (st, body) = server.http().deploy(
+        ADMIN_KEY,
+        "demo",
+        "copy_fails.py",
+        r#"
+import sluice
+
+@sluice.feed
+def copy_fails(fail: int = 0):
+    """Many rows, then an error when asked to."""
+    for i in range(50000):
+        yield {"i": i}
+    if fail:
+        raise ValueError("feed broke after its rows")
+"#,
+    );
+    assert_eq!(st, 201, "{body}");
+    let (ok, out, err) = psql.run(
+        ADMIN_KEY,
+        "demo",
+        &[
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-At",
+            "-c",
+            "COPY (select i from copy_fails where fail = 1) TO STDOUT",
+            "-c",
+            "select 42",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("feed broke after its rows"), "{err}");
+    assert!(out.lines().any(|l| l == "42"), "{out}");
+    // Rows had gone out before the error: it came in the middle of the copy.
+    assert!(
+        out.lines().any(|l| l == "0"),
+        "{}",
+        &out[..out.len().min(300)]
+    );
+    server.stop();
+}
