@@ -103,6 +103,26 @@ pub fn check_bound(rw: &Rewritten, given: &[&str]) -> Result<(), Error> {
     Ok(())
 }
 
+/// The statement's first word (letters, digits, `_`, `$`), after blanks, comments and
+/// opening parentheses: enough to tell a `COPY` or a `SELECT` apart without a parser.
+pub fn first_word(sql: &str) -> &str {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            break;
+        }
+    }
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +154,14 @@ mod tests {
         let e = check_bound(&r, &["a"]).unwrap_err();
         assert!(e.message.contains(":b"));
         check_bound(&r, &["a", "b", "c"]).unwrap();
+    }
+
+    #[test]
+    fn first_word_skips_blanks_comments_and_parentheses() {
+        assert_eq!(first_word("  -- note\n /* a */ (( select 1"), "select");
+        assert_eq!(first_word("COPY feed TO STDOUT"), "COPY");
+        assert_eq!(first_word("copy_of_feed"), "copy_of_feed");
+        assert_eq!(first_word("/* never closed"), "");
+        assert_eq!(first_word(""), "");
     }
 }

@@ -506,22 +506,7 @@ async fn read_rows(
 /// Whether `sql` is a query `COPY (...) TO STDOUT` accepts: its first word, after
 /// comments and parentheses, is SELECT, WITH, VALUES or TABLE.
 fn copyable(sql: &str) -> bool {
-    let mut rest = sql;
-    loop {
-        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
-        if let Some(r) = rest.strip_prefix("--") {
-            rest = r.split_once('\n').map_or("", |(_, r)| r);
-        } else if let Some(r) = rest.strip_prefix("/*") {
-            rest = r.split_once("*/").map_or("", |(_, r)| r);
-        } else {
-            break;
-        }
-    }
-    let word: String = rest
-        .chars()
-        .take_while(char::is_ascii_alphabetic)
-        .collect::<String>()
-        .to_ascii_lowercase();
+    let word = sluice_core::sqlparams::first_word(sql).to_ascii_lowercase();
     matches!(word.as_str(), "select" | "with" | "values" | "table")
 }
 

@@ -96,23 +96,7 @@ pub struct Options {
 /// Whether `sql` is a `COPY` statement (its first word, after blanks and comments).
 /// Only these are parsed here; everything else goes its usual way untouched.
 pub fn is_copy(sql: &str) -> bool {
-    let mut rest = sql;
-    loop {
-        rest = rest.trim_start();
-        if let Some(r) = rest.strip_prefix("--") {
-            rest = r.split_once('\n').map_or("", |(_, r)| r);
-        } else if let Some(r) = rest.strip_prefix("/*") {
-            rest = r.split_once("*/").map_or("", |(_, r)| r);
-        } else {
-            break;
-        }
-    }
-    rest.get(..4)
-        .is_some_and(|w| w.eq_ignore_ascii_case("copy"))
-        && !rest[4..]
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+    sluice_core::sqlparams::first_word(sql).eq_ignore_ascii_case("copy")
 }
 
 /// A `COPY` statement (`is_copy(sql)` holds): what to send, or why not.
