@@ -886,11 +886,12 @@ function drawMetrics(m, stats, chart, note) {
     stat("client_errors", t.client_errors.toLocaleString(), "refused (4xx)"));
   chart.setAttribute("aria-label", `Calls per minute, ${label}: ${t.requests} calls, ${t.errors} errors`);
   chart.replaceChildren(trafficSvg(m.buckets));
-  // Records are sampled and pruned (docs/api.md): say when the window reaches past them.
+  // Every call is counted, per minute, and minutes are kept for a day (docs/api.md): say
+  // when the window reaches past the oldest one kept.
   const oldest = m.oldest_record && Date.parse(m.oldest_record);
   note.textContent = oldest && oldest > Date.parse(m.from)
-    ? `Counted from invocation records, which reach back to ${fmtTime(m.oldest_record)}.`
-    : "Counted from invocation records (busy feeds keep a sample of their successful calls).";
+    ? `Every call counted since ${fmtTime(m.oldest_record)}; latencies estimated per minute.`
+    : "Every call counted; latencies estimated from per-minute histograms.";
 }
 
 /** Bars of calls per minute, the failed (5xx) part of each in red; the p95 latency of each
