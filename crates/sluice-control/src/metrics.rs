@@ -1,6 +1,8 @@
 //! `GET /api/v1/workspaces/{ws}/feeds/{feed}/metrics?window=1h`: a feed's calls, errors and
-//! latency percentiles per minute, for the IDE's Observe panel. The store computes them from
-//! invocation records (`sluice_store::Traffic`); this module only turns the asked window into
+//! latency percentiles per minute, for the IDE's Observe panel. Every call is counted: the
+//! gateways count them in memory and write per-minute aggregates, which the store adds up
+//! over replicas (`sluice_store::Traffic`); this module flushes this server's counts first,
+//! so the current minute includes its calls up to now, and turns the asked window into
 //! whole clock minutes ending with the current one.
 //!
 //! Viewers may read it: counts and timings carry no parameters, output or code (those stay in
@@ -37,6 +39,11 @@ pub async fn feed(
     p.authorize(&ws, false)?;
     let window = q.window.as_deref().unwrap_or(DEFAULT_WINDOW);
     let minutes = parse_window(window)?;
+    // Without it the numbers are at most a flush interval old, which is still worth
+    // showing: a failed flush is retried by the periodic one.
+    if let Err(e) = gw.flush_traffic().await {
+        tracing::warn!("could not write this server's feed traffic before reading it: {e}");
+    }
     let (from, to) = minute_window(Utc::now(), minutes);
     let t = gw
         .store()

@@ -250,9 +250,9 @@ fn add_ide_paths(doc: &mut Value, module: &Value) {
         "requests": {"type": "integer"},
         "errors": {"type": "integer", "description": "calls answered 5xx: the feed raised, timed out or its worker failed"},
         "client_errors": {"type": "integer", "description": "calls answered 4xx, such as 429 at the concurrency limit (bad parameters are refused before a call and not counted)"},
-        "p50_ms": {"type": ["number", "null"], "description": "nearest-rank median latency; null without calls"},
+        "p50_ms": {"type": ["number", "null"], "description": "median latency, estimated from a latency histogram (within the nearest rank's bucket, never above the slowest call); null without calls"},
         "p95_ms": {"type": ["number", "null"]}}});
-    schemas["FeedMetrics"] = json!({"type": "object", "description": "Counted from the feed's invocation records, which are sampled (quiet successful calls above a per-second rate) and pruned to the newest per feed: oldest_record says how far back they reach.", "properties": {
+    schemas["FeedMetrics"] = json!({"type": "object", "description": "Every call the gateways served, counted per clock minute and added up over the server's replicas (another replica's calls of the current minute show within seconds). Minutes are kept for a day: oldest_record is the start of the feed's oldest kept minute.", "properties": {
         "workspace": {"type": "string"}, "feed": {"type": "string"}, "window": {"type": "string"},
         "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"},
         "bucket_seconds": {"type": "integer"},

@@ -154,6 +154,15 @@ impl Run {
         }
     }
 
+    /// The store's id of the revision, when the store has it: what the call is counted
+    /// under in the per-minute traffic (a feed only the cluster knows has none to show).
+    fn revision_id(&self) -> Option<i64> {
+        match self {
+            Run::Local(rev) => Some(rev.id),
+            Run::Agent(p) => p.signed.revision_id,
+        }
+    }
+
     /// What result-cache keys name the code by: the store's revision id when it has one
     /// (shared with OData and the PostgreSQL wire), else the cluster's revision name.
     fn cache_scope(&self, ws: &str, feed: &str) -> String {
@@ -219,6 +228,7 @@ async fn serve(
         ws: ws.to_string(),
         feed: feed.to_string(),
         revision: run.revision(),
+        revision_id: run.revision_id(),
         logged: false,
         request_id: rid.to_string(),
         params: params_json.clone(),
@@ -419,6 +429,10 @@ pub(crate) struct Finish {
     pub(crate) feed: String,
     /// The revision that served the call (the store's number, or a cluster's revision name).
     pub(crate) revision: String,
+    /// The store's id of the revision the call was resolved to, which counts it in the
+    /// feed's per-minute traffic. When an agent says another revision served the call (a
+    /// canary's fallback, a rollout), the count stays with this one: the same feed.
+    pub(crate) revision_id: Option<i64>,
     /// Set once the request is logged; a drop before that logs it as abandoned.
     pub(crate) logged: bool,
     pub(crate) request_id: String,
@@ -481,6 +495,14 @@ impl Finish {
         );
         self.permit.take();
         self.logged = true;
+        let at = chrono::Utc::now();
+        // Every call is counted here, exactly; the invocation log below keeps a sample.
+        if let Some(id) = self.revision_id {
+            self.gw
+                .inner
+                .tallies
+                .record(id, at.timestamp_millis(), status, secs * 1000.0);
+        }
         // The store's invocation log numbers revisions as the store does. A revision only
         // the cluster names (a GitOps feed's, which the store has no log for anyway, or a
         // canary named otherwise) is in the metrics and the trace, not there.
@@ -502,7 +524,7 @@ impl Finish {
             stdout: String::new(),
             stderr: String::new(),
             params: std::mem::take(&mut self.params),
-            at: chrono::Utc::now(),
+            at,
         };
         // Usually the logs are there by the time the body has ended: record them on the
         // spot, and only spawn a task to wait when the worker is still finishing.

@@ -23,6 +23,7 @@ pub mod problem;
 mod recorder;
 mod schemas;
 mod state;
+mod tally;
 
 pub use agent::AgentClient;
 pub use auth::Principal;

@@ -175,6 +175,7 @@ impl Gateway {
             ws: ws.to_string(),
             feed: feed.to_string(),
             revision: lf.revision.clone(),
+            revision_id: lf.stored.as_ref().map(|r| r.id),
             logged: false,
             request_id: request_id.to_string(),
             params: params_to_json(params),

@@ -9,6 +9,7 @@ use crate::{
     limiter::Limiter,
     metrics::Metrics,
     recorder,
+    tally::{self, Tallies},
 };
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -86,6 +87,8 @@ pub(crate) struct Inner {
     /// Result schemas by revision scope (see `schemas.rs`, `LiveFeed::scope`).
     pub schemas: RwLock<HashMap<String, SchemaRef>>,
     pub recorder: mpsc::Sender<NewInvocation>,
+    /// Every call served, counted per revision and minute (see `tally.rs`).
+    pub tallies: Arc<Tallies>,
     pub ready: AtomicBool,
     /// Set when runtime = kubernetes: feeds run in their agent pods, not in `runtime`.
     pub agents: Option<Agents>,
@@ -222,6 +225,8 @@ impl Gateway {
         agents: Option<Agents>,
     ) -> Gateway {
         let (recorder, _task) = recorder::spawn(store.clone());
+        let tallies = Arc::new(Tallies::new());
+        tally::spawn(store.clone(), Arc::downgrade(&tallies));
         Gateway {
             inner: Arc::new(Inner {
                 cache: ResultCache::new(cfg.cache_bytes),
@@ -236,6 +241,7 @@ impl Gateway {
                 metrics: Metrics::default(),
                 schemas: Default::default(),
                 recorder,
+                tallies,
                 ready: AtomicBool::new(false),
                 agents,
             }),
@@ -756,6 +762,17 @@ impl Gateway {
         )
         .with("revision", target.revision)
         .retry_after(2))
+    }
+
+    /// Write this server's counts of the calls it served to the store now, rather than at
+    /// the next periodic flush: what the metrics endpoint does before it reads, so this
+    /// server's calls are shown at once (another replica's lag by a few seconds), and what a
+    /// graceful shutdown does last.
+    pub async fn flush_traffic(&self) -> Result<()> {
+        self.inner
+            .tallies
+            .flush(&self.inner.store, chrono::Utc::now().timestamp_millis())
+            .await
     }
 
     /// Queue an invocation record. When the store can't keep up, records are dropped

@@ -148,6 +148,26 @@ function dialog(title, body, actions) {
   (first || acts.lastChild).focus();
 }
 
+/** Ask before something that cannot be undone, in a modal of its own, since #dialog may be
+ *  open underneath (the keys). Focus starts on Cancel, the safe choice; Escape cancels and
+ *  closes only this one; focus then goes back to `opener`. Resolves true when confirmed. */
+function confirmDialog({ title, message, confirm, opener = document.activeElement }) {
+  const d = $("#confirm");
+  $("#confirm-title").textContent = title;
+  $("#confirm-body").textContent = message;
+  $("#confirm-ok").textContent = confirm;
+  d.returnValue = "";
+  return new Promise((resolve) => {
+    // Escape and Cancel close with no "confirm" value; only the confirm button sets it.
+    d.addEventListener("close", () => {
+      if (opener?.isConnected) opener.focus();
+      resolve(d.returnValue === "confirm");
+    }, { once: true });
+    d.showModal();
+    $("#confirm-cancel").focus();
+  });
+}
+
 function fmtTime(t) { return t ? new Date(t).toLocaleString() : ""; }
 function fmtMs(ms) { return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.round(ms)} ms`; }
 function canWrite() { return state.me && state.me.role !== "viewer"; }
@@ -886,11 +906,12 @@ function drawMetrics(m, stats, chart, note) {
     stat("client_errors", t.client_errors.toLocaleString(), "refused (4xx)"));
   chart.setAttribute("aria-label", `Calls per minute, ${label}: ${t.requests} calls, ${t.errors} errors`);
   chart.replaceChildren(trafficSvg(m.buckets));
-  // Records are sampled and pruned (docs/api.md): say when the window reaches past them.
+  // Every call is counted, per minute, and minutes are kept for a day (docs/api.md): say
+  // when the window reaches past the oldest one kept.
   const oldest = m.oldest_record && Date.parse(m.oldest_record);
   note.textContent = oldest && oldest > Date.parse(m.from)
-    ? `Counted from invocation records, which reach back to ${fmtTime(m.oldest_record)}.`
-    : "Counted from invocation records (busy feeds keep a sample of their successful calls).";
+    ? `Every call counted since ${fmtTime(m.oldest_record)}; latencies estimated per minute.`
+    : "Every call counted; latencies estimated from per-minute histograms.";
 }
 
 /** Bars of calls per minute, the failed (5xx) part of each in red; the p95 latency of each
@@ -1019,8 +1040,23 @@ async function keysDialog() {
         h("td", {}, k.last_used_at ? fmtTime(k.last_used_at) : "never"),
         h("td", {}, k.prefix === state.me.prefix ? h("span", { class: "muted" }, "this key") : h("button", {
           type: "button", class: "danger", "aria-label": `Revoke key ${k.name}`,
-          onclick: async () => { if (!confirm(`Revoke ${k.name}? Tools using it stop working at once.`)) return; await api("DELETE", `/api/v1/keys/${enc(k.prefix)}`); toast(`${k.name} revoked`); render(); },
+          onclick: (e) => revoke(k, e.currentTarget),
         }, "Revoke")))))));
+  };
+  const revoke = async (k, button) => {
+    const yes = await confirmDialog({
+      title: `Revoke ${k.name}?`,
+      message: "Tools and people using this key stop working at once. This cannot be undone.",
+      confirm: "Revoke key", opener: button,
+    });
+    if (!yes) return;
+    try {
+      await api("DELETE", `/api/v1/keys/${enc(k.prefix)}`);
+      toast(`${k.name} revoked`);
+      await render();
+      // The button went with its row: keep focus in the keys dialog.
+      name.focus();
+    } catch (err) { $("#dialog-error").textContent = `Could not revoke ${k.name}: ${err.message}`; }
   };
   const name = h("input", { id: "key-name", placeholder: "who or what uses it, e.g. finance Power BI" });
   const role = h("select", { id: "key-role" }, ["viewer", "editor", ...(state.me.role === "admin" ? ["admin"] : [])].map((r) => h("option", { value: r }, r)));

@@ -347,9 +347,9 @@ impl Store {
         rows.into_iter().map(RevisionRow::into_revision).collect()
     }
 
-    /// Deletes a feed with its revisions and invocation records. `false` if there was none.
+    /// Deletes a feed with its revisions, invocation records and traffic minutes. `false` if there was none.
     pub async fn delete_feed(&self, ws: &str, feed: &str) -> Result<bool> {
-        // Revisions and invocations go with it through ON DELETE CASCADE (SQLite connections
+        // Revisions, invocations and traffic minutes go with it through ON DELETE CASCADE (SQLite connections
         // are opened with foreign keys on).
         let n = on_pool!(self, pool => sqlx::query(
             "DELETE FROM feeds WHERE workspace_id = (SELECT id FROM workspaces WHERE name = $1) AND name = $2",

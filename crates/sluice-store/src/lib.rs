@@ -1,6 +1,6 @@
 //! The metadata store: workspaces, API keys, secret feed links, IDE drafts, data sources (credentials
-//! sealed at rest), feeds with their immutable revisions, and invocation records (with the
-//! per-feed traffic computed from them). It is the only crate that speaks SQL to the
+//! sealed at rest), feeds with their immutable revisions, invocation records, and exact
+//! per-minute traffic aggregates of every feed. It is the only crate that speaks SQL to the
 //! metadata database; everything else calls [`Store`].
 //!
 //! It runs on SQLite (the embedded default, one file in the data directory) and on
@@ -80,7 +80,10 @@ pub use invocations::{Invocation, MAX_INVOCATIONS_PAGE, NewInvocation};
 pub use keys::{KeyRecord, NewKey};
 pub use links::{LinkRecord, NewLink};
 pub use sources::SourceRecord;
-pub use traffic::{MAX_TRAFFIC_BUCKETS, Traffic, TrafficBucket};
+pub use traffic::{
+    LATENCY_BOUNDS_MS, LATENCY_BUCKETS, MAX_TRAFFIC_BUCKETS, MinuteCounts, TRAFFIC_RETENTION,
+    Traffic, TrafficBucket, latency_bucket, latency_percentile,
+};
 pub use workspaces::Workspace;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");

@@ -6,7 +6,10 @@
 
 use serde_json::json;
 use sluice_core::{Code, FeedSignature, Role};
-use sluice_store::{NewInvocation, NewKey, NewLink, NewRevision, Store, TrafficBucket};
+use sluice_store::{
+    LATENCY_BOUNDS_MS, LATENCY_BUCKETS, MinuteCounts, NewInvocation, NewKey, NewLink, NewRevision,
+    Store, TrafficBucket, latency_bucket,
+};
 use sqlx::{Connection, Executor};
 use std::future::Future;
 
@@ -163,7 +166,7 @@ on_both_backends!(
     concurrent_deploys_of_one_feed_get_distinct_numbers,
     deleting_a_feed_removes_its_revisions_and_invocations,
     invocations_are_batched_paged_and_pruned,
-    traffic_is_counted_per_bucket_with_nearest_rank_percentiles,
+    traffic_minutes_add_up_over_replicas_and_revisions_without_double_counting,
     feed_links_are_hashed_scoped_revoked_and_go_with_their_feed,
     drafts_are_per_owner_and_workspace_and_replaced_on_save,
 );
@@ -244,9 +247,18 @@ async fn reopening_keeps_data_and_runs_migrations_once(env: Env) {
         assert_eq!(source.config, json!({"url": "postgres://u:pw@h/db"}));
         store.close().await;
     }
+    // Each migration of the backend's folder ran once, however often the store opened.
+    let migrations = std::fs::read_dir(format!(
+        "{}/migrations/{}",
+        env!("CARGO_MANIFEST_DIR"),
+        env.backend
+    ))
+    .unwrap()
+    .filter(|e| e.as_ref().unwrap().path().extension() == Some("sql".as_ref()))
+    .count();
     assert_eq!(
         env.raw_count("SELECT COUNT(*) FROM _sqlx_migrations").await,
-        4
+        i64::try_from(migrations).unwrap()
     );
     if let Some(dir) = &env.dir {
         assert!(
@@ -835,12 +847,30 @@ async fn deleting_a_feed_removes_its_revisions_and_invocations(env: Env) {
         .deploy("demo", vec![rev("sales", "s1"), rev("stock", "k1")])
         .await
         .unwrap();
-    store
+    let s2 = store
         .deploy("demo", vec![rev("sales", "s2")])
         .await
-        .unwrap();
+        .unwrap()
+        .remove(0);
     store
         .record_invocations(&[inv("sales", 1), inv("sales", 2), inv("stock", 1)])
+        .await
+        .unwrap();
+    let now = chrono::DateTime::from_timestamp_millis(28_333_334 * 60_000).unwrap();
+    let stock_id = store
+        .revision("demo", "stock", 1)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    store
+        .record_feed_minutes(
+            "replica-a",
+            &[
+                minute(s2.id, now, &[2.0, 3.0], 0),
+                minute(stock_id, now, &[1.0], 0),
+            ],
+        )
         .await
         .unwrap();
 
@@ -858,6 +888,11 @@ async fn deleting_a_feed_removes_its_revisions_and_invocations(env: Env) {
         env.raw_count("SELECT COUNT(*) FROM invocations").await,
         1,
         "only stock's invocation is left"
+    );
+    assert_eq!(
+        env.raw_count("SELECT COUNT(*) FROM feed_minutes").await,
+        1,
+        "only stock's traffic is left"
     );
     assert_eq!(
         store
@@ -884,6 +919,23 @@ async fn deleting_a_feed_removes_its_revisions_and_invocations(env: Env) {
             .unwrap()
             .is_empty()
     );
+    // A gateway that still counted calls of the deleted feed's revision flushes them after
+    // the new feed exists: they are dropped, not counted as the new feed's.
+    store
+        .record_feed_minutes("replica-b", &[minute(s2.id, now, &[5.0; 7], 0)])
+        .await
+        .unwrap();
+    let t = store
+        .feed_traffic(
+            "demo",
+            "sales",
+            now,
+            now + chrono::TimeDelta::minutes(1),
+            chrono::TimeDelta::minutes(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!((t.total.requests, t.oldest_record), (0, None));
 }
 
 async fn feed_links_are_hashed_scoped_revoked_and_go_with_their_feed(env: Env) {
@@ -1150,53 +1202,93 @@ async fn invocations_are_batched_paged_and_pruned(env: Env) {
     );
 }
 
-/// A call of `feed` at `at_ms` that took `ms` and was answered `status`.
-fn call(feed: &str, at_ms: i64, ms: f64, status: u16) -> NewInvocation {
-    NewInvocation {
-        status,
-        duration_ms: ms,
-        error_code: (status >= 400).then(|| "some_error".to_string()),
-        at: chrono::DateTime::from_timestamp_millis(at_ms).unwrap(),
-        ..inv(feed, at_ms)
+/// A replica's counts of `revision_id`'s calls in `minute`, which took `latencies` ms;
+/// `errors` of them answered 5xx.
+fn minute(
+    revision_id: i64,
+    minute: chrono::DateTime<chrono::Utc>,
+    latencies: &[f64],
+    errors: i64,
+) -> MinuteCounts {
+    let mut latency = [0; LATENCY_BUCKETS];
+    for &ms in latencies {
+        latency[latency_bucket(ms)] += 1;
+    }
+    MinuteCounts {
+        revision_id,
+        minute,
+        requests: latencies.len() as i64,
+        errors,
+        client_errors: 0,
+        latency,
+        latency_max_ms: latencies.iter().copied().fold(0.0, f64::max),
     }
 }
 
-async fn traffic_is_counted_per_bucket_with_nearest_rank_percentiles(env: Env) {
+async fn traffic_minutes_add_up_over_replicas_and_revisions_without_double_counting(env: Env) {
     let store = env.open().await;
     store.create_workspace("demo").await.unwrap();
-    store
+    let first = store
         .deploy("demo", vec![rev("sales", "s1"), rev("stock", "k1")])
         .await
         .unwrap();
+    let (sales1, stock1) = (first[0].id, first[1].id);
+    let sales2 = store
+        .deploy("demo", vec![rev("sales", "s2")])
+        .await
+        .unwrap()[0]
+        .id;
     const MIN: i64 = 60_000;
     let t0: i64 = 28_333_334 * MIN; // a whole minute
     let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
 
-    // Minute 0: twenty calls taking 1..=20 ms, written out of order (7 is coprime to 20,
-    // so this visits each once) so only the query's ORDER BY can rank them; the 13 ms call
-    // failed in the feed, the 3 ms one on a bad parameter.
-    let mut batch: Vec<NewInvocation> = (0..20)
-        .map(|k| {
-            let ms = ((k * 7) % 20 + 1) as f64;
-            let status = match ms as i64 {
-                13 => 500,
-                3 => 400,
-                _ => 200,
-            };
-            call("sales", t0 + k * 1000, ms, status)
-        })
-        .collect();
-    // Minute 1: idle. Minute 2: one timeout.
-    batch.push(call("sales", t0 + 2 * MIN + 5, 7.5, 504));
+    // Minute 0: twenty calls, each at the upper bound of a latency bucket of its own, so
+    // the estimated percentiles are exact: two replicas served them (15 and 5), one failed
+    // in the feed and one was refused (429).
+    let bounds = &LATENCY_BOUNDS_MS[..20];
+    let mut a0 = minute(sales1, at(t0), &bounds[..15], 1);
+    a0.client_errors = 1;
+    let b0 = minute(sales1, at(t0), &bounds[15..], 0);
+    // Replica a flushed an earlier snapshot of minute 0 first.
+    let early = minute(sales1, at(t0), &bounds[..4], 0);
+    store
+        .record_feed_minutes("replica-a", std::slice::from_ref(&early))
+        .await
+        .unwrap();
+    // Minute 1: idle. Minute 2: a call of revision 2, which timed out.
+    let a2 = minute(sales2, at(t0 + 2 * MIN), &[300.0], 1);
     // Outside the window (just before it, and at its exclusive end), and another feed.
-    batch.push(call("sales", t0 - 1, 1000.0, 200));
-    batch.push(call("sales", t0 + 3 * MIN, 1000.0, 500));
-    batch.push(call("stock", t0 + 10, 2.0, 200));
-    store.record_invocations(&batch).await.unwrap();
+    let before = minute(sales1, at(t0 - MIN), &[1000.0], 0);
+    let after = minute(sales1, at(t0 + 3 * MIN), &[1000.0], 1);
+    let stock = minute(stock1, at(t0), &[2.0], 0);
+    store
+        .record_feed_minutes("replica-a", &[a0.clone(), a2, before, after, stock])
+        .await
+        .unwrap();
+    store
+        .record_feed_minutes("replica-b", std::slice::from_ref(&b0))
+        .await
+        .unwrap();
+    // A flush retried after its commit was lost writes the same counts again, and one that
+    // arrives late with an older snapshot changes nothing: neither is counted twice.
+    store
+        .record_feed_minutes("replica-a", std::slice::from_ref(&a0))
+        .await
+        .unwrap();
+    store
+        .record_feed_minutes("replica-a", &[early])
+        .await
+        .unwrap();
+    // Counts of a revision that is gone (its feed deleted meanwhile) are dropped.
+    store
+        .record_feed_minutes("replica-a", &[minute(sales2 + 1000, at(t0), &[1.0], 0)])
+        .await
+        .unwrap();
+    store.record_feed_minutes("replica-a", &[]).await.unwrap();
 
-    let minute = chrono::TimeDelta::minutes(1);
+    let one = chrono::TimeDelta::minutes(1);
     let t = store
-        .feed_traffic("demo", "sales", at(t0), at(t0 + 3 * MIN), minute)
+        .feed_traffic("demo", "sales", at(t0), at(t0 + 3 * MIN), one)
         .await
         .unwrap();
     assert_eq!(
@@ -1216,34 +1308,38 @@ async fn traffic_is_counted_per_bucket_with_nearest_rank_percentiles(env: Env) {
     assert_eq!(
         t.buckets,
         [
-            // n = 20: ranks ceil(10) = 10 and ceil(19) = 19.
-            bucket(t0, 20, 1, 1, Some(10.0), Some(19.0)),
+            // n = 20: nearest ranks ceil(10) = 10 and ceil(19) = 19.
+            bucket(t0, 20, 1, 1, Some(bounds[9]), Some(bounds[18])),
             bucket(t0 + MIN, 0, 0, 0, None, None),
-            bucket(t0 + 2 * MIN, 1, 1, 0, Some(7.5), Some(7.5)),
+            bucket(t0 + 2 * MIN, 1, 1, 0, Some(300.0), Some(300.0)),
         ]
     );
-    // Over the whole window (n = 21, with 7.5 ranked 8th): ranks ceil(10.5) = 11 and
-    // ceil(19.95) = 20, which no mix of the per-minute percentiles would give.
-    assert_eq!(t.total, bucket(t0, 21, 2, 1, Some(10.0), Some(19.0)));
-    assert_eq!(t.oldest_record, Some(at(t0 - 1)));
+    // Over the whole window (n = 21): ranks ceil(10.5) = 11 and ceil(19.95) = 20, which no
+    // mix of the per-minute percentiles gives.
+    assert_eq!(
+        t.total,
+        bucket(t0, 21, 2, 1, Some(bounds[10]), Some(bounds[19]))
+    );
+    assert_eq!(t.oldest_record, Some(at(t0 - MIN)));
 
     // Each feed counts only its own calls; a partial last bucket is still a bucket.
     let stock = store
-        .feed_traffic("demo", "stock", at(t0), at(t0 + MIN + 1), minute)
+        .feed_traffic("demo", "stock", at(t0), at(t0 + MIN + 1), one)
         .await
         .unwrap();
     assert_eq!(stock.buckets.len(), 2);
     assert_eq!(stock.total, bucket(t0, 1, 0, 0, Some(2.0), Some(2.0)));
 
+    // Longer buckets add their minutes up.
+    let by3 = store
+        .feed_traffic("demo", "sales", at(t0), at(t0 + 3 * MIN), one * 3)
+        .await
+        .unwrap();
+    assert_eq!(by3.buckets, std::slice::from_ref(&t.total));
+
     // A window with no calls is all zeros, not an error.
     let quiet = store
-        .feed_traffic(
-            "demo",
-            "sales",
-            at(t0 + 10 * MIN),
-            at(t0 + 25 * MIN),
-            minute,
-        )
+        .feed_traffic("demo", "sales", at(t0 + 10 * MIN), at(t0 + 25 * MIN), one)
         .await
         .unwrap();
     assert_eq!(quiet.buckets.len(), 15);
@@ -1255,23 +1351,43 @@ async fn traffic_is_counted_per_bucket_with_nearest_rank_percentiles(env: Env) {
     );
     assert_eq!(quiet.total.requests, 0);
 
+    // Pruning drops minutes older than the cutoff, of every feed.
+    assert_eq!(store.prune_feed_minutes(at(t0)).await.unwrap(), 1);
+    assert_eq!(store.prune_feed_minutes(at(t0)).await.unwrap(), 0);
+    let t = store
+        .feed_traffic("demo", "sales", at(t0), at(t0 + 3 * MIN), one)
+        .await
+        .unwrap();
+    assert_eq!((t.total.requests, t.oldest_record), (21, Some(at(t0))));
+
     assert_eq!(
         store
-            .feed_traffic("demo", "ghost", at(t0), at(t0 + MIN), minute)
+            .feed_traffic("demo", "ghost", at(t0), at(t0 + MIN), one)
             .await
             .unwrap_err()
             .code,
         Code::FeedNotFound
     );
-    assert_eq!(
-        store
-            .feed_traffic("demo", "sales", at(t0), at(t0 + 25 * 60 * MIN), minute)
-            .await
-            .unwrap_err()
-            .code,
-        Code::BadRequest,
-        "more than a day of minutes is refused"
-    );
+    for (from, to, bucket) in [
+        (t0, t0 + 25 * 60 * MIN, one),
+        (t0 + 1, t0 + MIN, one),
+        (t0, t0 + MIN, chrono::TimeDelta::seconds(10)),
+    ] {
+        assert_eq!(
+            store
+                .feed_traffic("demo", "sales", at(from), at(to), bucket)
+                .await
+                .unwrap_err()
+                .code,
+            Code::BadRequest,
+            "{from}..{to} by {bucket}"
+        );
+    }
+    let e = store
+        .record_feed_minutes("replica-a", &[minute(sales1, at(t0 + 1), &[1.0], 0)])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, Code::BadRequest, "counts are kept per whole minute");
 }
 
 #[test]

@@ -324,6 +324,10 @@ pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
     let _ = pg.await;
     warming.abort();
     gw.set_ready(false);
+    // The calls counted since the last periodic flush, so a restart loses none of them.
+    if let Err(e) = gw.flush_traffic().await {
+        tracing::warn!("could not write the last feed traffic counts: {e}");
+    }
     tokio::time::timeout(Duration::from_secs(10), runtime.shutdown())
         .await
         .ok();

@@ -165,17 +165,8 @@ fn feed_metrics_over_http(http: &Http, admin: &str) {
     // A bad parameter is refused before any call starts: not a call, not counted.
     assert_eq!(http.get_key(&format!("{feed}?n=x"), admin).status(), 400);
 
-    // Records are written in batches by a background task: wait for all four.
     let path = format!("/api/v1/workspaces/{SECOND_WS}/feeds/{SECOND_FEED}/metrics?window=15m");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let m = loop {
-        let (st, m) = http.json(&path, admin);
-        assert_eq!(st, 200, "{m}");
-        if m["total"]["requests"] == 4 || std::time::Instant::now() > deadline {
-            break m;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    };
+    let m = metrics_once_counted(http, admin, &path, 4);
     assert_eq!(m["total"]["requests"], 4, "{m}");
     assert_eq!(m["total"]["errors"], 1, "{m}");
     assert_eq!(m["total"]["client_errors"], 0, "{m}");
@@ -196,6 +187,53 @@ fn feed_metrics_over_http(http: &Http, admin: &str) {
         .sum();
     assert_eq!(per_minute, 4, "the minutes add up to the total");
     assert_eq!(m["from"], buckets[0]["start"]);
+
+    // Every call is counted, not only the invocation records, which keep about 20 quiet
+    // successful calls a second per feed: a burst of many more, from a few clients at once,
+    // is counted exactly.
+    const BURST: i64 = 300;
+    const CLIENTS: i64 = 4;
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for c in 0..CLIENTS {
+            let feed = &feed;
+            s.spawn(move || {
+                for n in (c..BURST).step_by(CLIENTS as usize) {
+                    let r = http.get_key(&format!("{feed}?n={n}"), admin);
+                    assert_eq!(r.status(), 200, "call {n}");
+                }
+            });
+        }
+    });
+    let took = started.elapsed();
+    let want = 4 + BURST;
+    let m = metrics_once_counted(http, admin, &path, want);
+    assert_eq!(m["total"]["requests"], want, "{m}");
+    assert_eq!(m["total"]["errors"], 1, "{m}");
+    let per_minute: i64 = m["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["requests"].as_i64().unwrap())
+        .sum();
+    assert_eq!(per_minute, want, "the minutes add up to the total");
+    // The periodic flush (every 5 s) writes the same counts again: nothing is added twice.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let (st, again) = http.json(&path, admin);
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(again["total"]["requests"], want, "{again}");
+    // What the records alone would have shown (informative: on a machine slow enough to
+    // spread the burst over 15 seconds they would hold every call).
+    let (st, logs) = http.json(
+        &format!("/api/v1/workspaces/{SECOND_WS}/feeds/{SECOND_FEED}/logs?limit=1000"),
+        admin,
+    );
+    assert_eq!(st, 200, "{logs}");
+    println!(
+        "{BURST} calls in {took:?}: {} counted, {} invocation records kept",
+        again["total"]["requests"],
+        logs.as_array().map_or(0, Vec::len)
+    );
 
     // Counts carry no parameters or output: viewers may read them, not the invocations.
     let (st, viewer) = http.post(
@@ -233,6 +271,20 @@ fn feed_metrics_over_http(http: &Http, admin: &str) {
         (404, Some("feed_not_found")),
         "{e}"
     );
+}
+
+/// The metrics at `path` once they count `want` calls, or after 30 s. A call is counted
+/// when its response has ended, which a client may see a moment before the server does.
+fn metrics_once_counted(http: &Http, admin: &str, path: &str, want: i64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (st, m) = http.json(path, admin);
+        assert_eq!(st, 200, "{m}");
+        if m["total"]["requests"].as_i64() >= Some(want) || std::time::Instant::now() > deadline {
+            return m;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 fn api_routes_of_the_ide(http: &Http, admin: &str) {

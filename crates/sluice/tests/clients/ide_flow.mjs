@@ -27,6 +27,9 @@ page.on("console", (m) => {
   else problems.push(`console: ${m.text()}`);
 });
 
+// The IDE asks in its own dialogs: a native confirm() or alert() is a failure.
+page.on("dialog", async (d) => { problems.push(`native ${d.type()}: ${d.message()}`); await d.dismiss(); });
+
 async function shot(name) {
   const path = `${outDir}/${String(report.screenshots.length + 1).padStart(2, "0")}-${name}.png`;
   await page.screenshot({ path });
@@ -248,9 +251,29 @@ try {
   assert.equal(await page.getByLabel("New key", { exact: true }).count(), 0);
   assert.ok(!(await page.locator("#dialog").innerText()).includes(secret));
   assert.ok(!JSON.stringify((await apiAs(key, "/api/v1/keys")).body).includes(secret));
-  page.once("dialog", (d) => d.accept());  // "Revoke …? Tools using it stop working at once."
-  await page.getByRole("button", { name: "Revoke key ide test viewer" }).click();
+  step("revoke it through the confirmation dialog: Escape cancels, then confirm");
+  const revokeBtn = page.getByRole("button", { name: "Revoke key ide test viewer" });
+  const confirmBox = page.getByRole("alertdialog", { name: "Revoke ide test viewer?" });
+  const focused = (loc) => loc.evaluate((el) => el === document.activeElement || el.contains(document.activeElement));
+  await revokeBtn.click();
+  await confirmBox.waitFor();
+  assert.ok(await focused(confirmBox), "focus moves into the confirmation");
+  assert.ok(await focused(confirmBox.getByRole("button", { name: "Cancel" })), "on Cancel, the safe choice");
+  await shot("revoke-confirm");
+  await page.keyboard.press("Escape");
+  await confirmBox.waitFor({ state: "hidden" });
+  assert.ok(await page.locator("#dialog").isVisible(), "Escape closes only the confirmation");
+  assert.ok(await focused(revokeBtn), "focus returns to the Revoke button");
+  assert.equal((await apiAs(secret, "/api/v1/whoami")).status, 200, "cancelled: the key still works");
+  // Again, from the keyboard: Enter on the focused button, then confirm.
+  await page.keyboard.press("Enter");
+  await confirmBox.waitFor();
+  await confirmBox.getByRole("button", { name: "Revoke key" }).click();
+  await confirmBox.waitFor({ state: "hidden" });
   await keyRow.waitFor({ state: "detached" });
+  assert.ok(await focused(page.locator("#dialog")), "focus stays in the keys dialog");
+  const listed = (await apiAs(key, "/api/v1/keys")).body.map((k) => k.name);
+  assert.ok(!listed.includes("ide test viewer"), `revoked keys are not listed: ${listed}`);
   report.revoked_key_status = (await apiAs(secret, "/api/v1/whoami")).status;
   assert.equal(report.revoked_key_status, 401);
   await page.keyboard.press("Escape");
