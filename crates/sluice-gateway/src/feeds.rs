@@ -297,6 +297,11 @@ async fn serve(
         })
         .boxed();
     let mut body = encode(format, exec.schema, batches);
+    // A passthrough's rows are read and encoded here, in Rust, however many there are: that
+    // is work for the compute runtime, never for the threads that answer small calls.
+    if exec.passthrough {
+        body = gw.offload(body);
+    }
 
     // A small result is usually complete already (the worker's rows and its END arrived
     // together): answer it whole, with a Content-Length and no chunked framing, and an
@@ -330,6 +335,12 @@ async fn serve(
             None => break,
         }
     }
+    // What is left is a big or slow result: it is read and encoded on the compute runtime.
+    let body = if exec.passthrough {
+        body
+    } else {
+        gw.offload(body)
+    };
     let body = if ready.is_empty() && failed.is_none() {
         body
     } else {

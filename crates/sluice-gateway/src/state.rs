@@ -14,7 +14,7 @@ use crate::{
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use axum::{extract::State, http::StatusCode, response::IntoResponse};
-use futures::stream::BoxStream;
+use futures::{StreamExt, stream::BoxStream};
 use sluice_core::{Code, Error, FeedSignature, Params, Result, params::params_to_json};
 use sluice_runtime::{CallLogs, CallOutput, CallSpec, ModuleSpec, Runtime};
 use sluice_sources::{SourceConfig, Sources};
@@ -29,6 +29,9 @@ use std::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+/// Chunks an offloaded body may run ahead of the client by (see [`Gateway::offload`]).
+const OFFLOADED_CHUNKS: usize = 4;
+
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     /// Base URL clients use to reach this server (for links in responses).
@@ -42,6 +45,13 @@ pub struct GatewayConfig {
     /// How long another server's deploy may take to be seen here (PostgreSQL store with
     /// several replicas). Deploys through this process are seen at once.
     pub live_cache_ttl: Duration,
+    /// The runtime that runs what is heavy on CPU: streamed result bodies (passthrough
+    /// extracts, big Python results, OData) and PostgreSQL wire sessions. `None` runs them
+    /// where the request arrived. The request path itself (HTTP, keys, worker calls of small
+    /// feeds) stays on the runtime serving the listener, which can then be small: on a
+    /// 2-core server one thread there is a third more hello calls per second than two,
+    /// because the threads no longer wake each other for every call (see BENCHMARKS.md).
+    pub compute: Option<tokio::runtime::Handle>,
 }
 
 impl Default for GatewayConfig {
@@ -52,6 +62,7 @@ impl Default for GatewayConfig {
             feed_queue: 256,
             cache_bytes: 64 << 20,
             live_cache_ttl: Duration::from_secs(5),
+            compute: None,
         }
     }
 }
@@ -408,6 +419,47 @@ impl Gateway {
         self.inner.agents.as_ref().and_then(|a| a.cluster.as_ref())
     }
 
+    /// Run `task` on the compute runtime (or here, without one): for work that keeps a
+    /// thread busy for long, such as a PostgreSQL wire session.
+    pub fn spawn_compute<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.inner.cfg.compute {
+            Some(rt) => rt.spawn(task),
+            None => tokio::spawn(task),
+        }
+    }
+
+    /// `task`'s result, computed on the compute runtime (or here, without one).
+    pub async fn on_compute<T, F>(&self, task: F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        match &self.inner.cfg.compute {
+            Some(rt) => rt.spawn(task).await.unwrap_or_else(|e| {
+                Err(Error::internal(format!(
+                    "a task on the compute runtime failed: {e}"
+                )))
+            }),
+            None => task.await,
+        }
+    }
+
+    /// A response body produced on the compute runtime: reading the rows and encoding them
+    /// happen there, and the request's runtime only copies finished chunks to the socket.
+    /// A few chunks wait in between at most, so memory stays bounded; when the client goes
+    /// away, the receiver is dropped, the producer's next send fails, and the body (with the
+    /// source query or the worker lease it holds) is dropped there.
+    pub fn offload<T: Send + 'static>(&self, body: BoxStream<'static, T>) -> BoxStream<'static, T> {
+        match &self.inner.cfg.compute {
+            Some(rt) => offload_to(rt, body),
+            None => body,
+        }
+    }
+
     pub fn uses_agents(&self) -> bool {
         self.inner.agents.is_some()
     }
@@ -575,10 +627,12 @@ impl Gateway {
                     )
                     .with("source", source.as_str())
                 })?;
+                // The query's rows are read and converted by a task it starts: on the
+                // compute runtime, with the encoding (see `feeds.rs`).
+                let sources = self.inner.sources.clone();
+                let cfg = cfg.clone();
                 let q = self
-                    .inner
-                    .sources
-                    .query(&source, cfg, &query, &params)
+                    .on_compute(async move { sources.query(&source, &cfg, &query, &params).await })
                     .await?;
                 Ok(Execution {
                     schema: q.schema,
@@ -805,5 +859,85 @@ pub async fn readyz(State(gw): State<Gateway>) -> impl IntoResponse {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
+}
+
+/// [`Gateway::offload`] onto `rt`.
+fn offload_to<T: Send + 'static>(
+    rt: &tokio::runtime::Handle,
+    mut body: BoxStream<'static, T>,
+) -> BoxStream<'static, T> {
+    let (tx, rx) = mpsc::channel(OFFLOADED_CHUNKS);
+    rt.spawn(async move {
+        while let Some(item) = body.next().await {
+            if tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        Some((item, rx))
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod offload_tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn compute() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("test-compute")
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_offloaded_body_is_produced_on_the_compute_runtime_in_order() {
+        let rt = compute();
+        let body = futures::stream::iter(0..100)
+            .map(|i| (i, std::thread::current().name().map(str::to_string)))
+            .boxed();
+        let got: Vec<_> = offload_to(rt.handle(), body).collect().await;
+        assert_eq!(
+            got.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            (0..100).collect::<Vec<_>>()
+        );
+        assert!(
+            got.iter()
+                .all(|(_, t)| t.as_deref() == Some("test-compute")),
+            "produced on {:?}",
+            got.iter()
+                .map(|(_, t)| t)
+                .collect::<std::collections::HashSet<_>>()
+        );
+        rt.shutdown_background();
+    }
+
+    #[tokio::test]
+    async fn a_client_gone_stops_the_producer_a_few_chunks_later() {
+        let rt = compute();
+        let produced = Arc::new(AtomicUsize::new(0));
+        let body = futures::stream::repeat(())
+            .map({
+                let produced = produced.clone();
+                move |()| produced.fetch_add(1, Ordering::Relaxed)
+            })
+            .boxed();
+        let mut rx = offload_to(rt.handle(), body);
+        assert_eq!(rx.next().await, Some(0));
+        drop(rx);
+        // The producer notices at its next send and drops the body (its source query or
+        // worker lease with it): an endless body stops within the channel's few chunks.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stopped_at = produced.load(Ordering::Relaxed);
+        assert!(stopped_at <= 2 + OFFLOADED_CHUNKS, "{stopped_at}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(produced.load(Ordering::Relaxed), stopped_at);
+        rt.shutdown_background();
     }
 }

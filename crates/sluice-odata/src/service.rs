@@ -416,7 +416,7 @@ async fn streamed(od: &OData, ws: &str, req: &Request, rid: &str) -> Result<Resp
         tail(None)
     });
     let body = sluice_gateway::encode::encode_wrapped(schema, rows, head(od, ws, req, total), tail);
-    Ok(ok(JSON, Body::from_stream(body.fuse())))
+    Ok(ok(JSON, Body::from_stream(od.gw.offload(body).fuse())))
 }
 
 /// What identifies a read for its cursor: the feed, its parameters and every query option
@@ -569,7 +569,7 @@ async fn paged(
         head(od, ws, req, total),
         tail,
     );
-    Ok(ok(JSON, Body::from_stream(body.fuse())))
+    Ok(ok(JSON, Body::from_stream(od.gw.offload(body).fuse())))
 }
 
 /// `@odata.count` of a paged read: known from the cursor once it holds every row from the

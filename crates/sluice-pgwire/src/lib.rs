@@ -59,7 +59,9 @@ pub async fn serve(
             Ok((socket, addr)) => {
                 let handlers = Handlers::new(shared.clone());
                 let tls = tls.clone();
-                tokio::spawn(async move {
+                // A session decodes, plans and encodes rows: heavy work, kept off the
+                // threads that serve HTTP calls.
+                shared.gw.spawn_compute(async move {
                     if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                         tracing::debug!(%addr, "postgres connection ended with an error: {e}");
                     }

@@ -48,7 +48,7 @@ type Statement = (String, Option<(sqlparser::ast::Statement, LogicalPlan)>);
 
 /// What all connections share.
 pub struct Shared {
-    gw: Gateway,
+    pub(crate) gw: Gateway,
     connections: Arc<ConnectionManager>,
     pids: RandomPidSecretKeyGenerator,
     params: DefaultServerParameterProvider,

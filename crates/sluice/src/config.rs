@@ -70,6 +70,10 @@ pub struct ServerArgs {
     /// `normal` (keep the policy the server was started with)
     #[arg(long, env = "SLUICE_CPU_SCHEDULING", value_parser = CpuScheduling::parse)]
     pub cpu_scheduling: Option<CpuScheduling>,
+    /// Threads serving HTTP requests (default: half the cores, at least one); streamed
+    /// results, OData and PostgreSQL sessions run on a pool with a thread per core
+    #[arg(long, env = "SLUICE_IO_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub io_threads: Option<u16>,
 }
 
 /// Where feeds run.
@@ -136,6 +140,7 @@ struct FileConfig {
     master_key: Option<String>,
     public_url: Option<String>,
     cpu_scheduling: Option<CpuScheduling>,
+    io_threads: Option<u16>,
     #[serde(default)]
     runtime: RuntimeFile,
     #[serde(default)]
@@ -187,6 +192,8 @@ pub struct ServerConfig {
     pub log_json: bool,
     /// Applied by `main` before the async runtime starts (see `sluice_runtime::sched`).
     pub cpu_scheduling: CpuScheduling,
+    /// Threads of the runtime serving HTTP; `main` builds it (see [`default_io_threads`]).
+    pub io_threads: usize,
     pub runtime_kind: RuntimeKind,
     pub runtime: sluice_runtime::RuntimeConfig,
     pub gateway: sluice_gateway::GatewayConfig,
@@ -315,12 +322,24 @@ impl ServerConfig {
                 .cpu_scheduling
                 .or(file.cpu_scheduling)
                 .unwrap_or_default(),
+            io_threads: match args.io_threads.or(file.io_threads) {
+                Some(0) => bail!("io_threads must be at least 1"),
+                Some(n) => n.into(),
+                None => default_io_threads(),
+            },
             runtime_kind,
             runtime,
             gateway,
             odata,
         })
     }
+}
+
+/// Half the cores, at least one: the HTTP path is short (parse, check the key, hand the call
+/// to a worker, write the answer), and on few cores more threads cost more in waking each
+/// other than they add; everything long runs on the compute pool (one thread per core).
+pub fn default_io_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 fn parse_master_key(s: &str) -> anyhow::Result<[u8; 32]> {
@@ -385,6 +404,26 @@ mod tests {
             load("cpu_scheduling = \"fast\"\n", None).unwrap_err()
         );
         assert!(e.contains("fast") && e.contains("batch"), "{e}");
+    }
+
+    #[test]
+    fn io_threads_default_to_half_the_cores_and_the_file_and_flag_set_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        let load = |text: &str, flag: Option<u16>| {
+            std::fs::write(&file, text).unwrap();
+            ServerConfig::load(&ServerArgs {
+                config: Some(file.clone()),
+                io_threads: flag,
+                ..Default::default()
+            })
+        };
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(load("", None).unwrap().io_threads, (cores / 2).max(1));
+        assert_eq!(load("io_threads = 3\n", None).unwrap().io_threads, 3);
+        assert_eq!(load("io_threads = 3\n", Some(2)).unwrap().io_threads, 2);
+        let e = format!("{:#}", load("io_threads = 0\n", None).unwrap_err());
+        assert!(e.contains("io_threads") && e.contains("at least 1"), "{e}");
     }
 
     #[test]

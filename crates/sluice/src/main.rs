@@ -86,10 +86,15 @@ fn main() -> std::process::ExitCode {
         _ => None,
     };
     let scheduled = &scheduling.map(|s| (s, s.apply()));
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A server serves HTTP on a small runtime of its own and runs heavy work (streamed
+    // results, OData, PostgreSQL sessions) on a compute runtime (see `GatewayConfig::compute`).
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(cfg) = &config {
+        builder
+            .worker_threads(cfg.io_threads)
+            .thread_name("sluice-io");
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -97,14 +102,28 @@ fn main() -> std::process::ExitCode {
         }
     };
     let server = |mode: server::Mode| -> std::process::ExitCode {
-        let Some(cfg) = config else {
+        let Some(mut cfg) = config else {
             unreachable!("server commands load their configuration above")
         };
+        let compute = match tokio::runtime::Builder::new_multi_thread()
+            .thread_name("sluice-compute")
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the compute runtime: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        cfg.gateway.compute = Some(compute.handle().clone());
         let result = rt.block_on(async move {
             init_logs(cfg.log_json);
             log_scheduling(scheduled);
             server::run(cfg, mode).await
         });
+        // Streams still running there were cut when the server stopped; do not wait long.
+        compute.shutdown_timeout(std::time::Duration::from_secs(5));
         match result {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
