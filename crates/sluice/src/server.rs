@@ -3,12 +3,16 @@
 
 use crate::{config::ServerConfig, demo};
 use anyhow::Context;
-use axum::{Router, http::HeaderName};
+use axum::{
+    Router,
+    http::{HeaderName, StatusCode},
+};
 use sluice_core::{Role, keys};
 use sluice_gateway::{Gateway, Principal};
 use sluice_store::{NewKey, Store};
 use std::{io::Write, path::Path, time::Duration};
 use tower_http::{
+    classify::ServerErrorsFailureClass,
     compression::CompressionLayer,
     request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     trace::TraceLayer,
@@ -39,8 +43,22 @@ pub fn app(
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        }))
+        }).on_failure(on_failure))
         .layer(SetRequestIdLayer::new(request_id, FastRequestUuid))
+}
+
+/// A 5xx answer is logged as an error, except 503: "not now, retry" is an expected answer
+/// (`/readyz` while warming up or draining, a feed whose agent is not ready yet), and a
+/// prober polling `/readyz` at start would otherwise fill the log with errors. The causes of
+/// a feed's 503 are in its invocation log and metrics.
+fn on_failure(class: ServerErrorsFailureClass, latency: Duration, _: &tracing::Span) {
+    let ms = latency.as_millis();
+    match class {
+        ServerErrorsFailureClass::StatusCode(s) if s == StatusCode::SERVICE_UNAVAILABLE => {
+            tracing::debug!(latency_ms = ms, "answered 503 Service Unavailable")
+        }
+        class => tracing::error!(latency_ms = ms, "response failed: {class}"),
+    }
 }
 
 /// A random (v4) UUID per request, drawn from the thread's cached RNG: tower-http's
