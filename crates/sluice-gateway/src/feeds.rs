@@ -335,12 +335,11 @@ async fn serve(
             None => break,
         }
     }
-    // What is left is a big or slow result: it is read and encoded on the compute runtime.
-    let body = if exec.passthrough {
-        body
-    } else {
-        gw.offload(body)
-    };
+    // What is left is a big or slow result: the rest is read and encoded on the compute
+    // runtime (a passthrough's already is).
+    if !exec.passthrough {
+        body = gw.offload(body);
+    }
     let body = if ready.is_empty() && failed.is_none() {
         body
     } else {

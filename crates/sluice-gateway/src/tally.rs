@@ -22,7 +22,9 @@
 //! minute's slot is reused [`SLOTS`] minutes later, long after its last flush.
 
 use sluice_core::Result;
-use sluice_store::{LATENCY_BUCKETS, MinuteCounts, Store, TRAFFIC_RETENTION, latency_bucket};
+use sluice_store::{
+    LATENCY_BUCKETS, MINUTE_MS, MinuteCounts, Store, TRAFFIC_RETENTION, latency_bucket,
+};
 use std::{
     collections::HashMap,
     sync::{
@@ -35,7 +37,6 @@ use std::{
 /// Minutes a revision's tally holds at once: the current one, and the closed ones a flush
 /// may still have to write.
 const SLOTS: i64 = 4;
-const MINUTE_MS: i64 = 60_000;
 /// How often the counts go to the store: what another replica's Observe panel lags by,
 /// and what a crash loses.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);

@@ -81,8 +81,8 @@ pub use keys::{KeyRecord, NewKey};
 pub use links::{LinkRecord, NewLink};
 pub use sources::SourceRecord;
 pub use traffic::{
-    LATENCY_BOUNDS_MS, LATENCY_BUCKETS, MAX_TRAFFIC_BUCKETS, MinuteCounts, TRAFFIC_RETENTION,
-    Traffic, TrafficBucket, latency_bucket, latency_percentile,
+    LATENCY_BOUNDS_MS, LATENCY_BUCKETS, MAX_TRAFFIC_BUCKETS, MINUTE_MS, MinuteCounts,
+    TRAFFIC_RETENTION, Traffic, TrafficBucket, latency_bucket, latency_percentile,
 };
 pub use workspaces::Workspace;
 

@@ -192,7 +192,8 @@ struct Row {
 
 type RawRow = (i64, i64, i64, i64, String, f64);
 
-const MINUTE_MS: i64 = 60_000;
+/// Traffic is kept per clock minute: the unit of `feed_minutes` and of every window.
+pub const MINUTE_MS: i64 = 60_000;
 
 /// Overwrite this replica's row with the counts so far, never with smaller ones (the guard
 /// makes a stale flush that arrives late harmless). Rows of revisions deleted meanwhile

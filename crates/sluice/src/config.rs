@@ -72,7 +72,7 @@ pub struct ServerArgs {
     pub cpu_scheduling: Option<CpuScheduling>,
     /// Threads serving HTTP requests (default: half the cores, at least one); streamed
     /// results, OData and PostgreSQL sessions run on a pool with a thread per core
-    #[arg(long, env = "SLUICE_IO_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, env = "SLUICE_IO_THREADS", value_parser = clap::value_parser!(u16).range(1..=MAX_IO_THREADS as i64))]
     pub io_threads: Option<u16>,
 }
 
@@ -323,7 +323,10 @@ impl ServerConfig {
                 .or(file.cpu_scheduling)
                 .unwrap_or_default(),
             io_threads: match args.io_threads.or(file.io_threads) {
-                Some(0) => bail!("io_threads must be at least 1"),
+                Some(n) if !(1..=MAX_IO_THREADS).contains(&n) => bail!(
+                    "io_threads = {n} is out of range: use 1 to {MAX_IO_THREADS}, or leave it out for half the cores ({})",
+                    default_io_threads()
+                ),
                 Some(n) => n.into(),
                 None => default_io_threads(),
             },
@@ -334,6 +337,9 @@ impl ServerConfig {
         })
     }
 }
+
+/// The most HTTP threads a server may be given (flag, environment or file alike).
+const MAX_IO_THREADS: u16 = 1024;
 
 /// Half the cores, at least one: the HTTP path is short (parse, check the key, hand the call
 /// to a worker, write the answer), and on few cores more threads cost more in waking each
@@ -352,6 +358,17 @@ fn parse_master_key(s: &str) -> anyhow::Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `args` loaded with `text` as the TOML file.
+    fn load_with_file(text: &str, args: ServerArgs) -> anyhow::Result<ServerConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(&file, text).unwrap();
+        ServerConfig::load(&ServerArgs {
+            config: Some(file),
+            ..args
+        })
+    }
 
     #[test]
     fn flags_override_the_file_which_overrides_defaults() {
@@ -378,15 +395,12 @@ mod tests {
 
     #[test]
     fn cpu_scheduling_defaults_to_batch_and_the_file_and_flag_can_say_normal() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("sluice.toml");
         let load = |text: &str, flag: Option<CpuScheduling>| {
-            std::fs::write(&file, text).unwrap();
-            ServerConfig::load(&ServerArgs {
-                config: Some(file.clone()),
+            let args = ServerArgs {
                 cpu_scheduling: flag,
                 ..Default::default()
-            })
+            };
+            load_with_file(text, args)
         };
         assert_eq!(load("", None).unwrap().cpu_scheduling, CpuScheduling::Batch);
         let normal = "cpu_scheduling = \"normal\"\n";
@@ -408,22 +422,24 @@ mod tests {
 
     #[test]
     fn io_threads_default_to_half_the_cores_and_the_file_and_flag_set_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("sluice.toml");
         let load = |text: &str, flag: Option<u16>| {
-            std::fs::write(&file, text).unwrap();
-            ServerConfig::load(&ServerArgs {
-                config: Some(file.clone()),
+            let args = ServerArgs {
                 io_threads: flag,
                 ..Default::default()
-            })
+            };
+            load_with_file(text, args)
         };
         let cores = std::thread::available_parallelism().unwrap().get();
         assert_eq!(load("", None).unwrap().io_threads, (cores / 2).max(1));
         assert_eq!(load("io_threads = 3\n", None).unwrap().io_threads, 3);
         assert_eq!(load("io_threads = 3\n", Some(2)).unwrap().io_threads, 2);
         let e = format!("{:#}", load("io_threads = 0\n", None).unwrap_err());
-        assert!(e.contains("io_threads") && e.contains("at least 1"), "{e}");
+        assert!(
+            e.contains("io_threads = 0") && e.contains("use 1 to 1024"),
+            "{e}"
+        );
+        let e = format!("{:#}", load("io_threads = 5000\n", None).unwrap_err());
+        assert!(e.contains("io_threads = 5000"), "{e}");
     }
 
     #[test]
