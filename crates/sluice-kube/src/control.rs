@@ -51,8 +51,9 @@ pub struct FeedView {
     /// The reason of the first condition that is not True (what the CLI shows).
     pub waiting_for: Option<String>,
     pub url: Option<String>,
-    /// Where the feed's agent answers inside the cluster (its Service, port 80), once ready:
-    /// what the gateway calls.
+    /// Where the agent of the revision that serves answers inside the cluster (its Service,
+    /// port 80), while one serves: what the gateway calls. Set while a next revision
+    /// builds or rolls out, when `ready` (which is about the spec as written) is not.
     pub agent_url: Option<String>,
     pub image: Option<String>,
     /// Written by GitOps (another field manager owns the spec), not through the API.
@@ -106,8 +107,14 @@ impl FeedView {
                 weight: c.weight.clamp(0, 100) as u8,
                 agent_url: agent_url(&namespace, &format!("{}-canary", f.name_any())),
             });
+        // Calls go to the Service of the revision that serves, whatever the spec asks for
+        // meanwhile (a next revision building, a spec the operator has not seen yet): a
+        // gateway that starts mid-rollout routes at once. Statuses written before each
+        // revision had its own Service served from the one named after the feed.
+        let serving = is_true("Ready") && status.revision.is_some();
+        let service = status.service.clone().unwrap_or_else(|| f.name_any());
         FeedView {
-            agent_url: ready.then(|| agent_url(&namespace, &f.name_any())),
+            agent_url: serving.then(|| agent_url(&namespace, &service)),
             canary,
             cache: f.spec.cache.clone(),
             namespace,
@@ -159,9 +166,9 @@ pub enum Progress {
     BuildLog(String),
 }
 
-/// The in-cluster URL of a feed's agent: its Service (named after the Feed, port 80).
-pub fn agent_url(namespace: &str, feed: &str) -> String {
-    format!("http://{feed}.{namespace}.svc")
+/// The in-cluster URL of an agent: its Service's, port 80.
+pub fn agent_url(namespace: &str, service: &str) -> String {
+    format!("http://{service}.{namespace}.svc")
 }
 
 /// The Feed object's name for a feed: feed names may hold `_`, object names may not.

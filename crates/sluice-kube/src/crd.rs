@@ -152,7 +152,9 @@ pub struct FeedSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// The live revision's name as the control plane numbers it (e.g. `7`); default the content hash.
+    /// It labels the revision's pods, so it is a label value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')").message("revision is 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"))]
     pub revision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
@@ -235,6 +237,7 @@ impl Default for Scaling {
 #[serde(rename_all = "camelCase")]
 pub struct Canary {
     /// The canary revision's name.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')").message("revision is 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"))]
     pub revision: String,
     /// Its image (canaries are deployed from built images).
     pub image: String,
@@ -252,6 +255,14 @@ pub struct FeedStatus {
     /// The revision being served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// The Service (and Deployment) of that revision: what the gateway calls. Each revision
+    /// has its own, so calls move from one revision to the next in one status write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The revision served before the last switch, kept running until `until` so gateways
+    /// that have not seen the switch yet still reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<Draining>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,6 +277,16 @@ pub struct FeedStatus {
     /// `Built`, `Deployed` and `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// A revision that no longer takes new calls from up-to-date gateways.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Draining {
+    pub revision: String,
+    pub service: String,
+    /// RFC 3339; the operator deletes the revision's Deployment and Service after it.
+    pub until: String,
 }
 
 /// A named connection whose credentials live in a Secret, granted to workspaces.

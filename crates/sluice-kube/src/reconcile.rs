@@ -26,7 +26,9 @@ use crate::build::feed::{self, FeedInputs, FeedPlan};
 use crate::build::workspace::{self, WorkspaceInputs, namespace_of};
 use crate::build::{FIELD_MANAGER, LABEL_FEED, Object, Settings};
 use crate::conditions::{condition, merge};
-use crate::crd::{DataSource, DataSourceStatus, Feed, FeedStatus, Workspace, WorkspaceStatus};
+use crate::crd::{
+    DataSource, DataSourceStatus, Draining, Feed, FeedStatus, Workspace, WorkspaceStatus,
+};
 use crate::metrics::Metrics;
 
 /// The finalizer the operator puts on Feeds and Workspaces.
@@ -217,23 +219,40 @@ async fn apply_feed(feed: &Feed, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
-    let mut deployment = None;
+    // The new revision's Deployment as applied: its status says whether it rolled out.
+    let mut fresh = None;
     for obj in &plan.objects {
         let applied = apply(&ctx.client, obj).await?;
-        if obj.resource.kind == "Deployment" && obj.name == feed.name_any() {
-            deployment = Some(applied);
+        if obj.resource.kind == "Deployment" && plan.serving_name.as_ref() == Some(&obj.name) {
+            fresh = Some(applied);
         }
     }
-    sweep_feed(feed, &plan, ctx).await?;
-
+    // Until the new revision takes over, the Ready condition is about the pods of the one
+    // that still serves.
+    let before = serving_before(feed, &old);
+    let previous = match &before {
+        Some(name) if !switches(&plan, before.as_deref(), fresh.as_ref()) => {
+            Api::<DynamicObject>::namespaced_with(
+                ctx.client.clone(),
+                &feed.namespace().unwrap_or_default(),
+                &kube::api::ApiResource::erase::<Deployment>(&()),
+            )
+            .get_opt(name)
+            .await?
+        }
+        _ => None,
+    };
+    let now = (ctx.now)();
     let status = feed_status(
         feed,
         &inputs,
         &plan,
-        deployment.as_ref(),
+        fresh.as_ref(),
+        previous.as_ref(),
         &old,
-        &(ctx.now)(),
+        &now,
     );
+    sweep_feed(feed, &plan, &status, ctx).await?;
     patch_feed_status(feed, ctx, &status).await?;
     if old.revision != status.revision && status.revision.as_deref() == Some(&plan.revision) {
         publish(
@@ -255,29 +274,71 @@ async fn apply_feed(feed: &Feed, ctx: &Context) -> Result<Action, Error> {
         )
         .await;
     }
-    Ok(if plan.image_ready {
-        Action::requeue(Duration::from_secs(300))
+    // Deployments and Jobs are watched too; these are safety nets, except the end of a
+    // drain, which nothing else announces.
+    let mut next = if plan.image_ready {
+        Duration::from_secs(300)
     } else {
-        // The Job is watched too; this is only a safety net.
-        Action::requeue(Duration::from_secs(30))
-    })
+        Duration::from_secs(30)
+    };
+    if let Some(left) = status.draining.as_ref().and_then(|d| until(&d.until, &now)) {
+        next = next.min(left + Duration::from_secs(1));
+    }
+    Ok(Action::requeue(next))
 }
 
-/// The status a feed gets once its plan was applied.
+/// How long a revision that stopped serving keeps its pods: long enough for every gateway
+/// to see the switch (a watch event, usually well under a second) and for calls already
+/// sent to it to finish (the agent drains for up to 25 s once it is told to stop).
+pub const DRAIN: Duration = Duration::from_secs(30);
+
+/// The Deployment (and Service) serving before this reconcile. A status from before
+/// revisions had their own names served from the one named after the feed.
+pub fn serving_before(feed: &Feed, old: &FeedStatus) -> Option<String> {
+    old.service
+        .clone()
+        .or_else(|| old.revision.as_ref().map(|_| feed.name_any()))
+}
+
+/// Whether the plan's revision takes the calls now: its image exists, and nothing served
+/// before, or it is what served before, or every pod of its Deployment runs it and is
+/// ready (what `kubectl rollout status` waits for).
+pub fn switches(plan: &FeedPlan, before: Option<&str>, fresh: Option<&DynamicObject>) -> bool {
+    plan.image_ready
+        && (before.is_none()
+            || before == plan.serving_name.as_deref()
+            || fresh.is_some_and(rolled_out))
+}
+
+/// Time left from `now` until `until` (both RFC 3339); `None` once past or unreadable.
+fn until(until: &str, now: &str) -> Option<Duration> {
+    let t = chrono::DateTime::parse_from_rfc3339(until).ok()?;
+    let n = chrono::DateTime::parse_from_rfc3339(now).ok()?;
+    (t - n).to_std().ok().filter(|d| !d.is_zero())
+}
+
+/// The status a feed gets once its plan was applied. `fresh` is the plan's Deployment as
+/// applied, `previous` the one that served before when it still does. The served revision
+/// changes in this one write: the gateway follows `status.service`, so calls go to the old
+/// revision's pods, then the new one's, never to both behind one Service.
 pub fn feed_status(
     feed: &Feed,
     inputs: &FeedInputs,
     plan: &FeedPlan,
-    deployment: Option<&DynamicObject>,
+    fresh: Option<&DynamicObject>,
+    previous: Option<&DynamicObject>,
     old: &FeedStatus,
     now: &str,
 ) -> FeedStatus {
-    let ready_replicas = deployment
-        .and_then(|d| d.data["status"]["readyReplicas"].as_i64())
-        .unwrap_or(0) as i32;
-    let replicas = deployment
-        .and_then(|d| d.data["status"]["replicas"].as_i64())
-        .unwrap_or(0) as i32;
+    let before = serving_before(feed, old);
+    let switch = switches(plan, before.as_deref(), fresh);
+    let serving = if switch { fresh } else { previous };
+    let count = |field: &str| {
+        serving
+            .and_then(|d| d.data["status"][field].as_i64())
+            .unwrap_or(0) as i32
+    };
+    let (ready_replicas, replicas) = (count("readyReplicas"), count("replicas"));
     let built = if plan.image_ready {
         condition("Built", true, "ImageReady", format!("image {}", plan.image))
     } else if inputs.build_failed {
@@ -295,14 +356,14 @@ pub fn feed_status(
             format!("building {}", plan.image),
         )
     };
-    // The revision the feed serves changes in one status write, once every pod of the live
-    // Deployment runs the new one (or nothing served before): until then the previous
-    // revision's pods take the calls and the gateway keeps routing them under it.
-    let rolling_out = plan.image_ready
-        && old.revision.is_some()
-        && old.revision.as_deref() != Some(plan.revision.as_str())
-        && !deployment.is_some_and(rolled_out);
-    let deployed = if rolling_out {
+    let deployed = if !plan.image_ready {
+        condition(
+            "Deployed",
+            false,
+            "WaitingForBuild",
+            "the image is not built yet",
+        )
+    } else if !switch {
         condition(
             "Deployed",
             false,
@@ -313,32 +374,38 @@ pub fn feed_status(
                 old.revision.as_deref().unwrap_or_default()
             ),
         )
-    } else if plan.image_ready {
+    } else {
         condition(
             "Deployed",
             true,
             "Applied",
             format!("revision {}", plan.revision),
         )
-    } else {
-        condition(
-            "Deployed",
-            false,
-            "WaitingForBuild",
-            "the image is not built yet",
-        )
     };
-    let scale_to_zero = feed.spec.scaling.scale_to_zero;
-    let ready = if !plan.image_ready {
-        condition("Ready", false, "WaitingForBuild", "")
-    } else if ready_replicas > 0 {
+    let (revision, image, service) = if switch {
+        (
+            Some(plan.revision.clone()),
+            Some(plan.image.clone()),
+            plan.serving_name.clone(),
+        )
+    } else {
+        (old.revision.clone(), old.image.clone(), before.clone())
+    };
+    // Ready is about the revision that serves: a feed whose next revision builds or rolls
+    // out keeps answering calls, and says so.
+    let ready = if ready_replicas > 0 {
         condition(
             "Ready",
             true,
             "Available",
-            format!("{ready_replicas} pods ready"),
+            format!(
+                "{ready_replicas} pods of revision {} ready",
+                revision.as_deref().unwrap_or_default()
+            ),
         )
-    } else if scale_to_zero {
+    } else if service.is_none() {
+        condition("Ready", false, "WaitingForBuild", "")
+    } else if feed.spec.scaling.scale_to_zero {
         condition(
             "Ready",
             true,
@@ -348,25 +415,33 @@ pub fn feed_status(
     } else {
         condition("Ready", false, "PodsNotReady", "no pod is ready yet")
     };
-    let (revision, image) = if plan.image_ready && !rolling_out {
-        (Some(plan.revision.clone()), Some(plan.image.clone()))
-    } else {
-        (old.revision.clone(), old.image.clone())
-    };
     let image_digest = image
         .as_deref()
         .and_then(|i| i.split_once('@'))
         .map(|(_, d)| d.to_string())
-        .or_else(|| {
-            inputs
-                .image_digest
-                .clone()
-                .filter(|_| plan.image_ready && !rolling_out)
-        })
+        .or_else(|| inputs.image_digest.clone().filter(|_| switch))
         .or_else(|| old.image_digest.clone().filter(|_| image == old.image));
+    let draining = match (&before, switch) {
+        (Some(b), true) if Some(b) != plan.serving_name.as_ref() => {
+            let at = chrono::DateTime::parse_from_rfc3339(now)
+                .map(|t| t.to_utc())
+                .unwrap_or_else(|_| chrono::Utc::now());
+            Some(Draining {
+                revision: old.revision.clone().unwrap_or_default(),
+                service: b.clone(),
+                until: (at + DRAIN).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            })
+        }
+        _ => old
+            .draining
+            .clone()
+            .filter(|d| until(&d.until, now).is_some()),
+    };
     FeedStatus {
         observed_generation: feed.metadata.generation,
         revision,
+        service,
+        draining,
         image,
         image_digest,
         url: Some(plan.url.clone()),
@@ -408,19 +483,22 @@ async fn patch_feed_status(feed: &Feed, ctx: &Context, status: &FeedStatus) -> R
     Ok(())
 }
 
-/// Delete what this operator made for a feed that the current plan no longer has: the build
-/// Jobs of old revisions, a removed canary, an autoscaler of a feed that became fixed-size.
-async fn sweep_feed(feed: &Feed, plan: &FeedPlan, ctx: &Context) -> Result<(), Error> {
+/// Delete what this operator made for a feed that neither the current plan nor the status
+/// still needs: the build Jobs of old revisions, a revision's Deployment, Service and
+/// autoscaler once another serves and its drain is over (the status names the one serving
+/// and the one draining), a removed canary, an autoscaler of a feed that became fixed-size.
+async fn sweep_feed(
+    feed: &Feed,
+    plan: &FeedPlan,
+    status: &FeedStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
     let ns = feed.namespace().unwrap_or_default();
-    let selector = format!(
-        "{LABEL_FEED}={},{}={}",
-        feed.name_any(),
-        crate::build::MANAGED_BY.0,
-        crate::build::MANAGED_BY.1
-    );
-    let lp = ListParams::default().labels(&selector);
+    let lp = ListParams::default().labels(&feed_selector(feed));
     let wanted = |kind: &str, name: &str| {
         plan.keep_names.iter().any(|k| k == name)
+            || status.service.as_deref() == Some(name)
+            || status.draining.as_ref().is_some_and(|d| d.service == name)
             || plan
                 .objects
                 .iter()
@@ -446,6 +524,16 @@ async fn sweep_feed(feed: &Feed, plan: &FeedPlan, ctx: &Context) -> Result<(), E
     Ok(())
 }
 
+/// The objects this operator made for a feed.
+fn feed_selector(feed: &Feed) -> String {
+    format!(
+        "{LABEL_FEED}={},{}={}",
+        feed.name_any(),
+        crate::build::MANAGED_BY.0,
+        crate::build::MANAGED_BY.1
+    )
+}
+
 async fn cleanup_feed(feed: &Feed, ctx: &Context) -> Result<Action, Error> {
     // Owner references would let the garbage collector do this too; deleting in the
     // foreground here means the feed is gone only once its pods stopped serving.
@@ -454,12 +542,15 @@ async fn cleanup_feed(feed: &Feed, ctx: &Context) -> Result<Action, Error> {
         propagation_policy: Some(PropagationPolicy::Foreground),
         ..Default::default()
     };
+    let lp = ListParams::default().labels(&feed_selector(feed));
+    // Every revision's, the canary's, and those named after the feed by earlier versions.
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    for d in deployments.list_metadata(&lp).await? {
+        ignore_not_found(deployments.delete(&d.name_any(), &dp).await.map(|_| ()))?;
+    }
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    for suffix in ["", "-canary"] {
-        let name = format!("{}{suffix}", feed.name_any());
-        ignore_not_found(deployments.delete(&name, &dp).await.map(|_| ()))?;
-        ignore_not_found(services.delete(&name, &dp).await.map(|_| ()))?;
+    for svc in services.list_metadata(&lp).await? {
+        ignore_not_found(services.delete(&svc.name_any(), &dp).await.map(|_| ()))?;
     }
     publish(
         ctx,

@@ -1,6 +1,7 @@
 //! A Feed becomes: a ConfigMap with its source and lock (the build input), a build Job for its
-//! revision (unless `spec.image` names a ready image), and once the image exists a Deployment
-//! running `sluice agent`, its Service, an autoscaler, and the same pair for a canary.
+//! revision (unless `spec.image` names a ready image), and once the image exists that
+//! revision's own Deployment running `sluice agent`, its Service and autoscaler (see
+//! [`serving_object_name`]), and the same for a canary.
 //!
 //! The revision is a content hash of what goes into the image, so the same source, lock and
 //! base always give the same image tag and a rebuild is never needed for an unchanged feed.
@@ -81,8 +82,11 @@ pub struct FeedPlan {
     pub image_ready: bool,
     pub url: String,
     pub objects: Vec<Object>,
-    /// Existing objects the orphan sweep must leave alone (the live Deployment keeps serving
-    /// the previous revision while the next one builds).
+    /// The Deployment and Service of this revision, once its image exists.
+    pub serving_name: Option<String>,
+    /// Existing objects the orphan sweep must leave alone besides the plan's (a canary kept
+    /// while the next live revision builds). Which earlier revision keeps serving is the
+    /// reconcile's call: it depends on the new revision's pods.
     pub keep_names: Vec<String>,
 }
 
@@ -94,9 +98,16 @@ pub fn function_of(feed: &Feed) -> String {
         .unwrap_or_else(|| feed.name_any())
 }
 
-/// The content hash of a revision: source, lock, base image and function.
+/// The content hash of a revision: source, lock, base image and function, and the
+/// ready-made image when the spec names one (so a new image is a new revision even with the
+/// same code; without one the hash is what it always was).
 pub fn content_hash(feed: &Feed, source: &str, settings: &Settings) -> String {
     let mut h = Sha256::new();
+    if let Some(image) = &feed.spec.image {
+        h.update(b"image\0");
+        h.update((image.len() as u64).to_be_bytes());
+        h.update(image.as_bytes());
+    }
     for part in [
         source,
         feed.spec.lock.as_deref().unwrap_or(""),
@@ -175,6 +186,7 @@ pub fn build(feed: &Feed, inputs: &FeedInputs, settings: &Settings) -> Result<Fe
         name
     );
     let mut keep_names = Vec::new();
+    let mut serving_name = None;
     if image_ready {
         // Pin the pods to the digest the build pushed, when the build told us.
         let pinned = match &inputs.image_digest {
@@ -182,15 +194,18 @@ pub fn build(feed: &Feed, inputs: &FeedInputs, settings: &Settings) -> Result<Fe
             _ => image.clone(),
         };
         let live = Track {
-            suffix: "",
+            name: serving_object_name(&name, &revision),
             track: "live",
             revision: &revision,
             image: &pinned,
         };
+        serving_name = Some(live.name.clone());
         objects.extend(serving(feed, inputs, &live, &meta, &labels));
-        if let Some(c) = &feed.spec.canary {
+    }
+    if let Some(c) = &feed.spec.canary {
+        if image_ready {
             let canary = Track {
-                suffix: "-canary",
+                name: format!("{name}-canary"),
                 track: "canary",
                 revision: &c.revision,
                 image: &c.image,
@@ -202,13 +217,8 @@ pub fn build(feed: &Feed, inputs: &FeedInputs, settings: &Settings) -> Result<Fe
                     serde_json::json!({ "sluice.dev/weight": c.weight.to_string() });
             }
             objects.extend(objs);
-        }
-    } else {
-        // The previous revision keeps serving until this one is built and rolled out: its
-        // Deployment, Service and autoscaler (all named after the feed), and a canary the
-        // spec still has (the gateway keeps routing to both meanwhile).
-        keep_names.push(name.clone());
-        if feed.spec.canary.is_some() {
+        } else {
+            // A canary the spec still has keeps serving while the next live revision builds.
             keep_names.push(format!("{name}-canary"));
         }
     }
@@ -218,12 +228,33 @@ pub fn build(feed: &Feed, inputs: &FeedInputs, settings: &Settings) -> Result<Fe
         image_ready,
         url,
         objects,
+        serving_name,
         keep_names,
     })
 }
 
+/// The name of a live revision's Deployment, Service and autoscaler. Each revision has its
+/// own, so the gateway moves calls from one to the next at once (a rolling update of one
+/// Deployment behind one Service would mix both revisions' pods for its duration), and a
+/// revision is told apart from its feed's other objects (`-build-…`, `-canary`,
+/// `-source`) by the `r`/`h` that starts its suffix. A short lowercase alphanumeric
+/// revision (a store number, a content hash) is written out: `sales-r7`; any other is
+/// hashed: `sales-h1a2b3c4d`. Feed names are at most 50 characters, so this fits the 63 a
+/// Service name may have.
+pub fn serving_object_name(feed: &str, revision: &str) -> String {
+    let plain = revision
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if plain && !revision.is_empty() && feed.len() + 2 + revision.len() <= 63 {
+        format!("{feed}-r{revision}")
+    } else {
+        let h = hex::encode(Sha256::digest(revision.as_bytes()));
+        format!("{feed}-h{}", &h[..8])
+    }
+}
+
 struct Track<'a> {
-    suffix: &'a str,
+    name: String,
     track: &'a str,
     revision: &'a str,
     image: &'a str,
@@ -273,11 +304,15 @@ fn serving(
     meta: &dyn Fn(String, BTreeMap<String, String>) -> ObjectMeta,
     labels: &BTreeMap<String, String>,
 ) -> Vec<Object> {
-    let name = format!("{}{}", feed.name_any(), t.suffix);
+    let name = t.name.clone();
     let mut selector = BTreeMap::from([
         (LABEL_FEED.to_string(), feed.name_any()),
         (LABEL_TRACK.to_string(), t.track.to_string()),
     ]);
+    if t.track == "live" {
+        // Each live revision's Deployment and Service select only its own pods.
+        selector.insert(LABEL_REVISION.to_string(), t.revision.to_string());
+    }
     let mut pod_labels = labels.clone();
     pod_labels.extend(selector.clone());
     pod_labels.insert(LABEL_ROLE.into(), "feed".into());

@@ -266,8 +266,12 @@ fn feed_before_its_build_has_only_the_source_and_the_build_job() {
     assert!(!plan.image_ready);
     assert_eq!(
         plan.keep_names,
-        ["sales-by-region", "sales-by-region-canary"],
-        "the live Deployment and the canary keep serving while building"
+        ["sales-by-region-canary"],
+        "the canary keeps serving while building (the reconcile keeps the live revision)"
+    );
+    assert_eq!(
+        plan.serving_name, None,
+        "nothing to serve until it is built"
     );
     assert_eq!(plan.revision, "7");
     assert_eq!(
@@ -307,7 +311,8 @@ fn feed_before_its_build_has_only_the_source_and_the_build_job() {
 #[test]
 fn feed_deployment_is_restricted_and_scaled() {
     let plan = feed::build(&sales(), &inputs(true), &settings()).unwrap();
-    let d = find(&plan.objects, "Deployment", "sales-by-region");
+    assert_eq!(plan.serving_name.as_deref(), Some("sales-by-region-r7"));
+    let d = find(&plan.objects, "Deployment", "sales-by-region-r7");
     let pod = &d["spec"]["template"]["spec"];
     assert_restricted(pod);
     assert!(
@@ -346,7 +351,12 @@ fn feed_deployment_is_restricted_and_scaled() {
         "the ingress policy selects on it"
     );
 
-    let hpa = find(&plan.objects, "HorizontalPodAutoscaler", "sales-by-region");
+    let hpa = find(
+        &plan.objects,
+        "HorizontalPodAutoscaler",
+        "sales-by-region-r7",
+    );
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "sales-by-region-r7");
     assert_eq!(hpa["spec"]["minReplicas"], 2);
     assert_eq!(hpa["spec"]["maxReplicas"], 6);
     assert_eq!(
@@ -354,11 +364,11 @@ fn feed_deployment_is_restricted_and_scaled() {
         "4"
     );
 
-    let svc = find(&plan.objects, "Service", "sales-by-region");
-    assert_eq!(
-        svc["spec"]["selector"],
-        json!({"sluice.dev/feed": "sales-by-region", "sluice.dev/track": "live"})
-    );
+    // The revision's own pods only: its Service never reaches another revision's.
+    let selector = json!({"sluice.dev/feed": "sales-by-region", "sluice.dev/track": "live", "sluice.dev/revision": "7"});
+    let svc = find(&plan.objects, "Service", "sales-by-region-r7");
+    assert_eq!(svc["spec"]["selector"], selector);
+    assert_eq!(d["spec"]["selector"]["matchLabels"], selector);
     let canary = find(&plan.objects, "Deployment", "sales-by-region-canary");
     assert_eq!(canary["spec"]["replicas"], 1);
     assert_eq!(
@@ -393,9 +403,37 @@ fn fixed_scale_sets_replicas_and_a_given_image_skips_the_build() {
     assert_eq!(kinds, ["ConfigMap", "Deployment", "Service"]);
     assert!(plan.image_ready);
     assert_eq!(
-        find(&plan.objects, "Deployment", "sales-by-region")["spec"]["replicas"],
+        find(&plan.objects, "Deployment", "sales-by-region-r7")["spec"]["replicas"],
         3
     );
+}
+
+#[test]
+fn each_revision_has_its_own_deployment_name() {
+    assert_eq!(feed::serving_object_name("sales", "7"), "sales-r7");
+    assert_eq!(
+        feed::serving_object_name("sales", "3f9a2b1c4d5e"),
+        "sales-r3f9a2b1c4d5e"
+    );
+    // Anything else that could not be written out is hashed: uppercase, dots, dashes (so
+    // `a` at `1-canary` cannot meet feed `a-r1`'s canary), or too long for 63 characters.
+    for odd in ["V2", "1.0", "1-canary", "x_y"] {
+        let n = feed::serving_object_name("sales", odd);
+        assert!(n.starts_with("sales-h") && n.len() == 15, "{odd}: {n}");
+    }
+    assert_ne!(
+        feed::serving_object_name("sales", "V2"),
+        feed::serving_object_name("sales", "v2")
+    );
+    let long = "f".repeat(50);
+    let n = feed::serving_object_name(&long, "3f9a2b1c4d5e");
+    assert!(n.len() <= 63 && n.starts_with(&format!("{long}-h")), "{n}");
+    // A new revision is a new name: its pods come up beside the old ones.
+    let mut f = sales();
+    let a = feed::build(&f, &inputs(true), &settings()).unwrap();
+    f.spec.revision = Some("8".into());
+    let b = feed::build(&f, &inputs(true), &settings()).unwrap();
+    assert_ne!(a.serving_name, b.serving_name);
 }
 
 #[test]
@@ -419,6 +457,13 @@ fn the_revision_hash_follows_the_content() {
         feed::content_hash(&g, "x = 1", &s),
         "the control plane's revision label is not content"
     );
+    // A ready-made image is what is served: another image is another revision.
+    let mut g = f.clone();
+    g.spec.image = Some("registry.example.com/prebuilt:1".into());
+    let one = feed::content_hash(&g, "x = 1", &s);
+    assert_ne!(a, one);
+    g.spec.image = Some("registry.example.com/prebuilt:2".into());
+    assert_ne!(one, feed::content_hash(&g, "x = 1", &s));
 }
 
 #[test]
@@ -510,6 +555,6 @@ fn kaniko_builds_from_a_generated_dockerfile() {
     // Feed pods stay restricted either way.
     let plan = feed::build(&sales(), &inputs(true), &s).unwrap();
     assert_restricted(
-        &find(&plan.objects, "Deployment", "sales-by-region")["spec"]["template"]["spec"],
+        &find(&plan.objects, "Deployment", "sales-by-region-r7")["spec"]["template"]["spec"],
     );
 }

@@ -54,6 +54,7 @@ const FEEDS: &str = "feeds.sluice.dev.yaml";
 fn a_good_feed_passes_cel() {
     let f = feed(json!({"source": {"inline": "import sluice"}, "cache": "5m",
         "scaling": {"minReplicas": 0, "maxReplicas": 3, "targetConcurrency": 4, "scaleToZero": true},
+        "revision": "2026.11_rc-1",
         "canary": {"revision": "8", "image": "r/x:8", "weight": 10}}));
     assert_eq!(cel_errors(FEEDS, &f, None), Vec::<String>::new());
 }
@@ -81,6 +82,19 @@ fn cel_refuses_the_obvious_feed_mistakes() {
         (
             json!({"source": {"inline": "x"}, "canary": {"revision": "2", "image": "i", "weight": 150}}),
             "weight is a percentage",
+        ),
+        // A revision labels its pods: a label value, at most 63 characters.
+        (
+            json!({"source": {"inline": "x"}, "revision": "v 2"}),
+            "revision is 1 to 63 letters",
+        ),
+        (
+            json!({"source": {"inline": "x"}, "revision": "r".repeat(64)}),
+            "revision is 1 to 63 letters",
+        ),
+        (
+            json!({"source": {"inline": "x"}, "canary": {"revision": "-2", "image": "i", "weight": 5}}),
+            "revision is 1 to 63 letters",
         ),
     ];
     for (spec, expected) in cases {

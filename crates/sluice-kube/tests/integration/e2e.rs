@@ -278,14 +278,15 @@ async fn operator_end_to_end() {
     let image = std::env::var("SLUICE_E2E_FEED_IMAGE")
         .unwrap_or_else(|_| "registry.k8s.io/pause:3.10".into());
     let feeds: Api<Feed> = Api::namespaced(client.clone(), ns);
-    let feed = |canary: Option<serde_json::Value>| {
+    let feed_at = |revision: &str, canary: Option<serde_json::Value>| {
         let mut f = json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "Feed", "metadata": {"name": "hello"},
-            "spec": {"source": {"inline": "import sluice\n"}, "image": image, "revision": "1", "dataSources": ["e2e-warehouse"]}});
+            "spec": {"source": {"inline": "import sluice\n"}, "image": image, "revision": revision, "dataSources": ["e2e-warehouse"]}});
         if let Some(c) = canary {
             f["spec"]["canary"] = c;
         }
         f
     };
+    let feed = |canary| feed_at("1", canary);
     feeds
         .patch("hello", &ssa(), &Patch::Apply(feed(None)))
         .await
@@ -308,14 +309,16 @@ async fn operator_end_to_end() {
         Some("http://sluice.e2e/feeds/e2e/hello")
     );
     assert_eq!(status.revision.as_deref(), Some("1"));
+    assert_eq!(status.service.as_deref(), Some("hello-r1"));
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let d = deployments.get("hello").await.unwrap();
+    let d = deployments.get("hello-r1").await.unwrap();
     assert_eq!(d.metadata.owner_references.unwrap()[0].kind, "Feed");
     Api::<Service>::namespaced(client.clone(), ns)
-        .get("hello")
+        .get("hello-r1")
         .await
         .unwrap();
-    if real_cluster && std::env::var_os("SLUICE_E2E_FEED_IMAGE").is_some() {
+    let pods_run = real_cluster && std::env::var_os("SLUICE_E2E_FEED_IMAGE").is_some();
+    if pods_run {
         wait_for("Feed hello Ready", Duration::from_secs(180), || {
             let f = feeds.clone();
             async move {
@@ -328,6 +331,67 @@ async fn operator_end_to_end() {
         })
         .await;
     }
+
+    // Revision 2 gets its own Deployment beside revision 1's, which serves until every pod
+    // of revision 2 is ready; then the status switches, and revision 1 drains and goes.
+    feeds
+        .patch("hello", &ssa(), &Patch::Apply(feed_at("2", None)))
+        .await
+        .unwrap();
+    wait_for("Deployment hello-r2", Duration::from_secs(60), || {
+        let d = deployments.clone();
+        async move { d.get_opt("hello-r2").await.ok()? }
+    })
+    .await;
+    if pods_run {
+        wait_for("revision 2 to serve", Duration::from_secs(180), || {
+            let f = feeds.clone();
+            async move {
+                let s = f.get("hello").await.ok()?.status?;
+                (s.revision.as_deref() == Some("2") && s.service.as_deref() == Some("hello-r2"))
+                    .then_some(())
+            }
+        })
+        .await;
+        wait_for(
+            "revision 1 to drain and go",
+            Duration::from_secs(120),
+            || {
+                let d = deployments.clone();
+                async move {
+                    match d.get_opt("hello-r1").await.ok()? {
+                        None => Some(()),
+                        Some(d) => d.metadata.deletion_timestamp.map(|_| ()),
+                    }
+                }
+            },
+        )
+        .await;
+    } else {
+        // No pods here: revision 2 never rolls out, so revision 1 keeps serving.
+        let s = wait_for("the status of revision 2", Duration::from_secs(60), || {
+            let f = feeds.clone();
+            async move {
+                let f = f.get("hello").await.ok()?;
+                let s = f.status?;
+                (s.observed_generation == f.metadata.generation).then_some(s)
+            }
+        })
+        .await;
+        assert_eq!(
+            (s.revision.as_deref(), s.service.as_deref()),
+            (Some("1"), Some("hello-r1"))
+        );
+        assert!(
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Deployed" && c.reason == "RollingOut"),
+            "{:?}",
+            s.conditions
+        );
+        assert!(deployments.get_opt("hello-r1").await.unwrap().is_some());
+    }
+    let feed = |canary| feed_at("2", canary);
 
     // A canary comes and goes; the sweep removes its Deployment.
     feeds

@@ -298,3 +298,34 @@ async fn the_watch_keeps_routes_current() {
         );
     }
 }
+
+/// The gateway calls the Service of the revision that serves (`status.service`), also
+/// while the spec asks for a next revision the operator has not rolled out yet: a gateway
+/// that starts mid-build routes at once instead of answering `feed_not_ready`.
+#[test]
+fn routes_follow_the_serving_revision_mid_build() {
+    let mut v = feed_value("sluice-team", "sales", None, true);
+    v["status"]["service"] = "sales-r3".into();
+    let mut idx = FeedIndex::default();
+    idx.apply_feed(&serde_json::from_value(v.clone()).unwrap());
+    assert_eq!(
+        summary(&idx),
+        [row("team", "sales", "http://sales-r3.sluice-team.svc", "-")]
+    );
+    // A deploy wrote revision 4; the operator has not reconciled it yet, then it builds.
+    v["metadata"]["generation"] = 2.into();
+    v["spec"]["revision"] = "4".into();
+    let f: Feed = serde_json::from_value(v.clone()).unwrap();
+    idx.apply_feed(&f);
+    let view = sluice_kube::control::FeedView::from_feed(&f);
+    assert!(!view.ready, "the spec as written is not served yet");
+    assert_eq!(view.live_revision.as_deref(), Some("3"));
+    assert_eq!(
+        summary(&idx),
+        [row("team", "sales", "http://sales-r3.sluice-team.svc", "-")]
+    );
+    // Nothing serves (no pod of revision 3 is ready): no route.
+    v["status"]["conditions"][1]["status"] = "False".into();
+    idx.apply_feed(&serde_json::from_value(v).unwrap());
+    assert_eq!(summary(&idx), [row("team", "sales", "-", "-")]);
+}

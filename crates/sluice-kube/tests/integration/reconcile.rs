@@ -283,18 +283,18 @@ async fn a_feed_whose_image_is_not_built_gets_a_build_job_and_old_things_are_swe
             Value::Null,
         ),
         step("PATCH", format!("{BATCH}/jobs/{job}"), Value::Null),
-        // The live Deployment keeps serving while the build runs; the old canary goes.
+        // A canary the spec no longer has goes.
         step(
             "GET",
             format!("{APPS}/deployments"),
-            metadata_list(&["sales", "sales-canary"]),
+            metadata_list(&["sales-canary"]),
         ),
         step(
             "DELETE",
             format!("{APPS}/deployments/sales-canary"),
             json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
         ),
-        step("GET", format!("{NS}/services"), metadata_list(&["sales"])),
+        step("GET", format!("{NS}/services"), metadata_list(&[])),
         step(
             "GET",
             format!("{BATCH}/jobs"),
@@ -356,6 +356,7 @@ async fn a_built_feed_is_deployed_reports_ready_and_records_an_event() {
     let f = feed(spec(), None);
     let job = job_name(&f);
     let hash = content_hash(&f, "import sluice\n", &ctx.settings);
+    let serving = format!("sales-r{hash}");
     let steps = vec![
         step("GET", NS, namespace()),
         step(
@@ -384,16 +385,16 @@ async fn a_built_feed_is_deployed_reports_ready_and_records_an_event() {
         step("PATCH", format!("{BATCH}/jobs/{job}"), Value::Null),
         step(
             "PATCH",
-            format!("{APPS}/deployments/sales"),
-            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "sales"}, "status": {"replicas": 1, "readyReplicas": 1}}),
+            format!("{APPS}/deployments/{serving}"),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": serving}, "status": {"replicas": 1, "readyReplicas": 1}}),
         ),
-        step("PATCH", format!("{NS}/services/sales"), Value::Null),
+        step("PATCH", format!("{NS}/services/{serving}"), Value::Null),
         step(
             "GET",
             format!("{APPS}/deployments"),
-            metadata_list(&["sales"]),
+            metadata_list(&[&serving]),
         ),
-        step("GET", format!("{NS}/services"), metadata_list(&["sales"])),
+        step("GET", format!("{NS}/services"), metadata_list(&[&serving])),
         step("GET", format!("{BATCH}/jobs"), metadata_list(&[&job])),
         step(
             "GET",
@@ -413,7 +414,7 @@ async fn a_built_feed_is_deployed_reports_ready_and_records_an_event() {
     ];
     let (result, seen) = run(reconcile::reconcile_feed(Arc::new(f), ctx), handle, steps).await;
     result.unwrap();
-    assert_applied(&seen[6], "Deployment", "sales");
+    assert_applied(&seen[6], "Deployment", &serving);
     let pod = &seen[6].body["spec"]["template"]["spec"];
     assert_eq!(
         pod["containers"][0]["image"],
@@ -424,9 +425,11 @@ async fn a_built_feed_is_deployed_reports_ready_and_records_an_event() {
         pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
         true
     );
-    assert_applied(&seen[7], "Service", "sales");
+    assert_applied(&seen[7], "Service", &serving);
     let st = &seen[12].body["status"];
     assert_eq!(st["revision"], hash.as_str());
+    assert_eq!(st["service"], serving.as_str(), "what the gateway calls");
+    assert!(st.get("draining").is_none(), "nothing served before");
     assert_eq!(st["readyReplicas"], 1);
     assert_eq!(st["imageDigest"], DIGEST);
     assert_eq!(seen[3].query["labelSelector"], format!("job-name={job}"));
@@ -446,9 +449,45 @@ async fn a_built_feed_is_deployed_reports_ready_and_records_an_event() {
     assert_eq!(ev["reportingController"], "sluice-operator");
 }
 
-/// A built feed's reconcile, the live Deployment answering with `deployment_status` (and
-/// `generation`); an Event follows the status patch only when `event`.
-fn built_steps(job: &str, generation: i64, deployment_status: Value, event: bool) -> Vec<Step> {
+const OLD: &str = "sales-r0ld0ld0ld0ld";
+
+/// A feed serving revision `0ld0ld0ld0ld` from its own Deployment and Service.
+fn serving_old(draining: Option<Value>) -> Value {
+    let mut st = json!({"observedGeneration": 4, "revision": "0ld0ld0ld0ld", "service": OLD,
+        "image": "registry.example.com/sluice/sluice-team/sales:0ld0ld0ld0ld@sha256:old",
+        "imageDigest": "sha256:old",
+        "conditions": [
+            {"type": "Built", "status": "True", "reason": "ImageReady", "message": "", "lastTransitionTime": "2020-01-01T00:00:00Z"},
+            {"type": "Deployed", "status": "True", "reason": "Applied", "message": "", "lastTransitionTime": "2020-01-01T00:00:00Z"},
+            {"type": "Ready", "status": "True", "reason": "Available", "message": "", "lastTransitionTime": "2020-01-01T00:00:00Z"}]});
+    if let Some(d) = draining {
+        st["draining"] = d;
+    }
+    st
+}
+
+fn deleted() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})
+}
+
+/// A built feed's reconcile: its revision's Deployment answers with `deployment_status`
+/// (and `generation`); when `previous` is given, the reconcile reads the Deployment that
+/// served before (it still does). The sweep's lists find `existing` Deployments and
+/// Services (and HPAs), and `gone` of them are deleted. An Event follows the status patch
+/// only when `event`.
+struct Built<'a> {
+    job: &'a str,
+    serving: &'a str,
+    generation: i64,
+    deployment_status: Value,
+    previous: Option<Value>,
+    existing: &'a [&'a str],
+    gone: &'a [&'a str],
+    event: bool,
+}
+
+fn built_steps(b: Built) -> Vec<Step> {
+    let job = b.job;
     let mut steps = vec![
         step("GET", NS, namespace()),
         step(
@@ -474,31 +513,39 @@ fn built_steps(job: &str, generation: i64, deployment_status: Value, event: bool
         step("PATCH", format!("{BATCH}/jobs/{job}"), Value::Null),
         step(
             "PATCH",
-            format!("{APPS}/deployments/sales"),
+            format!("{APPS}/deployments/{}", b.serving),
             json!({"apiVersion": "apps/v1", "kind": "Deployment",
-                   "metadata": {"name": "sales", "generation": generation},
-                   "spec": {"replicas": 2}, "status": deployment_status}),
+                   "metadata": {"name": b.serving, "generation": b.generation},
+                   "spec": {"replicas": 2}, "status": b.deployment_status}),
         ),
-        step("PATCH", format!("{NS}/services/sales"), Value::Null),
-        step(
-            "GET",
-            format!("{APPS}/deployments"),
-            metadata_list(&["sales"]),
-        ),
-        step("GET", format!("{NS}/services"), metadata_list(&["sales"])),
-        step("GET", format!("{BATCH}/jobs"), metadata_list(&[job])),
-        step(
-            "GET",
-            format!("{HPA}/horizontalpodautoscalers"),
-            metadata_list(&[]),
-        ),
-        step(
-            "PATCH",
-            format!("{FEEDS}/sales/status"),
-            feed_value(spec(), None),
-        ),
+        step("PATCH", format!("{NS}/services/{}", b.serving), Value::Null),
     ];
-    if event {
+    if let Some(p) = b.previous {
+        steps.push(step("GET", format!("{APPS}/deployments/{OLD}"), p));
+    }
+    let mut sweep = |kind_path: String, list: &[&str]| {
+        steps.push(step("GET", kind_path.clone(), metadata_list(list)));
+        for name in list.iter().filter(|n| b.gone.contains(n)) {
+            steps.push(step("DELETE", format!("{kind_path}/{name}"), deleted()));
+        }
+    };
+    sweep(format!("{APPS}/deployments"), b.existing);
+    sweep(format!("{NS}/services"), b.existing);
+    sweep(format!("{BATCH}/jobs"), &[job]);
+    // The spec is fixed-size: only earlier revisions had autoscalers.
+    let hpas: Vec<&str> = b
+        .existing
+        .iter()
+        .copied()
+        .filter(|n| *n != b.serving)
+        .collect();
+    sweep(format!("{HPA}/horizontalpodautoscalers"), &hpas);
+    steps.push(step(
+        "PATCH",
+        format!("{FEEDS}/sales/status"),
+        feed_value(spec(), None),
+    ));
+    if b.event {
         steps.push(step(
             "POST",
             "/apis/events.k8s.io/v1/namespaces/sluice-team/events",
@@ -508,36 +555,59 @@ fn built_steps(job: &str, generation: i64, deployment_status: Value, event: bool
     steps
 }
 
-/// A new revision goes live atomically: while the Deployment rolls out, the status keeps
-/// naming the previous revision (whose pods serve, and under which the gateway routes the
-/// calls); it names the new one in the reconcile that sees every pod updated and ready.
+fn status_patch(seen: &[Seen]) -> &Value {
+    let s = seen
+        .iter()
+        .find(|s| s.path.ends_with("/feeds/sales/status"))
+        .expect("a status patch");
+    &s.body["status"]
+}
+
+/// A new revision goes live atomically: it gets its own Deployment and Service beside the
+/// previous revision's, and while its pods come up the status keeps naming the previous
+/// revision and its Service (which the gateway calls, and whose pods make the feed Ready).
+/// The reconcile that sees every new pod updated and ready switches both in one write; the
+/// previous revision's pods then drain for 30 s before the sweep deletes them.
 #[tokio::test]
 async fn the_served_revision_changes_only_once_the_new_pods_are_all_ready() {
-    let serving = json!({"observedGeneration": 4, "revision": "0ld0ld0ld0ld",
-        "image": "registry.example.com/sluice/sluice-team/sales:0ld0ld0ld0ld@sha256:old",
-        "imageDigest": "sha256:old",
-        "conditions": [
-            {"type": "Built", "status": "True", "reason": "ImageReady", "message": "", "lastTransitionTime": "2020-01-01T00:00:00Z"},
-            {"type": "Deployed", "status": "True", "reason": "Applied", "message": "", "lastTransitionTime": "2020-01-01T00:00:00Z"},
-            {"type": "Ready", "status": "True", "reason": "Available", "message": "", "lastTransitionTime": "2020-01-01T00:00:00Z"}]});
-    // Mid-rollout: one new pod surged, two old ones still serve.
+    let f = feed(spec(), Some(serving_old(None)));
+    let job = job_name(&f);
+    let hash = content_hash(&f, "import sluice\n", &context().0.settings);
+    let serving = format!("sales-r{hash}");
+    let old_pods = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": OLD, "generation": 2},
+        "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2}});
     let rolling = [
-        json!({"observedGeneration": 6, "replicas": 3, "updatedReplicas": 1, "readyReplicas": 2}),
-        // The Deployment controller has not even seen the new template yet.
-        json!({"observedGeneration": 5, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2}),
-        // All updated, one not ready yet.
-        json!({"observedGeneration": 6, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1}),
+        // One new pod started, not ready yet.
+        json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 0}),
+        // The Deployment controller has not even seen the template yet.
+        json!({}),
+        // One of the two ready.
+        json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1}),
     ];
     for status in rolling {
         let (ctx, handle) = context();
-        let f = feed(spec(), Some(serving.clone()));
-        let job = job_name(&f);
-        // No `Deployed` Event: the scenario would refuse it.
-        let steps = built_steps(&job, 6, status.clone(), false);
-        let (result, seen) = run(reconcile::reconcile_feed(Arc::new(f), ctx), handle, steps).await;
+        // No `Deployed` Event and no deletion: the scenario would refuse them.
+        let steps = built_steps(Built {
+            job: &job,
+            serving: &serving,
+            generation: 1,
+            deployment_status: status.clone(),
+            previous: Some(old_pods.clone()),
+            existing: &[OLD, &serving],
+            gone: &[],
+            event: false,
+        });
+        let (result, seen) = run(
+            reconcile::reconcile_feed(Arc::new(f.clone()), ctx),
+            handle,
+            steps,
+        )
+        .await;
         result.unwrap();
-        let st = &seen[12].body["status"];
+        let st = status_patch(&seen);
         assert_eq!(st["revision"], "0ld0ld0ld0ld", "{status}");
+        assert_eq!(st["service"], OLD, "{status}");
         assert_eq!(st["imageDigest"], "sha256:old", "{status}");
         assert!(st["image"].as_str().unwrap().contains(":0ld0ld0ld0ld@"));
         let deployed = condition(st, "Deployed");
@@ -546,35 +616,149 @@ async fn the_served_revision_changes_only_once_the_new_pods_are_all_ready() {
             (Some("False"), Some("RollingOut")),
             "{status}"
         );
-        assert_eq!(
-            condition(st, "Ready")["status"],
-            "True",
-            "the old pods serve"
-        );
+        let ready = condition(st, "Ready");
+        assert_eq!(ready["status"], "True", "the old pods serve");
+        assert_eq!(st["readyReplicas"], 2, "the old revision's pods");
     }
 
     let (ctx, handle) = context();
-    let f = feed(spec(), Some(serving));
-    let job = job_name(&f);
-    let hash = content_hash(
-        &f,
-        "import sluice
-",
-        &ctx.settings,
-    );
     let done =
-        json!({"observedGeneration": 6, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2});
+        json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2});
     let (result, seen) = run(
         reconcile::reconcile_feed(Arc::new(f), ctx),
         handle,
-        built_steps(&job, 6, done, true),
+        built_steps(Built {
+            job: &job,
+            serving: &serving,
+            generation: 1,
+            deployment_status: done,
+            previous: None,
+            existing: &[OLD, &serving],
+            gone: &[],
+            event: true,
+        }),
     )
     .await;
-    result.unwrap();
-    let st = &seen[12].body["status"];
+    let action = result.unwrap();
+    let st = status_patch(&seen);
     assert_eq!(st["revision"], hash.as_str());
+    assert_eq!(st["service"], serving.as_str());
     assert_eq!(condition(st, "Deployed")["reason"], "Applied");
-    assert_eq!(seen[13].body["reason"], "Deployed");
+    assert_eq!(
+        st["draining"],
+        json!({"revision": "0ld0ld0ld0ld", "service": OLD, "until": "2026-01-02T03:04:35Z"}),
+        "the old pods stay for gateways that have not seen the switch yet"
+    );
+    assert_eq!(seen.last().unwrap().body["reason"], "Deployed");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(31)),
+        "back when the drain is over"
+    );
+}
+
+/// A gateway that starts while the next revision builds must find the feed served: the
+/// status keeps naming the revision that serves, its Service, and Ready from its pods.
+#[tokio::test]
+async fn a_feed_building_its_next_revision_stays_ready_on_the_previous_one() {
+    let (ctx, handle) = context();
+    let f = feed(spec(), Some(serving_old(None)));
+    let job = job_name(&f);
+    let steps = vec![
+        step("GET", NS, namespace()),
+        step(
+            "GET",
+            "/apis/sluice.dev/v1alpha1/datasources/warehouse",
+            warehouse(&["team"]),
+        ),
+        not_found("GET", format!("{BATCH}/jobs/{job}")),
+        step(
+            "PATCH",
+            format!("{NS}/configmaps/sales-source"),
+            Value::Null,
+        ),
+        step("PATCH", format!("{BATCH}/jobs/{job}"), Value::Null),
+        step(
+            "GET",
+            format!("{APPS}/deployments/{OLD}"),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": OLD},
+                   "status": {"replicas": 3, "readyReplicas": 3}}),
+        ),
+        step("GET", format!("{APPS}/deployments"), metadata_list(&[OLD])),
+        step("GET", format!("{NS}/services"), metadata_list(&[OLD])),
+        step("GET", format!("{BATCH}/jobs"), metadata_list(&[&job])),
+        step(
+            "GET",
+            format!("{HPA}/horizontalpodautoscalers"),
+            metadata_list(&[OLD]),
+        ),
+        step(
+            "PATCH",
+            format!("{FEEDS}/sales/status"),
+            feed_value(spec(), None),
+        ),
+    ];
+    let (result, seen) = run(reconcile::reconcile_feed(Arc::new(f), ctx), handle, steps).await;
+    result.unwrap();
+    let st = status_patch(&seen);
+    assert_eq!(st["revision"], "0ld0ld0ld0ld");
+    assert_eq!(st["service"], OLD);
+    assert_eq!(condition(st, "Built")["reason"], "Building");
+    assert_eq!(condition(st, "Deployed")["reason"], "WaitingForBuild");
+    let ready = condition(st, "Ready");
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("True"), &json!("Available"))
+    );
+    assert_eq!(st["readyReplicas"], 3);
+}
+
+/// Once its drain is over, the previous revision's Deployment, Service and autoscaler go;
+/// a revision that never served (a failed rollout replaced by another) goes at once.
+#[tokio::test]
+async fn a_drained_revision_is_swept() {
+    let f = feed(spec(), Some(serving_old(None)));
+    let hash = content_hash(&f, "import sluice\n", &context().0.settings);
+    let serving = format!("sales-r{hash}");
+    let mut st = serving_old(Some(
+        json!({"revision": "0lder", "service": "sales-r0lder", "until": "2026-01-02T03:04:00Z"}),
+    ));
+    st["revision"] = hash.clone().into();
+    st["service"] = serving.clone().into();
+    let f = feed(spec(), Some(st));
+    let job = job_name(&f);
+    let (ctx, handle) = context();
+    let ready =
+        json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2});
+    let (result, seen) = run(
+        reconcile::reconcile_feed(Arc::new(f), ctx),
+        handle,
+        built_steps(Built {
+            job: &job,
+            serving: &serving,
+            generation: 1,
+            deployment_status: ready,
+            previous: None,
+            existing: &["sales-r0lder", "sales-rfailed", &serving],
+            gone: &["sales-r0lder", "sales-rfailed"],
+            event: false,
+        }),
+    )
+    .await;
+    let action = result.unwrap();
+    let st = status_patch(&seen);
+    assert!(st.get("draining").is_none(), "{st}");
+    assert_eq!(st["service"], serving.as_str());
+    let deletes: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.method == "DELETE")
+        .map(|s| s.path.as_str())
+        .collect();
+    assert_eq!(deletes.len(), 6, "{deletes:?}");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(300))
+    );
 }
 
 #[tokio::test]
@@ -631,11 +815,21 @@ async fn deleting_a_feed_removes_its_pods_then_its_finalizer() {
         "2026-01-01T00:00:00Z".parse().unwrap(),
     ));
     let ok = json!({"kind": "Status", "apiVersion": "v1", "status": "Success"});
+    // Every revision's and the canary's, found by label (one already gone meanwhile).
     let steps = vec![
-        step("DELETE", format!("{APPS}/deployments/sales"), ok.clone()),
-        not_found("DELETE", format!("{NS}/services/sales")),
+        step(
+            "GET",
+            format!("{APPS}/deployments"),
+            metadata_list(&["sales-r7", "sales-canary"]),
+        ),
+        step("DELETE", format!("{APPS}/deployments/sales-r7"), ok.clone()),
         not_found("DELETE", format!("{APPS}/deployments/sales-canary")),
-        not_found("DELETE", format!("{NS}/services/sales-canary")),
+        step(
+            "GET",
+            format!("{NS}/services"),
+            metadata_list(&["sales-r7"]),
+        ),
+        step("DELETE", format!("{NS}/services/sales-r7"), ok.clone()),
         step(
             "POST",
             "/apis/events.k8s.io/v1/namespaces/sluice-team/events",
@@ -645,9 +839,13 @@ async fn deleting_a_feed_removes_its_pods_then_its_finalizer() {
     ];
     let (result, seen) = run(reconcile::reconcile_feed(Arc::new(f), ctx), handle, steps).await;
     result.unwrap();
-    assert_eq!(seen[0].body["propagationPolicy"], "Foreground");
-    assert_eq!(seen[5].content_type, "application/json-patch+json");
-    let ops = serde_json::to_string(&seen[5].body).unwrap();
+    assert_eq!(
+        seen[0].query["labelSelector"],
+        "sluice.dev/feed=sales,app.kubernetes.io/managed-by=sluice-operator"
+    );
+    assert_eq!(seen[1].body["propagationPolicy"], "Foreground");
+    assert_eq!(seen[6].content_type, "application/json-patch+json");
+    let ops = serde_json::to_string(&seen[6].body).unwrap();
     assert!(
         ops.contains(r#""op":"remove""#) && ops.contains("/metadata/finalizers"),
         "{ops}"
