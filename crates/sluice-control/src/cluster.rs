@@ -15,14 +15,26 @@ pub fn state_json(c: &ClusterFeed) -> Value {
 }
 
 /// A Feed only the cluster knows. Its parameters and documentation are in its code, which
-/// the store never loaded: the API shows none. The gateway serves it at `url` all the same:
-/// its agent says what the signature is (see `Gateway::pick_agent`).
-fn gitops_json(gw: &Gateway, ws: &str, c: &ClusterFeed) -> Value {
+/// the store never loaded: they come from the signature its serving agent reports (what
+/// the gateway checks calls against, kept per revision, see `Gateway::live_feed`). A feed
+/// that serves no revision yet, or whose agent cannot be asked, shows none (logged).
+async fn gitops_json(gw: &Gateway, ws: &str, c: &ClusterFeed) -> Value {
+    let signature = if c.agent_url.is_some() {
+        match gw.live_feed(ws, &c.name).await {
+            Ok(lf) => Some(lf.signature.clone()),
+            Err(e) => {
+                tracing::warn!(workspace = %ws, feed = %c.name, "no signature from its agent: {}", e.message);
+                None
+            }
+        }
+    } else {
+        None
+    };
     json!({
         "name": c.name,
         "workspace": ws,
-        "doc": "",
-        "params": [],
+        "doc": signature.as_ref().map(|s| s.doc.clone()).unwrap_or_default(),
+        "params": signature.as_ref().map(|s| json!(s.params)).unwrap_or(json!([])),
         "cache": c.cache,
         "live_revision": c.live_revision.as_deref().and_then(|r| r.parse::<i64>().ok()),
         "url": gw.feed_url(ws, &c.name),
@@ -59,12 +71,9 @@ pub async fn merge_list(gw: &Gateway, ws: &str, feeds: &mut Vec<Value>) -> Resul
         .iter()
         .filter_map(|f| f["name"].as_str().map(str::to_string))
         .collect();
-    feeds.extend(
-        cluster
-            .iter()
-            .filter(|c| !known.contains(&c.name))
-            .map(|c| gitops_json(gw, ws, c)),
-    );
+    for c in cluster.iter().filter(|c| !known.contains(&c.name)) {
+        feeds.push(gitops_json(gw, ws, c).await);
+    }
     Ok(())
 }
 
@@ -86,7 +95,7 @@ pub async fn merge_one(
             f["cluster"] = c.map(state_json).unwrap_or(Value::Null);
             Some(f)
         }
-        (None, Some(c)) => Some(gitops_json(gw, ws, c)),
+        (None, Some(c)) => Some(gitops_json(gw, ws, c).await),
         (None, None) => None,
     })
 }

@@ -102,7 +102,7 @@ pub fn document() -> Value {
                     "params": arr(r("ParamSpec")), "cache": {"type": ["string", "null"]},
                     "live_revision": {"type": ["integer", "null"]}, "url": {"type": ["string", "null"]},
                     "created_at": {"type": ["string", "null"], "format": "date-time"}, "updated_at": {"type": ["string", "null"], "format": "date-time"},
-                    "managed_by": {"description": "runtime = kubernetes: `sluice` (deployed through the API) or `gitops` (a Feed applied as YAML; not served by the gateway)", "enum": ["sluice", "gitops"]},
+                    "managed_by": {"description": "runtime = kubernetes: `sluice` (deployed through the API) or `gitops` (a Feed applied as YAML, served like any other; its params and doc come from the signature its agent reports)", "enum": ["sluice", "gitops"]},
                     "cluster": {"description": "runtime = kubernetes: the Feed's state in the cluster", "type": ["object", "null"], "properties": {
                         "ready": {"type": "boolean"}, "live_revision": {"type": ["string", "null"]}, "waiting_for": {"type": ["string", "null"]}}}}},
                 "Revision": {"type": "object", "properties": {

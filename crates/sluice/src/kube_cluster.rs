@@ -740,13 +740,16 @@ mod tests {
         })
         .await
         .unwrap();
+        // The Kubernetes API, for the feed API's list (a scenario mock; the agent is real).
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let cluster = KubeCluster::new(KubeFeeds::new(kube::Client::new(service, "default")));
         let gw = Gateway::with_agents(
             store,
             runtime,
             sluice_sources::Sources::new(),
             Default::default(),
             sluice_gateway::AgentClient::new(std::time::Duration::from_secs(30)).unwrap(),
-            None,
+            Some(std::sync::Arc::new(cluster)),
         );
         gw.set_ready(true);
         // What the watch reports: `nightly` Ready (applied by GitOps), `fresh` still building.
@@ -841,6 +844,38 @@ mod tests {
             .unwrap();
         assert!(ok, "{err}");
         assert_eq!(out.trim(), "US|0\nUS|1", "{out}");
+
+        // The feed API shows its parameters and documentation from the same signature.
+        let api = tokio::spawn(async move {
+            no_workspace(&mut handle).await;
+            let nightly = feed(
+                "nightly",
+                json!({"source": {"inline": "x"}, "function": "nightly"}),
+                json!({"observedGeneration": 2, "revision": "3f2a9c1e7b44", "service": "nightly-r3f2a9c1e7b44",
+                       "conditions": [{"type": "Ready", "status": "True", "reason": "Available", "message": ""}]}),
+                "argocd-controller",
+            );
+            expect(
+                &mut handle,
+                "GET",
+                "/apis/sluice.dev/v1alpha1/namespaces/sluice-team/feeds",
+                json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "FeedList", "metadata": {}, "items": [nightly]}),
+            )
+            .await;
+        });
+        let r = get("/api/v1/workspaces/team/feeds").await.unwrap();
+        assert_eq!(r.status(), 200);
+        let feeds: Value = r.json().await.unwrap();
+        api.await.unwrap();
+        let nightly = &feeds[0];
+        assert_eq!(nightly["managed_by"], "gitops", "{feeds}");
+        let params: Vec<(&str, &str)> = nightly["params"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap(), p["type"].as_str().unwrap()))
+            .collect();
+        assert_eq!(params, [("region", "str"), ("n", "int")], "{nightly}");
     }
 
     #[test]
