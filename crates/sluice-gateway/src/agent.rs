@@ -107,6 +107,22 @@ impl AgentClient {
         })
     }
 
+    /// Whether an agent answers at `base_url` and is ready for calls (its `/readyz`): how
+    /// the gateway tells a scaled-to-zero feed's pods are up.
+    pub async fn ready(&self, base_url: &str) -> bool {
+        let url = format!("{}/readyz", base_url.trim_end_matches('/'));
+        match self
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        {
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
+        }
+    }
+
     /// What the agent at `base_url` serves: its revision and that revision's signature.
     /// Asked on a connection of its own, closed after: behind a Service each new
     /// connection may reach another pod, so a retry during a rollout can find one of the

@@ -57,6 +57,11 @@ pub trait Cluster: Send + Sync {
     /// Remove the feed from the cluster (the operator's finalizer takes its pods down).
     /// A feed that is not there is not an error.
     fn delete<'a>(&'a self, ws: &'a str, feed: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// A scale-to-zero feed: record that a call is being sent to its pods (`AgentRoute::wake`
+    /// names them), which the operator's idle timer counts from.
+    fn touch<'a>(&'a self, wake: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// A scale-to-zero feed with no pod: start one (an autoscaler takes over from there).
+    fn wake<'a>(&'a self, wake: &'a str) -> BoxFuture<'a, Result<()>>;
 }
 
 /// What a rollout reports while [`Cluster::follow`] watches it.
@@ -102,6 +107,9 @@ pub struct AgentRoute {
     /// under and whose signature their parameters are checked against.
     pub revision: String,
     pub canary: Option<CanaryRoute>,
+    /// Set for a feed that scales to zero: what names its pods to [`Cluster::touch`] and
+    /// [`Cluster::wake`] (`namespace/deployment`).
+    pub wake: Option<String>,
 }
 
 /// A canary revision's agent and the share of calls it takes.
@@ -120,6 +128,7 @@ impl AgentRoute {
             url: url.into(),
             revision: revision.into(),
             canary: None,
+            wake: None,
         }
     }
 
@@ -171,6 +180,7 @@ mod tests {
 
     fn route(weight: u8) -> AgentRoute {
         AgentRoute {
+            wake: None,
             url: "http://live".into(),
             revision: "3".into(),
             canary: Some(CanaryRoute {

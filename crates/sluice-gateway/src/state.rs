@@ -115,7 +115,17 @@ pub(crate) struct Agents {
     /// revision's code never changes, so neither does its signature). Trimmed to the routed
     /// revisions when the watch replaces the routes.
     pub signatures: RwLock<PerFeed<HashMap<String, Signed>>>,
+    /// Scale-to-zero feeds (by `AgentRoute::wake`): when this gateway last found their pods
+    /// up and recorded a call on them.
+    pub awake: std::sync::Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a scale-to-zero feed found up is trusted to stay up without asking again (and
+/// how often its calls are recorded for the operator's idle timer, which is at least a
+/// minute, so pods never stop under a stream of calls).
+const AWAKE_FOR: Duration = Duration::from_secs(20);
+/// How long a call waits for a scaled-to-zero feed's first pod (image pull, Python start).
+const WAKE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A served revision's signature, and its store id when the store has the revision (the
 /// result cache keys by it, shared with OData and the PostgreSQL wire).
@@ -224,6 +234,7 @@ impl Gateway {
             cluster,
             routes: Default::default(),
             signatures: Default::default(),
+            awake: Default::default(),
         };
         Gateway::build(store, runtime, sources, cfg, Some(agents))
     }
@@ -562,6 +573,7 @@ impl Gateway {
         let route = self
             .agent_route(ws, feed)
             .ok_or_else(|| self.no_agent(ws, feed))?;
+        self.wake_if_idle(ws, feed, &route).await?;
         let target = crate::cluster::pick(&route, request_id);
         let first = agents
             .client
@@ -696,6 +708,7 @@ impl Gateway {
                 return Err(self.no_agent(ws, feed));
             }
         };
+        self.wake_if_idle(ws, feed, &route).await?;
         let target = if live_only {
             route.live_target()
         } else {
@@ -713,6 +726,60 @@ impl Gateway {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// A feed that scales to zero may have no pod: every call first makes sure one is up
+    /// (asked at most every [`AWAKE_FOR`] while calls come: its `/readyz`), and records
+    /// the call for the operator's idle timer at the same pace. With no pod it asks the
+    /// cluster to start one and holds the call until it is ready, up to [`WAKE_TIMEOUT`].
+    async fn wake_if_idle(&self, ws: &str, feed: &str, route: &AgentRoute) -> Result<()> {
+        let (Some(wake), Some(agents)) = (&route.wake, self.inner.agents.as_ref()) else {
+            return Ok(());
+        };
+        let Some(cluster) = agents.cluster.as_ref() else {
+            return Ok(());
+        };
+        let fresh = |at: Option<&Instant>| at.is_some_and(|t| t.elapsed() < AWAKE_FOR);
+        if fresh(agents.awake.lock().expect("awake lock").get(wake)) {
+            return Ok(());
+        }
+        // Recorded whether or not the pods are up: the call is coming either way.
+        if let Err(e) = cluster.touch(wake).await {
+            tracing::warn!(workspace = %ws, feed = %feed, "cannot record a call for the idle timer: {}", e.message);
+        }
+        if agents.client.ready(&route.url).await {
+            agents
+                .awake
+                .lock()
+                .expect("awake lock")
+                .insert(wake.clone(), Instant::now());
+            return Ok(());
+        }
+        tracing::info!(workspace = %ws, feed = %feed, "scaled to zero: starting a pod for a call");
+        cluster.wake(wake).await?;
+        let deadline = Instant::now() + WAKE_TIMEOUT;
+        let mut pause = Duration::from_millis(200);
+        while Instant::now() < deadline {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+            if agents.client.ready(&route.url).await {
+                agents
+                    .awake
+                    .lock()
+                    .expect("awake lock")
+                    .insert(wake.clone(), Instant::now());
+                return Ok(());
+            }
+        }
+        Err(Error::new(
+            Code::FeedNotReady,
+            format!(
+                "feed '{ws}/{feed}' was scaled to zero and its pod is not ready after {} s: retry shortly; `kubectl describe deployment` in its namespace says why",
+                WAKE_TIMEOUT.as_secs()
+            ),
+        )
+        .with("waiting_for", "ScaledToZero")
+        .retry_after(5))
     }
 
     /// Run one call on the agent `pick_agent` chose; the execution names the revision the

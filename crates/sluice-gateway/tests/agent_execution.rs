@@ -170,6 +170,7 @@ async fn execute_goes_through_the_feeds_agent() {
         "team-a",
         "hello",
         Some(AgentRoute {
+            wake: None,
             url: agent_url.clone(),
             revision: "1".into(),
             canary: Some(CanaryRoute {
@@ -479,6 +480,7 @@ async fn cluster_feeds_are_checked_against_their_revisions_signature_and_logged_
     // A canary split on `hello`: each call answered, logged and counted under the revision
     // that served it; the canary's calls are checked against the canary's own signature.
     let route = AgentRoute {
+        wake: None,
         url: live_url.clone(),
         revision: "1".into(),
         canary: Some(sluice_gateway::cluster::CanaryRoute {
@@ -580,6 +582,7 @@ async fn cluster_feeds_are_checked_against_their_revisions_signature_and_logged_
         "team",
         "hello",
         Some(AgentRoute {
+            wake: None,
             canary: Some(sluice_gateway::cluster::CanaryRoute {
                 url: "http://127.0.0.1:9".into(),
                 revision: "7".into(),
@@ -591,4 +594,167 @@ async fn cluster_feeds_are_checked_against_their_revisions_signature_and_logged_
     let r = get("/feeds/team/hello?n=1", "fallback-1").await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-sluice-revision"], "1");
+}
+
+/// The Kubernetes side of scale to zero as the gateway sees it: `wake` starts the feed's
+/// pod, here a real agent on the port its Service answers at; every request is recorded.
+struct ScaledToZero {
+    dir: std::path::PathBuf,
+    port: u16,
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl sluice_gateway::cluster::Cluster for ScaledToZero {
+    fn deploy<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a sluice_store::Revision,
+    ) -> futures::future::BoxFuture<'a, sluice_core::Result<sluice_gateway::cluster::ClusterFeed>>
+    {
+        unreachable!("this test deploys nothing")
+    }
+    fn list<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        sluice_core::Result<Vec<sluice_gateway::cluster::ClusterFeed>>,
+    > {
+        unreachable!("this test lists nothing")
+    }
+    fn follow<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a sluice_store::Revision,
+        _: chrono::DateTime<chrono::Utc>,
+        _: &'a (dyn Fn(sluice_gateway::cluster::Rollout) + Send + Sync),
+    ) -> futures::future::BoxFuture<'a, sluice_core::Result<sluice_gateway::cluster::ClusterFeed>>
+    {
+        unreachable!("this test follows nothing")
+    }
+    fn delete<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+    ) -> futures::future::BoxFuture<'a, sluice_core::Result<()>> {
+        unreachable!("this test deletes nothing")
+    }
+    fn touch<'a>(
+        &'a self,
+        wake: &'a str,
+    ) -> futures::future::BoxFuture<'a, sluice_core::Result<()>> {
+        self.seen.lock().unwrap().push(format!("touch {wake}"));
+        Box::pin(async { Ok(()) })
+    }
+    fn wake<'a>(
+        &'a self,
+        wake: &'a str,
+    ) -> futures::future::BoxFuture<'a, sluice_core::Result<()>> {
+        self.seen.lock().unwrap().push(format!("wake {wake}"));
+        let (dir, port) = (self.dir.clone(), self.port);
+        // As the API server does: the scale-up is accepted at once; the pod comes later.
+        tokio::spawn(async move {
+            let dir = dir.join("woken");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("feed.py"), MODULE).unwrap();
+            let agent = Agent::start(&AgentArgs {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                module: dir.join("feed.py"),
+                feed: "hello".into(),
+                revision: "1".into(),
+                sources_dir: dir.join("sources"),
+                data_dir: dir.join("agent-data"),
+                python: "python3".into(),
+                workers: 1,
+                call_timeout_secs: 30,
+                drain_secs: 5,
+                cpu_scheduling: sluice_runtime::sched::CpuScheduling::Normal,
+            })
+            .await
+            .unwrap();
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            serve(
+                listener,
+                agent,
+                std::future::pending(),
+                Duration::from_secs(1),
+            )
+            .await
+        });
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A feed scaled to zero has no pod: the first call asks the cluster to start one, is held
+/// until it is ready, and is answered; the calls after it go straight through (the gateway
+/// asks again, and records a call for the operator's idle timer, at most every 20 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_wakes_a_feed_scaled_to_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    // The port the feed's Service would answer at, with nothing behind it yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cluster = std::sync::Arc::new(ScaledToZero {
+        dir: dir.path().to_path_buf(),
+        port,
+        seen: Default::default(),
+    });
+    let store = sluice_store::Store::open("sqlite::memory:", [7; 32])
+        .await
+        .unwrap();
+    let runtime = Runtime::start(RuntimeConfig {
+        data_dir: dir.path().join("gw-data"),
+        python: "python3".into(),
+        pool_min: 0,
+        pool_max: 1,
+        ..RuntimeConfig::default()
+    })
+    .await
+    .unwrap();
+    let gw = Gateway::with_agents(
+        store,
+        runtime,
+        sluice_sources::Sources::new(),
+        GatewayConfig::default(),
+        AgentClient::new(Duration::from_secs(30)).unwrap(),
+        Some(cluster.clone()),
+    );
+    let mut route = AgentRoute::live(format!("http://127.0.0.1:{port}"), "1");
+    route.wake = Some("sluice-team/hello-r1".into());
+    gw.set_agent_route("team-a", "hello", Some(route));
+
+    let started = std::time::Instant::now();
+    let ex = gw
+        .execute("team-a", &module(), "hello", &Params::new(), "w1")
+        .await
+        .expect("the call waits for the pod, then is answered");
+    let rows: usize = ex
+        .batches
+        .map(|b| b.unwrap().num_rows())
+        .collect::<Vec<_>>()
+        .await
+        .iter()
+        .sum();
+    assert_eq!(rows, 3);
+    println!("woken and answered in {:?}", started.elapsed());
+    assert_eq!(
+        *cluster.seen.lock().unwrap(),
+        ["touch sluice-team/hello-r1", "wake sluice-team/hello-r1"]
+    );
+
+    let ex = gw
+        .execute("team-a", &module(), "hello", &Params::new(), "w2")
+        .await
+        .unwrap();
+    assert_eq!(ex.batches.collect::<Vec<_>>().await.len(), 1);
+    assert_eq!(
+        cluster.seen.lock().unwrap().len(),
+        2,
+        "up a moment ago: neither asked nor recorded again"
+    );
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::{AsyncBufReadExt, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
@@ -21,6 +22,7 @@ use crate::build::feed::function_of;
 use crate::build::workspace::{default_namespace, namespace_of};
 use crate::build::{LABEL_FEED, LABEL_ROLE};
 use crate::crd::{Feed, Workspace};
+use crate::reconcile::LAST_CALL;
 
 /// The field manager of the server's writes.
 pub const SERVER_FIELD_MANAGER: &str = "sluice-server";
@@ -63,6 +65,9 @@ pub struct FeedView {
     pub cache: Option<String>,
     /// A canary taking part of the calls (a weight above 0 in the spec).
     pub canary: Option<CanaryView>,
+    /// For a feed that scales to zero: `namespace/deployment` of the revision that serves,
+    /// what the gateway records calls on and wakes ([`KubeFeeds::touch`], [`KubeFeeds::wake`]).
+    pub wake: Option<String>,
 }
 
 /// A feed's canary: the operator serves it as `<feed>-canary`, next to the live Service.
@@ -114,6 +119,8 @@ impl FeedView {
         let serving = is_true("Ready") && status.revision.is_some();
         let service = status.service.clone().unwrap_or_else(|| f.name_any());
         FeedView {
+            wake: (serving && f.spec.scaling.scale_to_zero)
+                .then(|| format!("{namespace}/{service}")),
             agent_url: serving.then(|| agent_url(&namespace, &service)),
             canary,
             cache: f.spec.cache.clone(),
@@ -327,6 +334,38 @@ impl KubeFeeds {
             }
             tokio::time::sleep(poll).await;
         }
+    }
+
+    /// Record a call on a scale-to-zero feed's Deployment (`namespace/name`, see
+    /// [`FeedView::wake`]): the annotation the operator's idle timer counts from.
+    pub async fn touch(&self, wake: &str) -> Result<(), kube::Error> {
+        let (ns, name) = wake.split_once('/').unwrap_or(("default", wake));
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        Api::<Deployment>::namespaced(self.client.clone(), ns)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {LAST_CALL: now}}})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Start a scaled-to-zero feed's pods: one replica when it has none (one it has, an
+    /// autoscaler's choice, is left alone).
+    pub async fn wake(&self, wake: &str) -> Result<(), kube::Error> {
+        let (ns, name) = wake.split_once('/').unwrap_or(("default", wake));
+        let api = Api::<Deployment>::namespaced(self.client.clone(), ns);
+        let scale = api.get_scale(name).await?;
+        if scale.spec.and_then(|s| s.replicas).unwrap_or(0) == 0 {
+            api.patch_scale(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": 1}})),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     pub async fn get(&self, namespace: &str, name: &str) -> Result<Option<FeedView>, kube::Error> {

@@ -209,9 +209,16 @@ pub struct Scaling {
     #[serde(default = "default_concurrency")]
     #[x_kube(validation = Rule::new("self >= 1").message("targetConcurrency is at least 1"))]
     pub target_concurrency: i32,
-    /// Let the gateway scale the feed to zero pods when idle and wake it on the next call.
+    /// Scale the feed to zero pods once no call came for `idleTimeout` (the operator does,
+    /// from the last call the gateways record on its Deployment); the gateway starts a pod
+    /// on the next call and holds that call until the pod is ready.
     #[serde(default)]
     pub scale_to_zero: bool,
+    /// With `scaleToZero`: how long without calls before the pods stop; default 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(s|m|h)$')").message("idleTimeout is a duration such as 90s, 5m or 1h"))]
+    #[schemars(length(max = 16))]
+    pub idle_timeout: Option<String>,
 }
 
 fn one() -> i32 {
@@ -228,6 +235,7 @@ impl Default for Scaling {
             max_replicas: 1,
             target_concurrency: 8,
             scale_to_zero: false,
+            idle_timeout: None,
         }
     }
 }

@@ -253,6 +253,35 @@ async fn apply_feed(feed: &Feed, ctx: &Context) -> Result<Action, Error> {
         &now,
     );
     sweep_feed(feed, &plan, &status, ctx).await?;
+    // A scale-to-zero feed whose serving pods had no call for its idle time stops them.
+    let idle = match fresh
+        .as_ref()
+        .filter(|_| status.service == plan.serving_name)
+    {
+        Some(d) => idle(feed, d, &now),
+        None => Idle::Busy(None),
+    };
+    if idle == Idle::ScaleDown {
+        let name = plan.serving_name.as_deref().unwrap_or_default();
+        Api::<Deployment>::namespaced(ctx.client.clone(), &feed.namespace().unwrap_or_default())
+            .patch_scale(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": 0}})),
+            )
+            .await?;
+        publish(
+            ctx,
+            feed,
+            false,
+            "ScaledToZero",
+            format!(
+                "no call for {} s: its pods stop until the next one",
+                idle_timeout(feed).as_secs()
+            ),
+        )
+        .await;
+    }
     patch_feed_status(feed, ctx, &status).await?;
     if old.revision != status.revision && status.revision.as_deref() == Some(&plan.revision) {
         publish(
@@ -284,7 +313,73 @@ async fn apply_feed(feed: &Feed, ctx: &Context) -> Result<Action, Error> {
     if let Some(left) = status.draining.as_ref().and_then(|d| until(&d.until, &now)) {
         next = next.min(left + Duration::from_secs(1));
     }
+    if let Idle::Busy(Some(left)) = idle {
+        next = next.min(left + Duration::from_secs(1));
+    }
     Ok(Action::requeue(next))
+}
+
+/// The annotation on a feed's Deployment where gateways record the last call they sent it
+/// (RFC 3339, written at most once a minute per gateway).
+pub const LAST_CALL: &str = "sluice.dev/last-call";
+
+/// What a scale-to-zero feed's serving Deployment should do about idleness.
+#[derive(Debug, PartialEq)]
+pub enum Idle {
+    /// Stop its pods: no call for its idle time.
+    ScaleDown,
+    /// Keep them; look again after this long (`None`: nothing to watch: not scale to zero,
+    /// or already at zero).
+    Busy(Option<Duration>),
+}
+
+/// `spec.scaling.idleTimeout`, default 5 minutes, at least one: gateways record calls
+/// every 20 s, so a shorter one could stop pods that are serving.
+pub fn idle_timeout(feed: &Feed) -> Duration {
+    feed.spec
+        .scaling
+        .idle_timeout
+        .as_deref()
+        .and_then(|t| {
+            let (n, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit())?);
+            let n: u64 = n.parse().ok()?;
+            Some(Duration::from_secs(match unit {
+                "s" => n,
+                "m" => n * 60,
+                "h" => n * 3600,
+                _ => return None,
+            }))
+        })
+        .unwrap_or(Duration::from_secs(300))
+        .max(Duration::from_secs(60))
+}
+
+/// Whether a scale-to-zero feed's Deployment `d` has been idle long enough at `now`: since
+/// the last call a gateway recorded on it, or since it was created when none did.
+pub fn idle(feed: &Feed, d: &DynamicObject, now: &str) -> Idle {
+    let replicas = d.data["spec"]["replicas"].as_i64().unwrap_or(1);
+    if !feed.spec.scaling.scale_to_zero || replicas == 0 {
+        return Idle::Busy(None);
+    }
+    let since = d
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LAST_CALL).cloned())
+        .or_else(|| {
+            d.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+        });
+    let Some(since) = since.and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok()) else {
+        return Idle::Busy(None);
+    };
+    let deadline = (since + idle_timeout(feed)).to_rfc3339();
+    match until(&deadline, now) {
+        Some(left) => Idle::Busy(Some(left)),
+        None => Idle::ScaleDown,
+    }
 }
 
 /// How long a revision that stopped serving keeps its pods: long enough for every gateway

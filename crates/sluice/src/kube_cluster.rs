@@ -51,6 +51,7 @@ pub fn routes_of(idx: &FeedIndex) -> HashMap<String, HashMap<String, Route>> {
         let v = r.view;
         let route = match (v.agent_url, v.live_revision) {
             (Some(url), Some(revision)) => Route::Ready(AgentRoute {
+                wake: v.wake,
                 url,
                 revision,
                 canary: v.canary.map(|c| CanaryRoute {
@@ -184,6 +185,26 @@ impl Cluster for KubeCluster {
                 .delete(&ns, &object_name(feed))
                 .await
                 .map_err(|e| unavailable("delete the Feed", e))
+        }
+        .boxed()
+    }
+
+    fn touch<'a>(&'a self, wake: &'a str) -> BoxFuture<'a, Result<()>> {
+        async move {
+            self.feeds
+                .touch(wake)
+                .await
+                .map_err(|e| unavailable("record a call on the feed's Deployment", e))
+        }
+        .boxed()
+    }
+
+    fn wake<'a>(&'a self, wake: &'a str) -> BoxFuture<'a, Result<()>> {
+        async move {
+            self.feeds
+                .wake(wake)
+                .await
+                .map_err(|e| unavailable("scale the feed's Deployment up from zero", e))
         }
         .boxed()
     }
@@ -903,6 +924,7 @@ mod tests {
                 (
                     "sales_by_region".to_string(),
                     Route::Ready(AgentRoute {
+                        wake: None,
                         url: "http://sales-by-region.sluice-team.svc".into(),
                         revision: "4".into(),
                         canary: Some(CanaryRoute {

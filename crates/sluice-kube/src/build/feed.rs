@@ -379,7 +379,8 @@ fn serving(
         ..Default::default()
     };
     let scaling = &feed.spec.scaling;
-    let autoscaled = t.track == "live" && scaling.max_replicas > scaling.min_replicas;
+    // Scale to zero starts from one pod (minReplicas 0 is the operator's idle stop).
+    let autoscaled = t.track == "live" && scaling.max_replicas > scaling.min_replicas.max(1);
     // An autoscaler (or, with scale to zero, the gateway) owns `replicas`; the operator sets
     // it only when the count is fixed, so server-side apply never fights over it.
     let replicas = if t.track == "canary" {
@@ -442,7 +443,10 @@ fn serving(
         Object::from_typed(&deployment),
         Object::from_typed(&service),
     ];
-    if autoscaled && !scaling.scale_to_zero {
+    // With scale to zero the autoscaler works between 1 and max: at 0 replicas (the
+    // operator's doing when idle) Kubernetes suspends it, and the gateway's wake-up to 1
+    // hands the feed back to it.
+    if autoscaled {
         out.push(Object::from_typed(&HorizontalPodAutoscaler {
             metadata: meta(name.clone(), labels.clone()),
             spec: Some(HorizontalPodAutoscalerSpec {
@@ -451,7 +455,7 @@ fn serving(
                     kind: "Deployment".into(),
                     name: name.clone(),
                 },
-                min_replicas: Some(scaling.min_replicas),
+                min_replicas: Some(scaling.min_replicas.max(1)),
                 max_replicas: scaling.max_replicas,
                 // Calls in flight per pod, exported by the agent and served to the HPA by a
                 // metrics adapter (prometheus-adapter) as a pods metric.

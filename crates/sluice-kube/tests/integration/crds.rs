@@ -53,7 +53,7 @@ const FEEDS: &str = "feeds.sluice.dev.yaml";
 #[test]
 fn a_good_feed_passes_cel() {
     let f = feed(json!({"source": {"inline": "import sluice"}, "cache": "5m",
-        "scaling": {"minReplicas": 0, "maxReplicas": 3, "targetConcurrency": 4, "scaleToZero": true},
+        "scaling": {"minReplicas": 0, "maxReplicas": 3, "targetConcurrency": 4, "scaleToZero": true, "idleTimeout": "10m"},
         "revision": "2026.11_rc-1",
         "canary": {"revision": "8", "image": "r/x:8", "weight": 10}}));
     assert_eq!(cel_errors(FEEDS, &f, None), Vec::<String>::new());
@@ -82,6 +82,10 @@ fn cel_refuses_the_obvious_feed_mistakes() {
         (
             json!({"source": {"inline": "x"}, "canary": {"revision": "2", "image": "i", "weight": 150}}),
             "weight is a percentage",
+        ),
+        (
+            json!({"source": {"inline": "x"}, "scaling": {"minReplicas": 0, "maxReplicas": 2, "targetConcurrency": 1, "scaleToZero": true, "idleTimeout": "soon"}}),
+            "idleTimeout is a duration",
         ),
         // A revision labels its pods: a label value, at most 63 characters.
         (

@@ -1080,3 +1080,151 @@ async fn the_server_deploys_feeds_with_its_own_field_manager_and_lists_gitops_on
         "no status yet"
     );
 }
+
+fn scale_to_zero_spec() -> Value {
+    let mut s = spec();
+    s["scaling"] = json!({"minReplicas": 0, "maxReplicas": 1, "targetConcurrency": 4, "scaleToZero": true, "idleTimeout": "2m"});
+    s
+}
+
+fn deployment(replicas: i64, created: &str, last_call: Option<&str>) -> kube::api::DynamicObject {
+    let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "sales-r1", "creationTimestamp": created}, "spec": {"replicas": replicas}});
+    if let Some(t) = last_call {
+        d["metadata"]["annotations"] = json!({"sluice.dev/last-call": t});
+    }
+    serde_json::from_value(d).unwrap()
+}
+
+/// The idle timer counts from the last call a gateway recorded on the Deployment, else
+/// from its creation; it is `idleTimeout` (at least a minute), and only for scale to zero.
+#[test]
+fn a_scale_to_zero_feed_is_idle_after_its_timeout() {
+    use reconcile::{Idle, idle, idle_timeout};
+    let f = feed(scale_to_zero_spec(), None);
+    assert_eq!(idle_timeout(&f), Duration::from_secs(120));
+    let now = "2026-01-02T03:04:05Z";
+    let created_long_ago = "2026-01-01T00:00:00Z";
+    assert_eq!(
+        idle(&f, &deployment(1, created_long_ago, None), now),
+        Idle::ScaleDown
+    );
+    assert_eq!(
+        idle(
+            &f,
+            &deployment(1, created_long_ago, Some("2026-01-02T03:03:05Z")),
+            now
+        ),
+        Idle::Busy(Some(Duration::from_secs(60))),
+        "a call a minute ago: look again in a minute"
+    );
+    assert_eq!(
+        idle(&f, &deployment(1, "2026-01-02T03:04:00Z", None), now),
+        Idle::Busy(Some(Duration::from_secs(115))),
+        "a new Deployment gets its full idle time"
+    );
+    assert_eq!(
+        idle(&f, &deployment(0, created_long_ago, None), now),
+        Idle::Busy(None),
+        "already at zero"
+    );
+    let always_on = feed(spec(), None);
+    assert_eq!(
+        idle(&always_on, &deployment(1, created_long_ago, None), now),
+        Idle::Busy(None)
+    );
+    let mut s = scale_to_zero_spec();
+    s["scaling"]["idleTimeout"] = "5s".into();
+    assert_eq!(
+        idle_timeout(&feed(s, None)),
+        Duration::from_secs(60),
+        "gateways record calls every 20 s: never shorter than a minute"
+    );
+}
+
+/// The reconcile of an idle scale-to-zero feed scales its serving Deployment to zero
+/// (through the scale subresource, so its pods stop) and says so in an Event; the feed
+/// stays Ready (the gateway starts a pod on the next call).
+#[tokio::test]
+async fn an_idle_scale_to_zero_feed_is_scaled_to_zero() {
+    let (ctx, handle) = context();
+    let f = feed(scale_to_zero_spec(), None);
+    let job = job_name(&f);
+    let hash = content_hash(&f, "import sluice\n", &ctx.settings);
+    let serving = format!("sales-r{hash}");
+    let steps = vec![
+        step("GET", NS, namespace()),
+        step(
+            "GET",
+            "/apis/sluice.dev/v1alpha1/datasources/warehouse",
+            warehouse(&["team"]),
+        ),
+        step(
+            "GET",
+            format!("{BATCH}/jobs/{job}"),
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job}, "status": {"succeeded": 1}}),
+        ),
+        step(
+            "GET",
+            format!("{NS}/pods"),
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+        ),
+        step(
+            "PATCH",
+            format!("{NS}/configmaps/sales-source"),
+            Value::Null,
+        ),
+        step("PATCH", format!("{BATCH}/jobs/{job}"), Value::Null),
+        step(
+            "PATCH",
+            format!("{APPS}/deployments/{serving}"),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": serving, "creationTimestamp": "2026-01-01T00:00:00Z",
+                                "annotations": {"sluice.dev/last-call": "2026-01-02T03:00:00Z"}},
+                   "spec": {"replicas": 1}, "status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}}),
+        ),
+        step("PATCH", format!("{NS}/services/{serving}"), Value::Null),
+        step(
+            "GET",
+            format!("{APPS}/deployments"),
+            metadata_list(&[&serving]),
+        ),
+        step("GET", format!("{NS}/services"), metadata_list(&[&serving])),
+        step("GET", format!("{BATCH}/jobs"), metadata_list(&[&job])),
+        step(
+            "GET",
+            format!("{HPA}/horizontalpodautoscalers"),
+            metadata_list(&[]),
+        ),
+        step(
+            "PATCH",
+            format!("{APPS}/deployments/{serving}/scale"),
+            json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": serving}, "spec": {"replicas": 0}}),
+        ),
+        step(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/sluice-team/events",
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}}),
+        ),
+        step(
+            "PATCH",
+            format!("{FEEDS}/sales/status"),
+            feed_value(spec(), None),
+        ),
+        step(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/sluice-team/events",
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}}),
+        ),
+    ];
+    let (result, seen) = run(reconcile::reconcile_feed(Arc::new(f), ctx), handle, steps).await;
+    result.unwrap();
+    let scale = seen.iter().find(|s| s.path.ends_with("/scale")).unwrap();
+    assert_eq!(scale.content_type, "application/merge-patch+json");
+    assert_eq!(scale.body, json!({"spec": {"replicas": 0}}));
+    let ev = &seen[13].body;
+    assert_eq!(ev["reason"], "ScaledToZero");
+    assert!(ev["note"].as_str().unwrap().contains("120 s"), "{ev}");
+    let st = status_patch(&seen);
+    assert_eq!(condition(st, "Ready")["status"], "True");
+}
