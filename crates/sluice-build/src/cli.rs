@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::image::{BuildInput, Report, build};
+use crate::image::{BuildInput, Report, RuntimeInput, build, runtime_image};
 use crate::registry::{ImageRef, Registry, basic_from_docker_config};
 
 /// Flags of `sluice build`.
@@ -55,11 +55,15 @@ fn is_loopback(host: &str) -> bool {
     h == "localhost" || h == "127.0.0.1" || h == "[::1]"
 }
 
-/// Run a build from flags.
-pub async fn run(args: BuildArgs) -> anyhow::Result<Report> {
-    let base: ImageRef = args.base.parse().map_err(anyhow::Error::msg)?;
-    let image: ImageRef = args.image.parse().map_err(anyhow::Error::msg)?;
-    let docker_config: serde_json::Value = match &args.docker_config {
+/// Connections to the base's registry and the target's (one when they share a host), with
+/// the credentials of `$DOCKER_CONFIG/config.json` when there is one.
+fn connect(
+    base: &ImageRef,
+    image: &ImageRef,
+    plain_http: bool,
+    docker_config: Option<&std::path::Path>,
+) -> anyhow::Result<(Arc<Registry>, Arc<Registry>)> {
+    let docker_config: serde_json::Value = match docker_config {
         Some(dir) => {
             let path = dir.join("config.json");
             match std::fs::read(&path) {
@@ -71,7 +75,7 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<Report> {
         None => serde_json::Value::Null,
     };
     let connect = |host: &str| -> anyhow::Result<Arc<Registry>> {
-        let plain = args.plain_http || is_loopback(host);
+        let plain = plain_http || is_loopback(host);
         Ok(Arc::new(Registry::new(
             host,
             plain,
@@ -84,6 +88,28 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<Report> {
     } else {
         connect(&base.registry)?
     };
+    Ok((base_registry, registry))
+}
+
+fn finish(image: &ImageRef, report: &Report, digest_file: Option<&PathBuf>) -> anyhow::Result<()> {
+    if let Some(path) = digest_file {
+        std::fs::write(path, &report.digest)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("{image}@{}", report.digest);
+    Ok(())
+}
+
+/// Run a build from flags.
+pub async fn run(args: BuildArgs) -> anyhow::Result<Report> {
+    let base: ImageRef = args.base.parse().map_err(anyhow::Error::msg)?;
+    let image: ImageRef = args.image.parse().map_err(anyhow::Error::msg)?;
+    let (base_registry, registry) = connect(
+        &base,
+        &image,
+        args.plain_http,
+        args.docker_config.as_deref(),
+    )?;
     let input = BuildInput {
         source: std::fs::read(&args.source)
             .with_context(|| format!("cannot read {}", args.source.display()))?,
@@ -105,10 +131,72 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<Report> {
         registry,
     };
     let report = build(&input).await?;
-    if let Some(path) = &args.digest_file {
-        std::fs::write(path, &report.digest)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    println!("{}@{}", input.image, report.digest);
+    finish(&input.image, &report, args.digest_file.as_ref())?;
+    Ok(report)
+}
+
+/// Flags of `sluice image`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImageArgs {
+    /// The Python base image, e.g. docker.io/library/python:3.12-slim (or a mirror of it).
+    #[arg(long = "from")]
+    pub from: String,
+    /// The image to push, host/repository:tag.
+    #[arg(long)]
+    pub image: String,
+    /// The sluice executable to put in the image; default the one running (build it with
+    /// `cargo build --release` on the image's platform first).
+    #[arg(long)]
+    pub sluice: Option<PathBuf>,
+    /// The uv executable to put in the image; default the `uv` on PATH.
+    #[arg(long)]
+    pub uv: Option<PathBuf>,
+    /// Talk plain HTTP to the registries (always so for localhost and 127.0.0.1).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Directory with a Docker config.json holding registry credentials.
+    #[arg(long, env = "DOCKER_CONFIG")]
+    pub docker_config: Option<PathBuf>,
+    /// Also write the pushed digest to this file.
+    #[arg(long)]
+    pub digest_file: Option<PathBuf>,
+}
+
+/// Build Sluice's own image (server, operator, builder, and the runtime base of feeds).
+pub async fn run_image(args: ImageArgs) -> anyhow::Result<Report> {
+    let base: ImageRef = args.from.parse().map_err(anyhow::Error::msg)?;
+    let image: ImageRef = args.image.parse().map_err(anyhow::Error::msg)?;
+    let (base_registry, registry) = connect(
+        &base,
+        &image,
+        args.plain_http,
+        args.docker_config.as_deref(),
+    )?;
+    let sluice = match &args.sluice {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("cannot find the running sluice executable")?,
+    };
+    let uv = match &args.uv {
+        Some(p) => p.clone(),
+        None => std::env::var_os("PATH")
+            .and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|d| d.join("uv"))
+                    .find(|p| p.is_file())
+            })
+            .context("no uv on PATH: install it (`pip install uv`) or pass --uv")?,
+    };
+    let read =
+        |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let input = RuntimeInput {
+        sluice: read(&sluice)?,
+        uv: read(&uv)?,
+        base,
+        image,
+        base_registry,
+        registry,
+    };
+    let report = runtime_image(&input).await?;
+    finish(&input.image, &report, args.digest_file.as_ref())?;
     Ok(report)
 }

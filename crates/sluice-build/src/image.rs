@@ -66,8 +66,28 @@ pub fn lock_hash(lock: &[u8], python_version: &str, platform: &str) -> String {
     layer::sha256(&key)["sha256:".len()..][..16].to_string()
 }
 
+/// Where an image's base comes from and where it goes.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    base: &'a ImageRef,
+    image: &'a ImageRef,
+    base_registry: &'a Registry,
+    registry: &'a Registry,
+}
+
+impl BuildInput {
+    fn target(&self) -> Target<'_> {
+        Target {
+            base: &self.base,
+            image: &self.image,
+            base_registry: &self.base_registry,
+            registry: &self.registry,
+        }
+    }
+}
+
 async fn ensure_blob(
-    input: &BuildInput,
+    input: Target<'_>,
     report: &mut Report,
     digest: &str,
     bytes: impl AsyncFnOnce() -> Result<Vec<u8>, Error>,
@@ -93,7 +113,7 @@ async fn ensure_blob(
 }
 
 /// Resolve the base image to one linux/amd64 manifest and its config.
-async fn base_image(input: &BuildInput) -> Result<(Value, Value), Error> {
+async fn base_image(input: Target<'_>) -> Result<(Value, Value), Error> {
     let b = &input.base;
     let reg = &input.base_registry;
     let bad = |m: &str| Error::Base(b.to_string(), m.to_string());
@@ -166,7 +186,7 @@ async fn deps_layer(
         "deps: built a {} byte layer for lock {key}",
         layer.bytes.len()
     );
-    ensure_blob(input, report, &layer.digest, async || {
+    ensure_blob(input.target(), report, &layer.digest, async || {
         Ok(layer.bytes.clone())
     })
     .await?;
@@ -175,7 +195,10 @@ async fn deps_layer(
         "config": {}, "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}});
     let config = serde_json::to_vec(&config).expect("json");
     let config_digest = layer::sha256(&config);
-    ensure_blob(input, report, &config_digest, async || Ok(config.clone())).await?;
+    ensure_blob(input.target(), report, &config_digest, async || {
+        Ok(config.clone())
+    })
+    .await?;
     let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": CONFIG, "digest": config_digest, "size": config.len()},
         "layers": [{"mediaType": LAYER_GZIP, "digest": layer.digest, "size": layer.bytes.len()}]});
@@ -253,10 +276,22 @@ fn code_layer(input: &BuildInput) -> std::io::Result<Layer> {
     ])
 }
 
-/// Build and push one image; returns what was done.
-pub async fn build(input: &BuildInput) -> Result<Report, Error> {
-    let mut report = Report::default();
-    let (base_manifest, base_config) = base_image(input).await?;
+/// An image being put together: the base's layers (already in the target repository) and
+/// what is added on top.
+struct Composed {
+    layers: Vec<Value>,
+    diff_ids: Vec<Value>,
+    history: Vec<Value>,
+    /// The base's config (`Env`, `Entrypoint`, ...), to be adjusted.
+    config: Value,
+    architecture: String,
+    os: String,
+}
+
+/// Resolve the base image and make its layers present in the target repository (there
+/// already, mounted from the base repository on the same registry, or copied).
+async fn from_base(t: Target<'_>, report: &mut Report) -> Result<Composed, Error> {
+    let (base_manifest, base_config) = base_image(t).await?;
     let mut layers: Vec<Value> = Vec::new();
     for l in base_manifest["layers"]
         .as_array()
@@ -264,10 +299,9 @@ pub async fn build(input: &BuildInput) -> Result<Report, Error> {
         .unwrap_or_default()
     {
         let digest = l["digest"].as_str().unwrap_or_default().to_string();
-        ensure_blob(input, &mut report, &digest, async || {
-            Ok(input
-                .base_registry
-                .get_blob(&input.base.repository, &digest)
+        ensure_blob(t, report, &digest, async || {
+            Ok(t.base_registry
+                .get_blob(&t.base.repository, &digest)
                 .await?)
         })
         .await?;
@@ -279,37 +313,125 @@ pub async fn build(input: &BuildInput) -> Result<Report, Error> {
         };
         layers.push(json!({"mediaType": media, "digest": digest, "size": l["size"]}));
     }
-    eprintln!("base: {} with {} layers", input.base, layers.len());
-    let mut diff_ids: Vec<Value> = base_config["rootfs"]["diff_ids"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let mut history: Vec<Value> = base_config["history"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    eprintln!("base: {} with {} layers", t.base, layers.len());
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    let mut config = base_config["config"].clone();
+    if !config.is_object() {
+        config = json!({});
+    }
+    Ok(Composed {
+        layers,
+        diff_ids: list(&base_config["rootfs"]["diff_ids"]),
+        history: list(&base_config["history"]),
+        config,
+        architecture: base_config["architecture"]
+            .as_str()
+            .unwrap_or("amd64")
+            .into(),
+        os: base_config["os"].as_str().unwrap_or("linux").into(),
+    })
+}
 
+impl Composed {
+    /// Add a layer already in the target repository.
+    fn push_layer(&mut self, digest: &str, diff_id: &str, size: u64, created_by: String) {
+        self.layers
+            .push(json!({"mediaType": LAYER_GZIP, "digest": digest, "size": size}));
+        self.diff_ids.push(diff_id.into());
+        self.history
+            .push(json!({"created": CREATED, "created_by": created_by}));
+    }
+
+    /// Push a layer made here and add it.
+    async fn add(
+        &mut self,
+        t: Target<'_>,
+        report: &mut Report,
+        layer: &Layer,
+        created_by: String,
+    ) -> Result<(), Error> {
+        ensure_blob(t, report, &layer.digest, async || Ok(layer.bytes.clone())).await?;
+        self.push_layer(
+            &layer.digest,
+            &layer.diff_id,
+            layer.bytes.len() as u64,
+            created_by,
+        );
+        Ok(())
+    }
+
+    /// Label the image with its base, push its config and manifest; the manifest's digest.
+    async fn finish(mut self, t: Target<'_>, report: &mut Report) -> Result<String, Error> {
+        let mut labels = self.config["Labels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        labels.insert(
+            "org.opencontainers.image.base.name".into(),
+            t.base.to_string().into(),
+        );
+        self.config["Labels"] = labels.into();
+        let config = json!({
+            "architecture": self.architecture,
+            "os": self.os,
+            "created": CREATED,
+            "config": self.config,
+            "rootfs": {"type": "layers", "diff_ids": self.diff_ids},
+            "history": self.history,
+        });
+        let config = serde_json::to_vec(&config).expect("json");
+        let config_digest = layer::sha256(&config);
+        ensure_blob(t, report, &config_digest, async || Ok(config.clone())).await?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": CONFIG, "digest": config_digest, "size": config.len()},
+            "layers": self.layers,
+        });
+        report.layers = self.layers.len();
+        let bytes = serde_json::to_vec(&manifest).expect("json");
+        let digest = t
+            .registry
+            .put_manifest(
+                &t.image.repository,
+                &t.image.reference,
+                OCI_MANIFEST,
+                &bytes,
+            )
+            .await?;
+        eprintln!(
+            "pushed {}@{digest} ({} blobs pushed, {} already there)",
+            t.image, report.pushed_blobs, report.skipped_blobs
+        );
+        Ok(digest)
+    }
+}
+
+/// Build and push one image; returns what was done.
+pub async fn build(input: &BuildInput) -> Result<Report, Error> {
+    let t = input.target();
+    let mut report = Report::default();
+    let mut image = from_base(t, &mut report).await?;
     if let Some(lock) = &input.lock {
         let (digest, diff_id, size) = deps_layer(input, lock, &mut report).await?;
-        layers.push(json!({"mediaType": LAYER_GZIP, "digest": digest, "size": size}));
-        diff_ids.push(diff_id.into());
-        history.push(json!({"created": CREATED, "created_by": "sluice build: dependencies (uv)"}));
+        image.push_layer(
+            &digest,
+            &diff_id,
+            size,
+            "sluice build: dependencies (uv)".into(),
+        );
     }
     let code = code_layer(input)?;
-    ensure_blob(input, &mut report, &code.digest, async || {
-        Ok(code.bytes.clone())
-    })
-    .await?;
-    layers.push(json!({"mediaType": LAYER_GZIP, "digest": code.digest, "size": code.bytes.len()}));
-    diff_ids.push(code.diff_id.clone().into());
-    history.push(
-        json!({"created": CREATED, "created_by": format!("sluice build: feed {}", input.feed)}),
-    );
+    image
+        .add(
+            t,
+            &mut report,
+            &code,
+            format!("sluice build: feed {}", input.feed),
+        )
+        .await?;
 
-    let mut cfg = base_config["config"].clone();
-    if !cfg.is_object() {
-        cfg = json!({});
-    }
+    let cfg = &mut image.config;
     let mut env: Vec<Value> = cfg["Env"]
         .as_array()
         .cloned()
@@ -328,47 +450,64 @@ pub async fn build(input: &BuildInput) -> Result<Report, Error> {
     cfg["ExposedPorts"] = json!({"8080/tcp": {}});
     let mut labels = cfg["Labels"].as_object().cloned().unwrap_or_default();
     labels.insert("dev.sluice.feed".into(), input.feed.clone().into());
-    labels.insert(
-        "org.opencontainers.image.base.name".into(),
-        input.base.to_string().into(),
-    );
     cfg["Labels"] = labels.into();
-    let config = json!({
-        "architecture": base_config["architecture"].as_str().unwrap_or("amd64"),
-        "os": base_config["os"].as_str().unwrap_or("linux"),
-        "created": CREATED,
-        "config": cfg,
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": history,
-    });
-    let config = serde_json::to_vec(&config).expect("json");
-    let config_digest = layer::sha256(&config);
-    ensure_blob(input, &mut report, &config_digest, async || {
-        Ok(config.clone())
-    })
-    .await?;
+    report.digest = image.finish(t, &mut report).await?;
+    Ok(report)
+}
 
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": CONFIG, "digest": config_digest, "size": config.len()},
-        "layers": layers,
-    });
-    report.layers = manifest["layers"].as_array().map_or(0, Vec::len);
-    let bytes = serde_json::to_vec(&manifest).expect("json");
-    report.digest = input
-        .registry
-        .put_manifest(
-            &input.image.repository,
-            &input.image.reference,
-            OCI_MANIFEST,
-            &bytes,
+/// What `sluice image` needs: a Python base (e.g. `python:3.12-slim`) and the two binaries
+/// it adds.
+pub struct RuntimeInput {
+    pub base: ImageRef,
+    pub image: ImageRef,
+    /// The `sluice` executable to put in the image (by default, the one running).
+    pub sluice: Vec<u8>,
+    /// The `uv` executable: drafts run by the server and `sluice build` resolve with it.
+    pub uv: Vec<u8>,
+    pub base_registry: std::sync::Arc<Registry>,
+    pub registry: std::sync::Arc<Registry>,
+}
+
+/// Build and push Sluice's one image: the base's Python plus `sluice` and `uv` in
+/// `/usr/local/bin`, run as uid 65532. It is the server's, the operator's and the builder's
+/// image (`sluice server`, `sluice operator`, `sluice build`) and the default runtime base of
+/// feed images (whose entrypoint is `sluice agent`). Reproducible like feed images: the same
+/// base and binaries give the same digest.
+pub async fn runtime_image(input: &RuntimeInput) -> Result<Report, Error> {
+    let t = Target {
+        base: &input.base,
+        image: &input.image,
+        base_registry: &input.base_registry,
+        registry: &input.registry,
+    };
+    let mut report = Report::default();
+    let mut image = from_base(t, &mut report).await?;
+    let binaries = layer::from_files(vec![
+        File {
+            path: "/usr/local/bin/sluice".into(),
+            mode: 0o755,
+            contents: input.sluice.clone(),
+        },
+        File {
+            path: "/usr/local/bin/uv".into(),
+            mode: 0o755,
+            contents: input.uv.clone(),
+        },
+    ])?;
+    image
+        .add(
+            t,
+            &mut report,
+            &binaries,
+            "sluice image: sluice and uv".into(),
         )
         .await?;
-    eprintln!(
-        "pushed {}@{} ({} blobs pushed, {} already there)",
-        input.image, report.digest, report.pushed_blobs, report.skipped_blobs
-    );
+    let cfg = &mut image.config;
+    cfg["Entrypoint"] = json!(["sluice"]);
+    cfg["Cmd"] = json!(["server"]);
+    cfg["User"] = "65532:65532".into();
+    cfg["ExposedPorts"] = json!({"8080/tcp": {}, "5433/tcp": {}});
+    report.digest = image.finish(t, &mut report).await?;
     Ok(report)
 }
 

@@ -326,3 +326,142 @@ async fn uv_builds_the_dependency_layer() {
         "{names:?}"
     );
 }
+
+/// `sluice image`: Sluice's own image from a Python base on another registry (standing in
+/// for Docker Hub's `python:3.12-slim`): the base's layers copied across, `sluice` and `uv`
+/// added executable in /usr/local/bin, run as 65532 with `sluice server` by default; the same
+/// inputs give the same digest; and a feed image builds on it.
+#[tokio::test]
+async fn sluice_image_adds_sluice_and_uv_to_a_python_base() {
+    let (Some(hub), Some(ours)) = (start_registry(), start_registry()) else {
+        return;
+    };
+    let hub_reg = Arc::new(Registry::new(&hub.host, true, None).unwrap());
+    let python: ImageRef = format!("{}/library/python:3.12-slim", hub.host)
+        .parse()
+        .unwrap();
+    let site = layer::from_files(vec![File {
+        path: "/usr/local/lib/python3.12/os.py".into(),
+        mode: 0o644,
+        contents: b"# the standard library\n".to_vec(),
+    }])
+    .unwrap();
+    let config = json!({"architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
+        "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHON_VERSION=3.12.7"], "Cmd": ["python3"]},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "python slim"}]});
+    push_image(&hub_reg, &python, &[site], config)
+        .await
+        .unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (sluice_bin, uv_bin) = (tmp.path().join("sluice"), tmp.path().join("uv"));
+    std::fs::write(&sluice_bin, "#!/bin/sh\necho sluice\n").unwrap();
+    std::fs::write(&uv_bin, "#!/bin/sh\necho uv\n").unwrap();
+    let image = format!("{}/sluice/sluice:0.1.0", ours.host);
+    let args = sluice_build::cli::ImageArgs {
+        from: python.to_string(),
+        image: image.clone(),
+        sluice: Some(sluice_bin.clone()),
+        uv: Some(uv_bin.clone()),
+        plain_http: false,
+        docker_config: None,
+        digest_file: Some(tmp.path().join("digest")),
+    };
+    let first = sluice_build::cli::run_image(args.clone()).await.unwrap();
+    assert_eq!(first.layers, 2, "{first:?}");
+    assert_eq!(first.pushed_blobs, 3, "base layer copied, binaries, config");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("digest")).unwrap(),
+        first.digest
+    );
+    let again = sluice_build::cli::run_image(args).await.unwrap();
+    assert_eq!(again.digest, first.digest, "same inputs, same digest");
+    assert_eq!(again.pushed_blobs, 0, "{again:?}");
+
+    // A feed image on top of it: its entrypoint is the agent.
+    let reg = Arc::new(Registry::new(&ours.host, true, None).unwrap());
+    let deps = tmp.path().join("deps");
+    std::fs::create_dir_all(deps.join("tinylib")).unwrap();
+    std::fs::write(deps.join("tinylib/__init__.py"), "").unwrap();
+    let runtime: ImageRef = image.parse().unwrap();
+    let feed = build(&input(
+        &reg,
+        &runtime,
+        &ours.host,
+        "r1",
+        "import sluice\n",
+        &deps,
+        tmp.path(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(feed.layers, 4, "python, sluice + uv, deps, code");
+
+    let Some(config) = skopeo_inspect(&["--config", &format!("docker://{image}")]) else {
+        eprintln!("SKIP: skopeo is not on PATH (apt-get install skopeo)");
+        return;
+    };
+    let c = &config["config"];
+    assert_eq!(c["Entrypoint"], json!(["sluice"]));
+    assert_eq!(c["Cmd"], json!(["server"]));
+    assert_eq!(c["User"], "65532:65532");
+    assert_eq!(
+        c["Labels"]["org.opencontainers.image.base.name"],
+        python.to_string()
+    );
+    assert!(
+        c["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "PYTHON_VERSION=3.12.7"),
+        "the base's environment is kept: {c}"
+    );
+    if which("umoci").is_none() {
+        eprintln!("SKIP: umoci is not on PATH (apt-get install umoci)");
+        return;
+    }
+    let layout = tmp.path().join("oci");
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{image}"),
+        ])
+        .arg(format!("oci:{}:s", layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bundle = tmp.path().join("bundle");
+    let out = Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:s", layout.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rootfs = bundle.join("rootfs");
+    use std::os::unix::fs::PermissionsExt;
+    for (name, original) in [("sluice", &sluice_bin), ("uv", &uv_bin)] {
+        let p = rootfs.join("usr/local/bin").join(name);
+        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(original).unwrap());
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o755,
+            "{name} is executable"
+        );
+    }
+    assert!(rootfs.join("usr/local/lib/python3.12/os.py").is_file());
+    let runtime: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    assert_eq!(runtime["process"]["args"], json!(["sluice", "server"]));
+    assert_eq!(runtime["process"]["user"]["uid"], 65532);
+}

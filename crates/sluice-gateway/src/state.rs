@@ -120,10 +120,11 @@ pub(crate) struct Agents {
     pub awake: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
-/// How long a scale-to-zero feed found up is trusted to stay up without asking again (and
-/// how often its calls are recorded for the operator's idle timer, which is at least a
-/// minute, so pods never stop under a stream of calls).
-const AWAKE_FOR: Duration = Duration::from_secs(20);
+/// How long a scale-to-zero feed found up is trusted to stay up without asking again, and
+/// how often its calls are recorded for the operator's idle timer (which is at least a
+/// minute, so pods never stop under a stream of calls). Each record is a Deployment write,
+/// which the operator reconciles: twice a minute per busy feed and gateway at most.
+const AWAKE_FOR: Duration = Duration::from_secs(30);
 /// How long a call waits for a scaled-to-zero feed's first pod (image pull, Python start).
 const WAKE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -579,6 +580,14 @@ impl Gateway {
             .client
             .call(target.url, params_to_json(params), request_id)
             .await;
+        if let (Err(e), Some(wake)) = (&first, &route.wake)
+            && e.code == Code::RuntimeUnavailable
+            && !target.canary
+        {
+            // Its pods stopped after all (an idle stop this gateway did not see coming):
+            // the next call asks again, and wakes it.
+            agents.awake.lock().expect("awake lock").remove(wake);
+        }
         // A canary that cannot be reached (still rolling out, crashed) must not fail its
         // share of the calls: the live revision serves them.
         let mut exec = match first {

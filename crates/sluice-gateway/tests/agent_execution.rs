@@ -689,7 +689,7 @@ impl sluice_gateway::cluster::Cluster for ScaledToZero {
 
 /// A feed scaled to zero has no pod: the first call asks the cluster to start one, is held
 /// until it is ready, and is answered; the calls after it go straight through (the gateway
-/// asks again, and records a call for the operator's idle timer, at most every 20 s).
+/// asks again, and records a call for the operator's idle timer, at most every 30 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_wakes_a_feed_scaled_to_zero() {
     let dir = tempfile::tempdir().unwrap();

@@ -81,13 +81,10 @@ pub struct OperatorArgs {
     /// dockerconfigjson Secret (in --namespace) with push credentials.
     #[arg(long, env = "SLUICE_REGISTRY_SECRET")]
     pub registry_secret: Option<String>,
-    /// Default base runtime image of feeds.
-    #[arg(
-        long,
-        env = "SLUICE_RUNTIME_IMAGE",
-        default_value = "ghcr.io/sluice-dev/runtime:py3.12"
-    )]
-    pub runtime_image: String,
+    /// Default base runtime image of feeds; default the builder image (Sluice's one image,
+    /// made by `sluice image`, has Python, `sluice` and `uv`).
+    #[arg(long, env = "SLUICE_RUNTIME_IMAGE")]
+    pub runtime_image: Option<String>,
     /// Image that runs `sluice build` in build Jobs.
     #[arg(
         long,
@@ -116,7 +113,10 @@ impl OperatorArgs {
             gateway_url: self.gateway_url.clone(),
             registry: self.registry.clone(),
             registry_secret: self.registry_secret.clone(),
-            runtime_image: self.runtime_image.clone(),
+            runtime_image: self
+                .runtime_image
+                .clone()
+                .unwrap_or_else(|| self.builder_image.clone()),
             builder_image: self.builder_image.clone(),
             kaniko_image: self.kaniko_image.clone(),
         })

@@ -334,7 +334,7 @@ pub enum Idle {
 }
 
 /// `spec.scaling.idleTimeout`, default 5 minutes, at least one: gateways record calls
-/// every 20 s, so a shorter one could stop pods that are serving.
+/// every 30 s, so a shorter one could stop pods that are serving.
 pub fn idle_timeout(feed: &Feed) -> Duration {
     feed.spec
         .scaling

@@ -37,9 +37,15 @@ enum Command {
     Operator(Box<sluice_kube::operator::OperatorArgs>),
     /// Build a feed's OCI image and push it, without a Docker daemon.
     #[command(
-        after_help = "Example:\n  sluice build --source feed.py --lock requirements.lock --base ghcr.io/sluice-dev/runtime:py3.12 --image registry.example.com/sluice/team/sales:7 --feed sales"
+        after_help = "Example:\n  sluice build --source feed.py --lock requirements.lock --base ghcr.io/sluice-dev/sluice:0.1.0 --image registry.example.com/sluice/team/sales:7 --feed sales"
     )]
     Build(Box<sluice_build::cli::BuildArgs>),
+    /// Build Sluice's own image (server, operator, builder, feed runtime) from a Python base
+    /// and push it, without a Docker daemon.
+    #[command(
+        after_help = "Example:\n  sluice image --from docker.io/library/python:3.12-slim --image registry.example.com/sluice/sluice:0.1.0"
+    )]
+    Image(Box<sluice_build::cli::ImageArgs>),
     /// Serve one feed revision in a Kubernetes pod (run by the operator's Deployments).
     Agent(Box<sluice_agent::AgentArgs>),
     /// Print the Kubernetes CRDs, or write them into the repository with --write.
@@ -142,6 +148,10 @@ fn main() -> std::process::ExitCode {
         Command::Build(args) => {
             init_logs(false);
             exit(rt.block_on(sluice_build::cli::run(*args)).map(|_| ()))
+        }
+        Command::Image(args) => {
+            init_logs(false);
+            exit(rt.block_on(sluice_build::cli::run_image(*args)).map(|_| ()))
         }
         Command::Agent(args) => {
             init_logs(true);

@@ -1138,7 +1138,7 @@ fn a_scale_to_zero_feed_is_idle_after_its_timeout() {
     assert_eq!(
         idle_timeout(&feed(s, None)),
         Duration::from_secs(60),
-        "gateways record calls every 20 s: never shorter than a minute"
+        "gateways record calls every 30 s: never shorter than a minute"
     );
 }
 
