@@ -458,6 +458,18 @@ pub fn feed_status(
             "WaitingForBuild",
             "the image is not built yet",
         )
+    } else if !switch && fresh.is_some_and(stalled) {
+        condition(
+            "Deployed",
+            false,
+            "RolloutStalled",
+            format!(
+                "revision {}'s pods did not become ready in time; revision {} keeps serving; `kubectl describe deployment {}` and its pods' logs say why",
+                plan.revision,
+                old.revision.as_deref().unwrap_or_default(),
+                plan.serving_name.as_deref().unwrap_or_default()
+            ),
+        )
     } else if !switch {
         condition(
             "Deployed",
@@ -500,6 +512,17 @@ pub fn feed_status(
         )
     } else if service.is_none() {
         condition("Ready", false, "WaitingForBuild", "")
+    } else if serving.is_some_and(stalled) {
+        condition(
+            "Ready",
+            false,
+            "RolloutStalled",
+            format!(
+                "no pod of revision {} became ready in time; `kubectl describe deployment {}` and its pods' logs say why",
+                revision.as_deref().unwrap_or_default(),
+                service.as_deref().unwrap_or_default()
+            ),
+        )
     } else if feed.spec.scaling.scale_to_zero {
         condition(
             "Ready",
@@ -549,6 +572,19 @@ pub fn feed_status(
             now,
         ),
     }
+}
+
+/// Whether the Deployment controller gave up waiting for a Deployment's pods (its
+/// `progressDeadlineSeconds` passed without progress: a crash loop, an image that cannot be
+/// pulled, a quota with no room).
+pub fn stalled(d: &DynamicObject) -> bool {
+    d.data["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter().any(|c| {
+            c["type"] == "Progressing"
+                && c["status"] == "False"
+                && c["reason"] == "ProgressDeadlineExceeded"
+        })
+    })
 }
 
 /// Whether every pod of a Deployment runs its current template and is ready (what

@@ -394,6 +394,9 @@ fn serving(
         metadata: meta(name.clone(), pod_labels.clone()),
         spec: Some(DeploymentSpec {
             replicas,
+            // A revision whose pods cannot become ready is reported (`RolloutStalled`) after
+            // this long, while the previous revision keeps serving.
+            progress_deadline_seconds: Some(300),
             selector: LabelSelector {
                 match_labels: Some(selector.clone()),
                 ..Default::default()

@@ -621,6 +621,38 @@ async fn the_served_revision_changes_only_once_the_new_pods_are_all_ready() {
         assert_eq!(st["readyReplicas"], 2, "the old revision's pods");
     }
 
+    // Pods that never become ready: the Deployment controller's deadline passes, and the
+    // status says so (a watched `sluice deploy` stops on it); revision 0ld keeps serving.
+    let (ctx, handle) = context();
+    let stuck = json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 0,
+        "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]});
+    let (result, seen) = run(
+        reconcile::reconcile_feed(Arc::new(f.clone()), ctx),
+        handle,
+        built_steps(Built {
+            job: &job,
+            serving: &serving,
+            generation: 1,
+            deployment_status: stuck,
+            previous: Some(old_pods.clone()),
+            existing: &[OLD, &serving],
+            gone: &[],
+            event: false,
+        }),
+    )
+    .await;
+    result.unwrap();
+    let st = status_patch(&seen);
+    assert_eq!(st["service"], OLD);
+    assert_eq!(condition(st, "Deployed")["reason"], "RolloutStalled");
+    assert!(
+        condition(st, "Deployed")["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("kubectl describe deployment {serving}"))
+    );
+    assert_eq!(condition(st, "Ready")["status"], "True");
+
     let (ctx, handle) = context();
     let done =
         json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2});
@@ -1227,4 +1259,46 @@ async fn an_idle_scale_to_zero_feed_is_scaled_to_zero() {
     assert!(ev["note"].as_str().unwrap().contains("120 s"), "{ev}");
     let st = status_patch(&seen);
     assert_eq!(condition(st, "Ready")["status"], "True");
+}
+
+/// A first revision whose pods never become ready stops a watched deploy with a reason
+/// that says what to look at, rather than letting it wait out its ten minutes.
+#[tokio::test]
+async fn a_first_revision_that_never_gets_ready_is_reported_stalled() {
+    let settings = context().0.settings.clone();
+    let f = feed(spec(), None);
+    let inputs = sluice_kube::build::feed::FeedInputs {
+        workspace: "team".into(),
+        source: "import sluice\n".into(),
+        data_sources: vec![serde_json::from_value(warehouse(&["team"])).unwrap()],
+        build_succeeded: true,
+        ..Default::default()
+    };
+    let plan = sluice_kube::build::feed::build(&f, &inputs, &settings).unwrap();
+    let stuck: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x", "generation": 1},
+        "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+            "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}}))
+    .unwrap();
+    let st = reconcile::feed_status(
+        &f,
+        &inputs,
+        &plan,
+        Some(&stuck),
+        None,
+        &Default::default(),
+        NOW,
+    );
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "RolloutStalled")
+    );
+    assert!(
+        ready
+            .message
+            .contains("kubectl describe deployment sales-r"),
+        "{}",
+        ready.message
+    );
 }
