@@ -130,7 +130,11 @@ macro_rules! feed_sql {
     };
 }
 
-const FEED_ID_SQL: &str = "SELECT f.id FROM feeds f JOIN workspaces w ON w.id = f.workspace_id WHERE w.name = $1 AND f.name = $2";
+/// A feed deployed through the API ('sluice'); feeds only the cluster has ('cluster', see
+/// [`Store::cluster_revision`]) are left out of everything but their log and traffic.
+const FEED_ID_SQL: &str = "SELECT f.id FROM feeds f JOIN workspaces w ON w.id = f.workspace_id WHERE w.name = $1 AND f.name = $2 AND f.origin = 'sluice'";
+/// Any feed with a log: deployed through the API or served from the cluster.
+const ANY_FEED_ID_SQL: &str = "SELECT f.id FROM feeds f JOIN workspaces w ON w.id = f.workspace_id WHERE w.name = $1 AND f.name = $2";
 
 impl Store {
     /// Adds a revision to each named feed (creating feeds that do not exist yet) and makes
@@ -181,7 +185,8 @@ impl Store {
                 // Updating the feed row first locks it on PostgreSQL, so two concurrent
                 // deploys of one feed queue here and each then sees the other's number
                 // instead of both picking the same one and failing on the unique index.
-                let feed_id: i64 = sqlx::query_scalar("UPDATE feeds SET updated_at = $3 WHERE workspace_id = $1 AND name = $2 RETURNING id")
+                // A feed the cluster served before (GitOps) becomes this server's.
+                let feed_id: i64 = sqlx::query_scalar("UPDATE feeds SET updated_at = $3, origin = 'sluice' WHERE workspace_id = $1 AND name = $2 RETURNING id")
                     .bind(ws_id)
                     .bind(&r.feed)
                     .bind(now)
@@ -271,7 +276,7 @@ impl Store {
     }
 
     pub async fn feed(&self, ws: &str, feed: &str) -> Result<Option<FeedRecord>> {
-        let row: Option<FeedRow> = on_pool!(self, pool => sqlx::query_as(feed_sql!("WHERE w.name = $1 AND f.name = $2"))
+        let row: Option<FeedRow> = on_pool!(self, pool => sqlx::query_as(feed_sql!("WHERE w.name = $1 AND f.name = $2 AND f.origin = 'sluice'"))
             .bind(ws)
             .bind(feed)
             .fetch_optional(pool)
@@ -294,7 +299,7 @@ impl Store {
 
     pub async fn revision(&self, ws: &str, feed: &str, number: i64) -> Result<Option<Revision>> {
         let row: Option<RevisionRow> = on_pool!(self, pool => sqlx::query_as(
-            revision_sql!("WHERE w.name = $1 AND f.name = $2 AND r.number = $3")
+            revision_sql!("WHERE w.name = $1 AND f.name = $2 AND r.number = $3 AND f.origin = 'sluice'")
         )
         .bind(ws)
         .bind(feed)
@@ -308,7 +313,7 @@ impl Store {
     /// The feeds of a workspace by name, each with its live revision.
     pub async fn list_feeds(&self, ws: &str) -> Result<Vec<(FeedRecord, Option<Revision>)>> {
         self.workspace_id(ws).await?;
-        let feeds: Vec<FeedRow> = on_pool!(self, pool => sqlx::query_as(feed_sql!("WHERE w.name = $1 ORDER BY f.name"))
+        let feeds: Vec<FeedRow> = on_pool!(self, pool => sqlx::query_as(feed_sql!("WHERE w.name = $1 AND f.origin = 'sluice' ORDER BY f.name"))
             .bind(ws)
             .fetch_all(pool)
             .await
@@ -374,14 +379,109 @@ impl Store {
         rows.into_iter().map(RevisionRow::into_revision).collect()
     }
 
-    /// The id of a feed, or `feed_not_found`.
+    /// The id of a feed deployed through the API, or `feed_not_found`.
     pub(crate) async fn feed_id(&self, ws: &str, feed: &str) -> Result<i64> {
-        let id: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(FEED_ID_SQL)
+        self.lookup_feed_id(FEED_ID_SQL, ws, feed).await
+    }
+
+    /// The id of a feed with a log and traffic: deployed through the API, or served from
+    /// the cluster. `feed_not_found` otherwise.
+    pub(crate) async fn logged_feed_id(&self, ws: &str, feed: &str) -> Result<i64> {
+        self.lookup_feed_id(ANY_FEED_ID_SQL, ws, feed).await
+    }
+
+    async fn lookup_feed_id(&self, sql: &'static str, ws: &str, feed: &str) -> Result<i64> {
+        let id: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(sql)
             .bind(ws)
             .bind(feed)
             .fetch_optional(pool)
             .await
             .map_err(db("look up a feed")))?;
         id.ok_or_else(|| Error::not_found(Code::FeedNotFound, "feed", feed).with("workspace", ws))
+    }
+
+    /// runtime = kubernetes: the store's record of revision `name` of a feed only the
+    /// cluster has (applied as YAML by GitOps), made the first time the gateway serves it,
+    /// so its calls are logged and counted like any feed's. The feed row has origin
+    /// 'cluster' and never a live revision; the revision has the signature its agent
+    /// reported and no code. `None` when the API deployed a feed of that name: its revisions
+    /// are its own, and the cluster's other names for them are not recorded.
+    pub async fn cluster_revision(
+        &self,
+        ws: &str,
+        feed: &str,
+        name: &str,
+        signature: &FeedSignature,
+    ) -> Result<Option<Revision>> {
+        let now = now_ms();
+        let encoded = serde_json::to_string(signature).map_err(|e| {
+            Error::internal(format!("cannot encode the signature of feed '{feed}': {e}"))
+        })?;
+        let row: Option<RevisionRow> = in_tx!(self, "record a cluster revision", tx => {
+            let ws_id: i64 = sqlx::query_scalar("SELECT id FROM workspaces WHERE name = $1")
+                .bind(ws)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("record a cluster revision"))?
+                .ok_or_else(|| Error::not_found(Code::WorkspaceNotFound, "workspace", ws))?;
+            sqlx::query(
+                "INSERT INTO feeds (workspace_id, name, live_revision, created_at, updated_at, origin) \
+                 VALUES ($1, $2, NULL, $3, $3, 'cluster') ON CONFLICT (workspace_id, name) DO NOTHING",
+            )
+            .bind(ws_id)
+            .bind(feed)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("record a cluster revision"))?;
+            // Locks the row on PostgreSQL, as a deploy does, so numbers never collide.
+            let (feed_id, origin): (i64, String) = sqlx::query_as(
+                "UPDATE feeds SET updated_at = updated_at WHERE workspace_id = $1 AND name = $2 RETURNING id, origin",
+            )
+            .bind(ws_id)
+            .bind(feed)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("record a cluster revision"))?;
+            if origin != "cluster" {
+                None
+            } else {
+                let known: Option<i64> = sqlx::query_scalar("SELECT id FROM revisions WHERE feed_id = $1 AND name = $2")
+                    .bind(feed_id)
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("record a cluster revision"))?;
+                let id = match known {
+                    Some(id) => id,
+                    None => {
+                        let number: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE feed_id = $1")
+                            .bind(feed_id)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(db("record a cluster revision"))?;
+                        sqlx::query_scalar(
+                            "INSERT INTO revisions (feed_id, number, filename, code, lockfile, env_hash, signature, created_at, created_by, name) \
+                             VALUES ($1, $2, '', '', '', '', $3, $4, 'cluster', $5) RETURNING id",
+                        )
+                        .bind(feed_id)
+                        .bind(number)
+                        .bind(&encoded)
+                        .bind(now)
+                        .bind(name)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db("record a cluster revision"))?
+                    }
+                };
+                let row: RevisionRow = sqlx::query_as(revision_sql!("WHERE r.id = $1"))
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("record a cluster revision"))?;
+                Some(row)
+            }
+        });
+        row.map(RevisionRow::into_revision).transpose()
     }
 }

@@ -34,6 +34,10 @@ pub struct NewInvocation {
 pub struct Invocation {
     /// Increasing: the cursor for `after_id`.
     pub id: i64,
+    /// The cluster's name of the revision (a GitOps feed's `spec.revision` or content
+    /// hash), for feeds only the cluster has; their `revision` is the store's number for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision_name: Option<String>,
     #[serde(flatten)]
     pub record: NewInvocation,
 }
@@ -53,6 +57,7 @@ struct InvocationRow {
     stderr: String,
     params: String,
     at: i64,
+    revision_name: Option<String>,
 }
 
 impl InvocationRow {
@@ -67,6 +72,7 @@ impl InvocationRow {
         let params = serde_json::from_str(&self.params).map_err(|_| bad("unreadable params"))?;
         Ok(Invocation {
             id: self.id,
+            revision_name: self.revision_name,
             record: NewInvocation {
                 workspace: self.workspace,
                 feed: self.feed,
@@ -89,8 +95,9 @@ macro_rules! invocation_sql {
     ($($tail:literal),*) => {
         concat!(
             "SELECT i.id, w.name AS workspace, f.name AS feed, i.revision, i.request_id, i.status, i.duration_ms, \
-             i.row_count, i.error_code, i.stdout, i.stderr, i.params, i.at \
-             FROM invocations i JOIN feeds f ON f.id = i.feed_id JOIN workspaces w ON w.id = f.workspace_id"
+             i.row_count, i.error_code, i.stdout, i.stderr, i.params, i.at, r.name AS revision_name \
+             FROM invocations i JOIN feeds f ON f.id = i.feed_id JOIN workspaces w ON w.id = f.workspace_id \
+             LEFT JOIN revisions r ON r.feed_id = i.feed_id AND r.number = i.revision"
             $(, " ", $tail)*
         )
     };
@@ -153,7 +160,7 @@ impl Store {
         after_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<Invocation>> {
-        let feed_id = self.feed_id(ws, feed).await?;
+        let feed_id = self.logged_feed_id(ws, feed).await?;
         let limit = limit.clamp(0, MAX_INVOCATIONS_PAGE);
         let rows: Vec<InvocationRow> = match after_id {
             Some(after) => on_pool!(self, pool => sqlx::query_as(

@@ -276,7 +276,7 @@ impl Store {
             bucket.num_milliseconds(),
         );
         let count = bucket_count(from_ms, to_ms, bucket_ms)?;
-        let feed_id = self.feed_id(ws, feed).await?;
+        let feed_id = self.logged_feed_id(ws, feed).await?;
         let raw: Vec<RawRow> = on_pool!(self, pool => sqlx::query_as(
             "SELECT minute, requests, errors, client_errors, latency_counts, latency_max_ms \
              FROM feed_minutes WHERE feed_id = $1 AND minute >= $2 AND minute < $3",

@@ -169,6 +169,7 @@ on_both_backends!(
     traffic_minutes_add_up_over_replicas_and_revisions_without_double_counting,
     feed_links_are_hashed_scoped_revoked_and_go_with_their_feed,
     drafts_are_per_owner_and_workspace_and_replaced_on_save,
+    cluster_feeds_get_a_log_and_counts_but_stay_out_of_listings,
 );
 
 fn sig(name: &str) -> FeedSignature {
@@ -1483,5 +1484,109 @@ async fn drafts_are_per_owner_and_workspace_and_replaced_on_save(env: Env) {
             .await
             .unwrap()
             .is_some()
+    );
+}
+
+/// runtime = kubernetes: a feed only the cluster has (GitOps) gets a store row the first
+/// time it is served, one revision per name the cluster gives it (same name, same record),
+/// and with them an invocation log (naming the cluster's revision) and traffic counts; it
+/// stays out of listings, lookups by number and rollbacks; a deploy of the same name
+/// through the API takes it over, numbering on; a feed the API deployed is never adopted.
+async fn cluster_feeds_get_a_log_and_counts_but_stay_out_of_listings(env: Env) {
+    let store = env.open().await;
+    store.create_workspace("demo").await.unwrap();
+    let a = store
+        .cluster_revision("demo", "nightly", "3f2a9c1e7b44", &sig("nightly"))
+        .await
+        .unwrap()
+        .expect("a feed only the cluster has");
+    assert_eq!((a.number, a.source.as_str()), (1, ""));
+    assert_eq!(a.signature, sig("nightly"));
+    let again = store
+        .cluster_revision("demo", "nightly", "3f2a9c1e7b44", &sig("nightly"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.id, a.id, "one record per revision name");
+    let b = store
+        .cluster_revision("demo", "nightly", "9", &sig("nightly"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.number, 2);
+
+    assert!(store.list_feeds("demo").await.unwrap().is_empty());
+    assert!(store.feed("demo", "nightly").await.unwrap().is_none());
+    assert!(
+        store
+            .live_revision("demo", "nightly")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .revision("demo", "nightly", 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.set_live("demo", "nightly", 1).await.is_err());
+
+    let mut call = inv("nightly", 1);
+    call.revision = a.number;
+    store.record_invocations(&[call]).await.unwrap();
+    let log = store
+        .invocations("demo", "nightly", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].revision_name.as_deref(), Some("3f2a9c1e7b44"));
+    let json = serde_json::to_value(&log[0]).unwrap();
+    assert_eq!(json["revision_name"], "3f2a9c1e7b44");
+    assert_eq!(json["revision"], 1);
+
+    const MIN: i64 = 60_000;
+    let t0: i64 = 28_333_334 * MIN;
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    store
+        .record_feed_minutes("replica-a", &[minute(b.id, at(t0), &[1.0, 2.0], 0)])
+        .await
+        .unwrap();
+    let t = store
+        .feed_traffic(
+            "demo",
+            "nightly",
+            at(t0),
+            at(t0 + MIN),
+            chrono::TimeDelta::minutes(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.total.requests, 2);
+
+    // Deployed through the API: the store's feed now, its numbers after the cluster's.
+    let deployed = store
+        .deploy("demo", vec![rev("nightly", "n1")])
+        .await
+        .unwrap();
+    assert_eq!(deployed[0].number, 3);
+    assert_eq!(store.list_feeds("demo").await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .invocations("demo", "nightly", None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "its log stays"
+    );
+    assert!(
+        store
+            .cluster_revision("demo", "nightly", "other", &sig("nightly"))
+            .await
+            .unwrap()
+            .is_none(),
+        "a feed the API deployed is not the cluster's to record"
     );
 }
