@@ -130,6 +130,31 @@ async fn feed_or_404(gw: &Gateway, ws: &str, feed: &str) -> Result<FeedRecord, E
         .ok_or_else(|| Error::not_found(Code::FeedNotFound, "feed", &format!("{ws}/{feed}")))
 }
 
+/// A feed with a log: the store's, or (runtime = kubernetes) one only the cluster has,
+/// whose log starts with the first call its gateway serves (see `Store::cluster_revision`).
+async fn logged_feed_or_404(gw: &Gateway, ws: &str, feed: &str) -> Result<(), Error> {
+    if gw.cluster_route(ws, feed).is_some() {
+        return Ok(());
+    }
+    feed_or_404(gw, ws, feed).await.map(|_| ())
+}
+
+/// A page of a feed's log; a cluster feed not called yet has none.
+async fn invocations(
+    gw: &Gateway,
+    ws: &str,
+    feed: &str,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<sluice_store::Invocation>, Error> {
+    match gw.store().invocations(ws, feed, after, limit).await {
+        Err(e) if e.code == Code::FeedNotFound && gw.cluster_route(ws, feed).is_some() => {
+            Ok(Vec::new())
+        }
+        other => other,
+    }
+}
+
 pub async fn get_feed(
     State(gw): State<Gateway>,
     Caller(p): Caller,
@@ -271,9 +296,9 @@ pub async fn logs(
     Query(q): Query<LogQuery>,
 ) -> ApiResult {
     p.authorize(&ws, true)?;
-    feed_or_404(&gw, &ws, &feed).await?;
+    logged_feed_or_404(&gw, &ws, &feed).await?;
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    let first = gw.store().invocations(&ws, &feed, q.after, limit).await?;
+    let first = invocations(&gw, &ws, &feed, q.after, limit).await?;
     if !q.follow {
         return Ok(Json(json!(first)).into_response());
     }
@@ -286,7 +311,7 @@ pub async fn logs(
         async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                match gw.store().invocations(&ws, &feed, Some(after), 200).await {
+                match invocations(&gw, &ws, &feed, Some(after), 200).await {
                     Ok(batch) if batch.is_empty() => continue,
                     Ok(batch) => {
                         after = batch.last().map(|i| i.id).unwrap_or(after);

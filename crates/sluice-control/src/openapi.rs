@@ -111,6 +111,7 @@ pub fn document() -> Value {
                     "created_at": {"type": "string", "format": "date-time"}, "created_by": {"type": "string"}, "live": {"type": "boolean"}}},
                 "Invocation": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "feed": {"type": "string"}, "revision": {"type": "integer"},
+                    "revision_name": {"type": "string", "description": "runtime = kubernetes, a feed only the cluster has (GitOps): the cluster's name of the revision (its `spec.revision` or content hash); `revision` is the store's number for it"},
                     "request_id": {"type": "string"}, "status": {"type": "integer"}, "duration_ms": {"type": "number"},
                     "rows": {"type": "integer"}, "error_code": {"type": ["string", "null"]}, "stdout": {"type": "string"},
                     "stderr": {"type": "string"}, "params": {"type": "object"}, "at": {"type": "string", "format": "date-time"}}},

@@ -154,8 +154,16 @@ impl Run {
         }
     }
 
+    /// The store's number of the revision, which the invocation log shows.
+    fn revision_number(&self) -> Option<i64> {
+        match self {
+            Run::Local(rev) => Some(rev.number),
+            Run::Agent(p) => p.signed.number,
+        }
+    }
+
     /// The store's id of the revision, when the store has it: what the call is counted
-    /// under in the per-minute traffic (a feed only the cluster knows has none to show).
+    /// under in the per-minute traffic.
     fn revision_id(&self) -> Option<i64> {
         match self {
             Run::Local(rev) => Some(rev.id),
@@ -228,6 +236,7 @@ async fn serve(
         ws: ws.to_string(),
         feed: feed.to_string(),
         revision: run.revision(),
+        revision_number: run.revision_number(),
         revision_id: run.revision_id(),
         logged: false,
         request_id: rid.to_string(),
@@ -284,6 +293,7 @@ async fn serve(
     // under the revision that was meant.
     if let Some(served) = exec.revision.as_ref().filter(|r| **r != finish.revision) {
         finish.revision = served.clone();
+        finish.revision_number = None;
         finish.params = params_to_json(&params);
         cache_key = None;
     }
@@ -439,6 +449,9 @@ pub(crate) struct Finish {
     pub(crate) feed: String,
     /// The revision that served the call (the store's number, or a cluster's revision name).
     pub(crate) revision: String,
+    /// The store's number for it, which the invocation log shows (a feed only the cluster
+    /// has gets numbers too, see `Store::cluster_revision`); else `revision` when it is one.
+    pub(crate) revision_number: Option<i64>,
     /// The store's id of the revision the call was resolved to, which counts it in the
     /// feed's per-minute traffic. When an agent says another revision served the call (a
     /// canary's fallback, a rollout), the count stays with this one: the same feed.
@@ -513,10 +526,13 @@ impl Finish {
                 .tallies
                 .record(id, at.timestamp_millis(), status, secs * 1000.0);
         }
-        // The store's invocation log numbers revisions as the store does. A revision only
-        // the cluster names (a GitOps feed's, which the store has no log for anyway, or a
-        // canary named otherwise) is in the metrics and the trace, not there.
-        let Ok(revision) = self.revision.parse::<i64>() else {
+        // The store's invocation log numbers revisions as the store does. A revision the
+        // store has no number for (a canary named otherwise, or one served in its place) is
+        // in the metrics and the trace, not there.
+        let Some(revision) = self
+            .revision_number
+            .or_else(|| self.revision.parse::<i64>().ok())
+        else {
             tracing::info!(workspace = %self.ws, feed = %self.feed, revision = %self.revision, status, rows, request_id = %self.request_id, "call served by a revision the store does not number");
             return;
         };

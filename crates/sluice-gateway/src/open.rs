@@ -39,6 +39,10 @@ pub struct LiveFeed {
     pub scope: String,
     /// The store's revision, whose module the local runtime runs.
     stored: Option<Arc<Revision>>,
+    /// The store's id and number of the revision (also for a feed only the cluster has,
+    /// once recorded): what its calls are counted and logged under.
+    revision_id: Option<i64>,
+    number: Option<i64>,
 }
 
 impl LiveFeed {
@@ -48,6 +52,8 @@ impl LiveFeed {
             signature: Arc::new(rev.signature.clone()),
             revision: rev.number.to_string(),
             scope: rev.id.to_string(),
+            revision_id: Some(rev.id),
+            number: Some(rev.number),
             stored: Some(rev),
         }
     }
@@ -105,6 +111,8 @@ impl Gateway {
                     revision: picked.revision,
                     scope,
                     stored: None,
+                    revision_id: picked.signed.revision_id,
+                    number: picked.signed.number,
                 }))
             }
             Err(e) => Err(e),
@@ -175,7 +183,8 @@ impl Gateway {
             ws: ws.to_string(),
             feed: feed.to_string(),
             revision: lf.revision.clone(),
-            revision_id: lf.stored.as_ref().map(|r| r.id),
+            revision_number: lf.number,
+            revision_id: lf.revision_id,
             logged: false,
             request_id: request_id.to_string(),
             params: params_to_json(params),
@@ -235,6 +244,7 @@ impl Gateway {
         let other_revision = exec.revision.as_ref().filter(|r| **r != finish.revision);
         if let Some(served) = other_revision {
             finish.revision = served.clone();
+            finish.revision_number = None;
             cache_key = None;
         }
         let same_revision = other_revision.is_none();

@@ -128,12 +128,14 @@ const AWAKE_FOR: Duration = Duration::from_secs(30);
 /// How long a call waits for a scaled-to-zero feed's first pod (image pull, Python start).
 const WAKE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A served revision's signature, and its store id when the store has the revision (the
-/// result cache keys by it, shared with OData and the PostgreSQL wire).
+/// A served revision's signature, and its store id and number when the store has the
+/// revision (the result cache keys by the id, shared with OData and the PostgreSQL wire;
+/// the per-minute traffic counts by it; the invocation log numbers by the number).
 #[derive(Clone)]
 pub(crate) struct Signed {
     pub signature: Arc<FeedSignature>,
     pub revision_id: Option<i64>,
+    pub number: Option<i64>,
 }
 
 /// The agent chosen for one call (runtime = kubernetes), with what the gateway needs before
@@ -835,11 +837,31 @@ impl Gateway {
             Some(rev) => Signed {
                 signature: Arc::new(rev.signature),
                 revision_id: Some(rev.id),
+                number: Some(rev.number),
             },
-            None => Signed {
-                signature: Arc::new(self.served_signature(ws, feed, target).await?),
-                revision_id: None,
-            },
+            None => {
+                let signature = self.served_signature(ws, feed, target).await?;
+                // A feed only the cluster has (GitOps): recorded in the store under this
+                // revision name, so its calls are logged and counted like any feed's. A
+                // store that cannot record it leaves the calls served, only unlogged.
+                let recorded = match self
+                    .inner
+                    .store
+                    .cluster_revision(ws, feed, target.revision, &signature)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(workspace = %ws, feed = %feed, revision = %target.revision, "cannot record the cluster's revision; its calls go unlogged: {}", e.message);
+                        None
+                    }
+                };
+                Signed {
+                    signature: Arc::new(signature),
+                    revision_id: recorded.as_ref().map(|r| r.id),
+                    number: recorded.map(|r| r.number),
+                }
+            }
         };
         agents
             .signatures

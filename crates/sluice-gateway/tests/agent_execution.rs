@@ -424,6 +424,54 @@ async fn cluster_feeds_are_checked_against_their_revisions_signature_and_logged_
         r.text().await.unwrap(),
         "region,i,since\r\nEU,0,2024-01-01\r\n"
     );
+    // Logged and counted like any feed's: the store records the cluster's revision the
+    // first time it is served (no code, the agent's signature), and `sluice logs` names it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let logged = loop {
+        let invs = store
+            .invocations("team", "nightly", None, 100)
+            .await
+            .unwrap_or_default();
+        if invs.len() >= 2 || std::time::Instant::now() > deadline {
+            break invs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let seen: Vec<(&str, u16)> = logged
+        .iter()
+        .map(|i| (i.record.request_id.as_str(), i.record.status))
+        .collect();
+    // (Calls refused for their parameters are answered before any feed runs, and are
+    // not logged, for any feed.)
+    assert_eq!(seen, [("g2", 200), ("g6", 200)], "{logged:?}");
+    for inv in &logged {
+        assert_eq!(inv.revision_name.as_deref(), Some("3f2a9c1e7b44"));
+        assert_eq!(inv.record.revision, 1, "the store's number for it");
+    }
+    gw.flush_traffic().await.unwrap();
+    let now = chrono::Utc::now();
+    let minute =
+        chrono::DateTime::from_timestamp_millis(now.timestamp_millis() / 60_000 * 60_000).unwrap();
+    let t = store
+        .feed_traffic(
+            "team",
+            "nightly",
+            minute - chrono::TimeDelta::minutes(1),
+            minute + chrono::TimeDelta::minutes(1),
+            chrono::TimeDelta::minutes(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!((t.total.requests, t.total.errors), (2, 0), "{t:?}");
+    assert!(
+        store
+            .list_feeds("team")
+            .await
+            .unwrap()
+            .iter()
+            .all(|(f, _)| f.name != "nightly"),
+        "still not one of the store's feeds"
+    );
     // Its next revision builds (the watch sees it not Ready): the revision that was Ready
     // keeps serving, its calls checked and logged as before, until the next one is Ready.
     // A feed that has never been Ready still waits.

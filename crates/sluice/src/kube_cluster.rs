@@ -749,7 +749,8 @@ mod tests {
                 name: "bi".into(),
                 prefix: key.prefix.clone(),
                 hash: key.hash.clone(),
-                role: sluice_core::Role::Viewer,
+                // An editor: reading a feed's log needs one.
+                role: sluice_core::Role::Editor,
                 workspace: Some("team".into()),
             })
             .await
@@ -897,6 +898,36 @@ mod tests {
             .map(|p| (p["name"].as_str().unwrap(), p["type"].as_str().unwrap()))
             .collect();
         assert_eq!(params, [("region", "str"), ("n", "int")], "{nightly}");
+
+        // Its calls above (OData and the PostgreSQL wire) are in its log, under the
+        // cluster's name of the revision, as `sluice logs` shows them.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let logs = loop {
+            let r = get("/api/v1/workspaces/team/feeds/nightly/logs")
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let logs: Value = r.json().await.unwrap();
+            if logs.as_array().is_some_and(|l| l.len() >= 2) || std::time::Instant::now() > deadline
+            {
+                break logs;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        let logs = logs.as_array().unwrap();
+        assert!(logs.len() >= 2, "{logs:?}");
+        assert!(
+            logs.iter()
+                .all(|l| l["revision_name"] == "3f2a9c1e7b44" && l["feed"] == "nightly"),
+            "{logs:?}"
+        );
+        // A feed of the cluster not called yet (`fresh`, still building) has an empty log,
+        // not a 404.
+        let r = get("/api/v1/workspaces/team/feeds/fresh/logs")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
     }
 
     #[test]

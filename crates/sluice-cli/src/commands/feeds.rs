@@ -322,13 +322,18 @@ pub(crate) fn invocation_line(style: &Style, inv: &Value) -> String {
                 .join(" ")
         })
         .unwrap_or_default();
+    // A GitOps feed's revisions are known by the cluster's name for them.
+    let revision = match field(inv, "revision_name") {
+        name if name.is_empty() => field(inv, "revision"),
+        name => name,
+    };
     let mut s = format!(
         "{}  {:>3}  {:>6} ms  {:>6} rows  rev {}",
         field(inv, "at"),
         field(inv, "status"),
         field(inv, "duration_ms"),
         field(inv, "rows"),
-        field(inv, "revision"),
+        revision,
     );
     if !params.is_empty() {
         s.push_str(&format!("  {params}"));
@@ -374,6 +379,12 @@ mod tests {
         assert_eq!(
             invocation_line(&Style { color: false }, &inv),
             "2024-05-01T10:00:00Z  500      12 ms       0 rows  rev 3  region=EU  error[feed_raised]\n    stderr│ boom\n"
+        );
+        let mut gitops = inv.clone();
+        gitops["revision_name"] = "3f2a9c1e7b44".into();
+        assert!(
+            invocation_line(&Style { color: false }, &gitops).contains("rev 3f2a9c1e7b44  "),
+            "the cluster's name for a GitOps feed's revision"
         );
     }
 }
