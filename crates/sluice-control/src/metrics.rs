@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_core::{Code, Error};
 use sluice_gateway::Gateway;
+use sluice_store::Traffic;
 
 /// The window when none is asked for.
 const DEFAULT_WINDOW: &str = "1h";
@@ -45,10 +46,17 @@ pub async fn feed(
         tracing::warn!("could not write this server's feed traffic before reading it: {e}");
     }
     let (from, to) = minute_window(Utc::now(), minutes);
-    let t = gw
+    let t = match gw
         .store()
         .feed_traffic(&ws, &feed, from, to, TimeDelta::minutes(1))
-        .await?;
+        .await
+    {
+        // A feed only the cluster has, not called yet: the store records it on its first.
+        Err(e) if e.code == Code::FeedNotFound && gw.cluster_route(&ws, &feed).is_some() => {
+            Traffic::none(from, to, TimeDelta::minutes(1))?
+        }
+        other => other?,
+    };
     let mut out = json!(t);
     out["workspace"] = json!(ws);
     out["feed"] = json!(feed);

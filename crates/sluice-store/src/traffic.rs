@@ -307,6 +307,24 @@ impl Store {
     }
 }
 
+impl Traffic {
+    /// The traffic of a feed with no calls recorded yet over `[from, to)` (as
+    /// [`Store::feed_traffic`] buckets it): every bucket empty.
+    pub fn none(from: DateTime<Utc>, to: DateTime<Utc>, bucket: TimeDelta) -> Result<Traffic> {
+        let (from_ms, bucket_ms) = (from.timestamp_millis(), bucket.num_milliseconds());
+        let count = bucket_count(from_ms, to.timestamp_millis(), bucket_ms)?;
+        let (total, buckets) = fill(from_ms, bucket_ms, count, &[]);
+        Ok(Traffic {
+            from,
+            to,
+            bucket_seconds: bucket_ms / 1000,
+            total,
+            buckets,
+            oldest_record: None,
+        })
+    }
+}
+
 fn decode((minute, requests, errors, client_errors, latency, max_ms): RawRow) -> Result<Row> {
     let latency: Vec<i64> = serde_json::from_str(&latency)
         .ok()

@@ -928,6 +928,20 @@ mod tests {
             .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
+        // Counted like any feed (the Observe panel), and no calls yet is zeros, not a 404.
+        let m: Value = get("/api/v1/workspaces/team/feeds/nightly/metrics")
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(m["total"]["requests"].as_i64().unwrap() >= 2, "{m}");
+        let r = get("/api/v1/workspaces/team/feeds/fresh/metrics")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let m: Value = r.json().await.unwrap();
+        assert_eq!(m["total"]["requests"], 0, "{m}");
     }
 
     #[test]
