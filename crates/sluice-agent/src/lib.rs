@@ -6,6 +6,10 @@
 //! trailer, one JSON object `{"stdout", "stderr", "duration_ms"}`: what the call printed,
 //! for the gateway's invocation log.
 //!
+//! A feed that returns `sluice.sql(...)` unchanged has the query run here, natively, against
+//! the pod's mounted data sources, exactly as the local runtime runs it: the rows never pass
+//! through Python and the image needs no database driver.
+//!
 //! The feed's dependencies are baked into the image (`/opt/sluice/deps`, on the base
 //! interpreter's path through a `.pth` file the builder writes), so the agent never resolves
 //! or downloads anything: it runs the module on the base interpreter.
@@ -19,6 +23,7 @@
 //! Probes: `/healthz` (alive), `/readyz` (workers warmed, not draining). On SIGTERM it stops
 //! being ready, finishes the calls in flight (up to the drain timeout), then stops its workers.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,6 +45,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use sluice_core::agent::{REVISION_HEADER, SIGNATURE_PATH, Served};
 use sluice_runtime::{CallOutput, CallSpec, ModuleSpec, Runtime, RuntimeConfig};
+use sluice_sources::{QueryStream, SourceConfig, Sources};
 
 /// Flags of `sluice agent` (the operator sets the environment variables).
 #[derive(clap::Args, Debug, Clone)]
@@ -91,6 +97,11 @@ pub struct Agent {
     /// The revision served and its signature, found when the agent started.
     served: Served,
     sources: Arc<str>,
+    /// The same data sources for a `sluice.sql(...)` the feed returns unchanged, which the
+    /// agent runs natively, as the local runtime does: its rows never pass through Python,
+    /// and the image needs no database driver.
+    native: Sources,
+    source_configs: HashMap<String, SourceConfig>,
     ready: AtomicBool,
     registry: Registry,
     in_flight: Gauge,
@@ -126,6 +137,25 @@ pub fn read_sources(dir: &Path) -> anyhow::Result<serde_json::Value> {
 }
 
 impl Agent {
+    /// Run a `sluice.sql(...)` natively against one of the pod's data sources.
+    async fn run_sql(
+        &self,
+        source: &str,
+        query: &str,
+        params: &serde_json::Map<String, serde_json::Value>,
+    ) -> sluice_core::Result<QueryStream> {
+        let cfg = self.source_configs.get(source).ok_or_else(|| {
+            let mut known: Vec<&String> = self.source_configs.keys().collect();
+            known.sort();
+            sluice_core::Error::new(
+                sluice_core::Code::SourceNotFound,
+                format!("data source '{source}' is not mounted in this feed's pod (mounted: {known:?}): list it in the Feed's `dataSources` and grant it to the workspace"),
+            )
+            .with("source", source)
+        })?;
+        self.native.query(source, cfg, query, params).await
+    }
+
     /// Start the runtime, find the feed's signature and warm its workers. A module that does
     /// not load, or does not define the feed, stops the agent here: a pod that cannot serve
     /// never becomes ready, and the Feed says why in its pods' logs.
@@ -133,7 +163,18 @@ impl Agent {
         let source = tokio::fs::read_to_string(&args.module)
             .await
             .with_context(|| format!("cannot read the feed module {}", args.module.display()))?;
-        let sources = read_sources(&args.sources_dir)?.to_string();
+        let sources = read_sources(&args.sources_dir)?;
+        let source_configs = sources
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, config)| {
+                serde_json::from_value(config.clone())
+                    .map(|c| (name.clone(), c))
+                    .with_context(|| format!("data source {name}: unreadable config"))
+            })
+            .collect::<anyhow::Result<HashMap<_, _>>>()?;
+        let sources = sources.to_string();
         let runtime = Runtime::start(RuntimeConfig {
             data_dir: args.data_dir.clone(),
             python: args.python.clone(),
@@ -185,6 +226,8 @@ impl Agent {
             feed: args.feed.clone(),
             served,
             sources: sources.into(),
+            native: Sources::new(),
+            source_configs,
             ready: AtomicBool::new(false),
             registry,
             in_flight,
@@ -268,7 +311,7 @@ async fn call(State(a): State<Arc<Agent>>, Json(body): Json<serde_json::Value>) 
             .cloned()
             .unwrap_or_else(|| serde_json::json!({})),
         sources: a.sources.clone(),
-        passthrough: false,
+        passthrough: true,
         request_id: body
             .get("request_id")
             .and_then(|r| r.as_str())
@@ -286,7 +329,22 @@ async fn call(State(a): State<Arc<Agent>>, Json(body): Json<serde_json::Value>) 
             batches,
             done,
         }) => (schema, batches, done),
-        Ok(CallOutput::Sql { .. }) => unreachable!("passthrough is off"),
+        Ok(CallOutput::Sql {
+            source,
+            query,
+            params,
+            logs,
+        }) => match a.run_sql(&source, &query, &params).await {
+            Ok(q) => {
+                let (tx, done) = tokio::sync::oneshot::channel();
+                let _ = tx.send(Ok(logs));
+                (q.schema, q.batches, done)
+            }
+            Err(e) => {
+                count("error");
+                return problem(&e, &a.served.revision);
+            }
+        },
         Err(e) => {
             count("error");
             return problem(&e, &a.served.revision);

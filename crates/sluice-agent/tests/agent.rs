@@ -223,3 +223,102 @@ fn args_keeping_module(dir: &std::path::Path) -> AgentArgs {
     std::fs::write(dir.join("feed.py"), module).unwrap();
     a
 }
+
+/// A feed that returns `sluice.sql(...)` has its query run by the agent itself, against the
+/// data source mounted in its pod, as in local mode: here against the local PostgreSQL, with
+/// workers on a bare interpreter (a venv without any database driver), so the rows can only
+/// have come from Rust. A source that is not mounted is a `source_not_found` naming the
+/// mounted ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_sql_runs_natively_against_the_mounted_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = dir.path().join("venv");
+    let out = std::process::Command::new("python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let bare = venv.join("bin/python");
+    let driverless = std::process::Command::new(&bare)
+        .args(["-c", "import psycopg"])
+        .output()
+        .unwrap();
+    assert!(!driverless.status.success(), "the venv has no psycopg");
+
+    let mut a = args(dir.path());
+    a.python = bare;
+    a.feed = "numbers".into();
+    std::fs::write(
+        dir.path().join("feed.py"),
+        r#"
+import sluice
+
+@sluice.feed
+def numbers(n: int = 3, source: str = "warehouse"):
+    print("querying", source)
+    return sluice.sql(source, "select g as n, 'row ' || g as label from generate_series(1, :n) g", n=n)
+"#,
+    )
+    .unwrap();
+    let pg = std::env::var("SLUICE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    std::fs::write(
+        dir.path().join("sources/warehouse/url"),
+        format!("{pg}/postgres\n"),
+    )
+    .unwrap();
+    let agent = Agent::start(&a).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(
+        listener,
+        agent,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(10),
+    ));
+    let http = reqwest::Client::new();
+    let call = |params: serde_json::Value| {
+        http.post(format!("{base}/v1/call"))
+            .json(&serde_json::json!({"params": params, "request_id": "r1"}))
+            .send()
+    };
+
+    let resp = call(serde_json::json!({"n": 4})).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.bytes().await.unwrap();
+    let got = batches(&body);
+    let labels: Vec<String> = got
+        .iter()
+        .flat_map(|b| {
+            let col = b.column_by_name("label").unwrap();
+            let col = col.as_any().downcast_ref::<StringArray>().unwrap();
+            (0..col.len())
+                .map(|i| col.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(labels, ["row 1", "row 2", "row 3", "row 4"]);
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains(r#""stdout":"querying warehouse\n""#),
+        "the trailer carries what the feed printed: {text}"
+    );
+
+    let resp = call(serde_json::json!({"source": "crm"})).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let problem: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(problem["code"], "source_not_found", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("[\"warehouse\"]"),
+        "{problem}"
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

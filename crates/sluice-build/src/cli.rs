@@ -34,9 +34,10 @@ pub struct BuildArgs {
     pub deps_dir: Option<PathBuf>,
     #[arg(long, default_value = "uv")]
     pub uv: String,
-    /// Python version of the base image, for the wheels uv picks.
-    #[arg(long, default_value = "3.12")]
-    pub python_version: String,
+    /// Python version (X.Y) of the base image, for the wheels uv picks and the site-packages
+    /// the dependencies are put on; default: the base image's `PYTHON_VERSION`.
+    #[arg(long)]
+    pub python_version: Option<String>,
     #[arg(long, default_value = "x86_64-manylinux_2_28")]
     pub python_platform: String,
     /// Talk plain HTTP to the registries (always so for localhost and 127.0.0.1).

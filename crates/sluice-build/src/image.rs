@@ -30,7 +30,9 @@ pub struct BuildInput {
     pub work_dir: PathBuf,
     /// The uv binary and the target of the wheels it picks.
     pub uv: String,
-    pub python_version: String,
+    /// `X.Y`; `None` takes the base image's (its `PYTHON_VERSION`), which is what the
+    /// dependency layer's wheels and the `.pth` file's site-packages must match.
+    pub python_version: Option<String>,
     pub python_platform: String,
     /// Registry connections; the same one twice when base and image share a host.
     pub base_registry: std::sync::Arc<Registry>,
@@ -146,13 +148,28 @@ async fn base_image(input: Target<'_>) -> Result<(Value, Value), Error> {
     Ok((manifest, config))
 }
 
+/// The Python version (`X.Y`) of an image config's environment: `PYTHON_VERSION`, which the
+/// official Python images set (e.g. `3.12.7`) and images built on them inherit.
+pub fn python_version_of(config: &Value) -> Option<String> {
+    let full = config["Env"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|e| e.strip_prefix("PYTHON_VERSION="))?;
+    let mut parts = full.split('.');
+    let (major, minor) = (parts.next()?, parts.next()?);
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (number(major) && number(minor)).then(|| format!("{major}.{minor}"))
+}
+
 /// The dependency layer: found in the registry under `deps-<lock hash>`, or built and pushed.
 async fn deps_layer(
     input: &BuildInput,
+    python_version: &str,
     lock: &[u8],
     report: &mut Report,
 ) -> Result<(String, String, u64), Error> {
-    let key = lock_hash(lock, &input.python_version, &input.python_platform);
+    let key = lock_hash(lock, python_version, &input.python_platform);
     let tag = format!("deps-{key}");
     let repo = &input.image.repository;
     if let Some((bytes, _, _)) = input.registry.get_manifest(repo, &tag).await? {
@@ -179,7 +196,7 @@ async fn deps_layer(
     }
     let dir = match &input.deps_dir {
         Some(d) => d.clone(),
-        None => install_with_uv(input, lock, &key).await?,
+        None => install_with_uv(input, python_version, lock, &key).await?,
     };
     let layer = layer::from_dir(&dir, DEPS_DIR)?;
     eprintln!(
@@ -214,14 +231,19 @@ async fn deps_layer(
     Ok((layer.digest, layer.diff_id, layer.bytes.len() as u64))
 }
 
-async fn install_with_uv(input: &BuildInput, lock: &[u8], key: &str) -> Result<PathBuf, Error> {
+async fn install_with_uv(
+    input: &BuildInput,
+    python_version: &str,
+    lock: &[u8],
+    key: &str,
+) -> Result<PathBuf, Error> {
     let dir = input.work_dir.join(format!("deps-{key}"));
     let lock_path = input.work_dir.join(format!("lock-{key}.txt"));
     tokio::fs::create_dir_all(&input.work_dir).await?;
     tokio::fs::write(&lock_path, lock).await?;
     eprintln!(
-        "deps: uv pip install for Python {} on {}",
-        input.python_version, input.python_platform
+        "deps: uv pip install for Python {python_version} on {}",
+        input.python_platform
     );
     let out = tokio::process::Command::new(&input.uv)
         .args([
@@ -234,7 +256,7 @@ async fn install_with_uv(input: &BuildInput, lock: &[u8], key: &str) -> Result<P
         ])
         .args([
             "--python-version",
-            &input.python_version,
+            python_version,
             "--python-platform",
             &input.python_platform,
         ])
@@ -242,6 +264,11 @@ async fn install_with_uv(input: &BuildInput, lock: &[u8], key: &str) -> Result<P
         .arg(&dir)
         .arg("-r")
         .arg(&lock_path)
+        // Trust the image's own certificate store (where a company adds the CA of its
+        // TLS-inspecting proxy or private index), not only the roots uv was built with.
+        // Both names: `UV_SYSTEM_CERTS` since uv 0.10, `UV_NATIVE_TLS` before.
+        .env("UV_SYSTEM_CERTS", "true")
+        .env("UV_NATIVE_TLS", "true")
         .kill_on_drop(true)
         .output()
         .await
@@ -261,7 +288,7 @@ pub fn site_packages(python_version: &str) -> String {
 /// The code, and a `.pth` file that puts the dependency layer on the base interpreter's path:
 /// the agent's workers run with a cleared environment (no PYTHONPATH), and a `.pth` in
 /// site-packages is read all the same.
-fn code_layer(input: &BuildInput) -> std::io::Result<Layer> {
+fn code_layer(input: &BuildInput, python_version: &str) -> std::io::Result<Layer> {
     layer::from_files(vec![
         File {
             path: format!("{FEED_DIR}/feed.py"),
@@ -269,7 +296,7 @@ fn code_layer(input: &BuildInput) -> std::io::Result<Layer> {
             contents: input.source.clone(),
         },
         File {
-            path: format!("{}/sluice-deps.pth", site_packages(&input.python_version)),
+            path: format!("{}/sluice-deps.pth", site_packages(python_version)),
             mode: 0o644,
             contents: format!("{DEPS_DIR}\n").into_bytes(),
         },
@@ -412,8 +439,20 @@ pub async fn build(input: &BuildInput) -> Result<Report, Error> {
     let t = input.target();
     let mut report = Report::default();
     let mut image = from_base(t, &mut report).await?;
+    let python_version = match &input.python_version {
+        Some(v) => v.clone(),
+        None => python_version_of(&image.config).ok_or_else(|| {
+            Error::Base(
+                input.base.to_string(),
+                "its environment names no Python version (PYTHON_VERSION, as the official \
+                 Python images set it): pass --python-version X.Y"
+                    .into(),
+            )
+        })?,
+    };
+    eprintln!("base: Python {python_version}");
     if let Some(lock) = &input.lock {
-        let (digest, diff_id, size) = deps_layer(input, lock, &mut report).await?;
+        let (digest, diff_id, size) = deps_layer(input, &python_version, lock, &mut report).await?;
         image.push_layer(
             &digest,
             &diff_id,
@@ -421,7 +460,7 @@ pub async fn build(input: &BuildInput) -> Result<Report, Error> {
             "sluice build: dependencies (uv)".into(),
         );
     }
-    let code = code_layer(input)?;
+    let code = code_layer(input, &python_version)?;
     image
         .add(
             t,

@@ -78,7 +78,13 @@ fn start_registry() -> Option<RegistryProcess> {
 
 /// A small base image standing in for Python slim + the agent: a passwd file and a `sluice`.
 async fn push_base(reg: &Registry, host: &str) -> ImageRef {
-    let base: ImageRef = format!("{host}/sluice/runtime:test").parse().unwrap();
+    push_base_with(reg, host, "test", Some("3.12.7")).await
+}
+
+/// The same, tagged `tag`, its environment naming Python `python` (as the official Python
+/// images' `PYTHON_VERSION` does), or no version.
+async fn push_base_with(reg: &Registry, host: &str, tag: &str, python: Option<&str>) -> ImageRef {
+    let base: ImageRef = format!("{host}/sluice/runtime:{tag}").parse().unwrap();
     let f = |path: &str, mode, text: &str| File {
         path: path.into(),
         mode,
@@ -93,8 +99,13 @@ async fn push_base(reg: &Registry, host: &str) -> ImageRef {
         f("/usr/local/bin/sluice", 0o755, "#!/bin/sh\necho agent\n"),
     ])
     .unwrap();
+    let mut env = vec![
+        "PATH=/usr/local/bin:/usr/bin:/bin".to_string(),
+        "PYTHONPATH=/old".into(),
+    ];
+    env.extend(python.map(|v| format!("PYTHON_VERSION={v}")));
     let config = json!({"architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
-        "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONPATH=/old"]},
+        "config": {"Env": env},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "test base"}]});
     push_image(reg, &base, &[layer], config).await.unwrap();
     base
@@ -118,7 +129,7 @@ fn input(
         deps_dir: Some(deps.to_path_buf()),
         work_dir: work.to_path_buf(),
         uv: "uv".into(),
-        python_version: "3.12".into(),
+        python_version: None,
         python_platform: "x86_64-manylinux_2_28".into(),
         base_registry: reg.clone(),
         registry: reg.clone(),
@@ -279,6 +290,100 @@ async fn builds_push_reproducible_images_and_reuse_the_dependency_layer() {
     assert_eq!(runtime["process"]["cwd"], "/opt/sluice/feed");
 }
 
+/// The names in an image's layer `index` (gzip tar).
+async fn layer_names(reg: &Registry, repo: &str, tag: &str, index: usize) -> Vec<String> {
+    let (bytes, _, _) = reg.get_manifest(repo, tag).await.unwrap().unwrap();
+    let manifest: Value = serde_json::from_slice(&bytes).unwrap();
+    let digest = manifest["layers"][index]["digest"].as_str().unwrap();
+    let blob = reg.get_blob(repo, digest).await.unwrap();
+    tar::Archive::new(flate2::read::GzDecoder::new(blob.as_slice()))
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The dependencies go on the path of the base image's own Python, whichever it is: the
+/// `.pth` file in its site-packages (and uv's wheels for it, keyed by it). A base that does
+/// not say its version needs `--python-version`, and the error says so.
+#[tokio::test]
+async fn the_python_version_is_the_base_images() {
+    let Some(proc_) = start_registry() else {
+        return;
+    };
+    let host = proc_.host.clone();
+    let reg = Arc::new(Registry::new(&host, true, None).unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let deps = tmp.path().join("deps");
+    std::fs::create_dir_all(deps.join("tinylib")).unwrap();
+    std::fs::write(deps.join("tinylib/__init__.py"), "").unwrap();
+    let pth = |names: &[String]| -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| n.ends_with("sluice-deps.pth"))
+            .cloned()
+            .collect()
+    };
+
+    let py311 = push_base_with(&reg, &host, "py311", Some("3.11.9")).await;
+    let report = build(&input(
+        &reg,
+        &py311,
+        &host,
+        "a",
+        "import sluice
+",
+        &deps,
+        tmp.path(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(report.layers, 3);
+    let names = layer_names(&reg, "sluice/team/sales", "a", 2).await;
+    assert_eq!(
+        pth(&names),
+        ["usr/local/lib/python3.11/site-packages/sluice-deps.pth"]
+    );
+
+    // An explicit version wins over the base's.
+    let mut inp = input(
+        &reg,
+        &py311,
+        &host,
+        "b",
+        "import sluice
+",
+        &deps,
+        tmp.path(),
+    );
+    inp.python_version = Some("3.13".into());
+    build(&inp).await.unwrap();
+    let names = layer_names(&reg, "sluice/team/sales", "b", 2).await;
+    assert_eq!(
+        pth(&names),
+        ["usr/local/lib/python3.13/site-packages/sluice-deps.pth"]
+    );
+
+    let unnamed = push_base_with(&reg, &host, "unnamed", None).await;
+    let err = build(&input(
+        &reg,
+        &unnamed,
+        &host,
+        "c",
+        "import sluice
+",
+        &deps,
+        tmp.path(),
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("PYTHON_VERSION") && err.contains("--python-version"),
+        "{err}"
+    );
+}
+
 /// The dependency layer built by uv for real, from a lock with one pure wheel from PyPI.
 #[tokio::test]
 async fn uv_builds_the_dependency_layer() {
@@ -308,19 +413,7 @@ async fn uv_builds_the_dependency_layer() {
     assert!(!report.deps_cached);
     assert_eq!(report.layers, 3);
 
-    let (bytes, _, _) = reg
-        .get_manifest("sluice/team/sales", "uv")
-        .await
-        .unwrap()
-        .unwrap();
-    let manifest: Value = serde_json::from_slice(&bytes).unwrap();
-    let deps = manifest["layers"][1]["digest"].as_str().unwrap();
-    let blob = reg.get_blob("sluice/team/sales", deps).await.unwrap();
-    let names: Vec<String> = tar::Archive::new(flate2::read::GzDecoder::new(blob.as_slice()))
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let names = layer_names(&reg, "sluice/team/sales", "uv", 1).await;
     assert!(
         names.iter().any(|n| n == "opt/sluice/deps/six.py"),
         "{names:?}"

@@ -356,11 +356,11 @@ fn serving(
     let container = Container {
         name: "agent".into(),
         image: Some(t.image.to_string()),
-        args: Some(vec![
-            "agent".into(),
-            "--listen".into(),
-            format!("0.0.0.0:{AGENT_PORT}"),
-        ]),
+        // Named in full, not left to the image: a feed image's entrypoint is already
+        // `sluice agent` (so `agent` as an argument would be refused), an image given in
+        // `spec.image` may have another.
+        command: Some(vec!["sluice".into(), "agent".into()]),
+        args: Some(vec!["--listen".into(), format!("0.0.0.0:{AGENT_PORT}")]),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: AGENT_PORT,
@@ -503,15 +503,35 @@ pub fn dockerfile(feed: &Feed, settings: &Settings) -> String {
         .runtime_image
         .as_deref()
         .unwrap_or(&settings.runtime_image);
-    let mut d = format!("FROM {base}\n");
+    // Exec-form RUNs need no shell in the base image.
+    let run = |argv: &[&str]| format!("RUN {}\n", serde_json::Value::from(argv.to_vec()));
+    // The base runs as 65532; installing into the image needs root until the last USER.
+    let mut d = format!("FROM {base}\nUSER root\n");
     if feed.spec.lock.is_some() {
+        // Build arguments are the RUNs' environment, not the image's: uv trusts the image's
+        // certificate store (as `sluice build` has it do).
+        d.push_str("ARG UV_SYSTEM_CERTS=true UV_NATIVE_TLS=true\n");
         d.push_str("COPY requirements.lock /tmp/requirements.lock\n");
-        d.push_str("RUN uv pip install --no-deps --only-binary :all: --no-compile --target /opt/sluice/deps -r /tmp/requirements.lock\n");
+        d.push_str(&run(&[
+            "uv",
+            "pip",
+            "install",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--no-compile",
+            "--target",
+            "/opt/sluice/deps",
+            "-r",
+            "/tmp/requirements.lock",
+        ]));
     }
     // The agent's workers run with a cleared environment: a .pth puts the deps on their path.
-    d.push_str(
-        "RUN python3 -c \"import site; open(site.getsitepackages()[0] + '/sluice-deps.pth', 'w').write('/opt/sluice/deps\\\\n')\"\n",
-    );
+    d.push_str(&run(&[
+        "python3",
+        "-c",
+        "import site; open(site.getsitepackages()[0] + '/sluice-deps.pth', 'w').write('/opt/sluice/deps\\n')",
+    ]));
     d.push_str("COPY feed.py /opt/sluice/feed/feed.py\n");
     d.push_str(&format!(
         "ENV PYTHONPATH=/opt/sluice/deps SLUICE_FEED_MODULE=/opt/sluice/feed/feed.py SLUICE_FEED={}\n",
