@@ -796,7 +796,7 @@ mod tests {
             None,
             futures::future::pending(),
         ));
-        let app = crate::server::app(gw, connect, Default::default());
+        let app = crate::server::app(gw.clone(), connect, Default::default());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
         let http = reqwest::Client::new();
@@ -866,6 +866,40 @@ mod tests {
             .unwrap();
         assert!(ok, "{err}");
         assert_eq!(out.trim(), "US|0\nUS|1", "{out}");
+
+        // A canary that cannot be reached (crashed, or still rolling out) takes all the
+        // calls: BI tools are answered by the live revision, over OData and the PostgreSQL
+        // wire alike, as on `/feeds`.
+        gw.set_agent_route(
+            "team",
+            "nightly",
+            Some(AgentRoute {
+                canary: Some(CanaryRoute {
+                    url: "http://127.0.0.1:9".into(),
+                    revision: "9d0e1f2a3b4c".into(),
+                    weight: 100,
+                }),
+                ..AgentRoute::live(&agent_url, "3f2a9c1e7b44")
+            }),
+        );
+        let r = get("/odata/team/nightly?region=NA&n=2").await.unwrap();
+        assert_eq!(r.status(), 200, "the live agent answers the canary's share");
+        let rows: Value = r.json().await.unwrap();
+        assert_eq!(
+            rows["value"],
+            json!([{"_row": 1, "region": "NA", "i": 0}, {"_row": 2, "region": "NA", "i": 1}]),
+            "{rows}"
+        );
+        let (ok, out, err) = psql("select region, i from nightly where region = 'NA' order by i")
+            .await
+            .unwrap();
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), "NA|0\nNA|1", "{out}");
+        gw.set_agent_route(
+            "team",
+            "nightly",
+            Some(AgentRoute::live(&agent_url, "3f2a9c1e7b44")),
+        );
 
         // The feed API shows its parameters and documentation from the same signature.
         let api = tokio::spawn(async move {
