@@ -90,6 +90,18 @@ fn values_yaml_satisfies_the_schema_and_the_schema_refuses_mistakes() {
 }
 
 #[test]
+fn the_server_runs_feeds_through_the_operator() {
+    // Without helm (the rendered check is in `helm_lint_and_template`): the server's
+    // container sets runtime = kubernetes, or deployed feeds would run in the server's own
+    // pods and never become Feed resources.
+    let text = std::fs::read_to_string(chart().join("templates/server.yaml")).unwrap();
+    assert!(
+        text.contains("- {name: SLUICE_RUNTIME, value: kubernetes}"),
+        "server.yaml does not set SLUICE_RUNTIME=kubernetes"
+    );
+}
+
+#[test]
 fn every_template_container_is_restricted() {
     // Without helm: each container in the templates takes the restricted security context.
     for entry in std::fs::read_dir(chart().join("templates")).unwrap() {
@@ -162,6 +174,15 @@ fn helm_lint_and_template() {
             continue;
         }
         kinds.push(v["kind"].as_str().unwrap_or_default().to_string());
+        if v["kind"] == "Deployment" && v["metadata"]["name"] == "sluice-server" {
+            let env = &v["spec"]["template"]["spec"]["containers"][0]["env"];
+            assert!(
+                env.as_array()
+                    .unwrap()
+                    .contains(&json!({"name": "SLUICE_RUNTIME", "value": "kubernetes"})),
+                "the server runs feeds through the operator: {env}"
+            );
+        }
         if v["kind"] == "Deployment" {
             let pod = &v["spec"]["template"]["spec"];
             assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
