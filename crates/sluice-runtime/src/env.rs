@@ -344,6 +344,12 @@ impl Envs {
             .arg("--no-config")
             .env("UV_CACHE_DIR", &self.uv_cache)
             .env("UV_PYTHON_DOWNLOADS", "never")
+            // Trust the machine's certificate store (where a company adds the CA of its
+            // TLS-inspecting proxy or private index; in Sluice's image, the Python base's),
+            // not only the roots uv was built with. `UV_SYSTEM_CERTS` since uv 0.10,
+            // `UV_NATIVE_TLS` before; `sluice build` does the same.
+            .env("UV_SYSTEM_CERTS", "true")
+            .env("UV_NATIVE_TLS", "true")
             .env_remove("VIRTUAL_ENV")
             .stdin(if stdin.is_some() {
                 Stdio::piped()

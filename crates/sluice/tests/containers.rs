@@ -9,7 +9,9 @@
 //!
 //! 1. a Python base image (a stand-in for `python:3.X-slim`, from this machine's CPython:
 //!    `tests/containers/python-base.sh`) is pushed to Debian's `docker-registry` on loopback;
-//! 2. `sluice image` puts this build's `sluice` and uv on it;
+//! 2. `sluice image` puts this build's `sluice` and uv on it, and the Helm chart's server
+//!    container runs on it: restricted, it runs a draft whose PEP 723 dependency uv resolves
+//!    from PyPI into the data volume (what `sluice run` and the IDE's preview need);
 //! 3. the operator's pure build step plans a Feed: its build Job runs `sluice build` inside
 //!    that image, restricted, and resolves the feed's lock with uv from PyPI, pushes the feed
 //!    image and writes its digest to the termination message;
@@ -426,6 +428,117 @@ async fn serve_and_call(podman: &Podman, name: &str, pod: &Value) {
     );
 }
 
+/// The server container of `deploy/helm/sluice/templates/server.yaml` as the chart renders
+/// it (helm cannot be installed here to render it; the test checks the two list the same
+/// variables), with loopback addresses, a throwaway database, and runtime = local (no API
+/// server: drafts run in the server's own workers either way).
+fn server_pod(image: &str, env: &[(&str, String)]) -> Value {
+    let chart = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/helm/sluice/templates/server.yaml"),
+    )
+    .unwrap();
+    let mut in_chart: Vec<&str> = chart
+        .split("name: ")
+        .skip(1)
+        .filter_map(|s| s.split([',', '\n', '}']).next())
+        .filter(|n| n.starts_with("SLUICE_"))
+        .collect();
+    in_chart.sort();
+    let mut here: Vec<&str> = env.iter().map(|(k, _)| *k).collect();
+    here.sort();
+    assert_eq!(
+        here, in_chart,
+        "the chart's server env and this test's differ"
+    );
+    json!({
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+            "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": "server", "image": image, "args": ["server"],
+            "env": env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
+            "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                "runAsNonRoot": true, "privileged": false, "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"}},
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                             {"name": "data", "mountPath": "/var/lib/sluice"}],
+        }],
+        "volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "data", "emptyDir": {}}],
+    })
+}
+
+async fn server_runs_a_draft_with_a_dependency(podman: &Podman, image: &str) {
+    let pg = std::env::var("SLUICE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let db = format!("sluice_containers_{}", std::process::id());
+    let psql = |sql: &str| {
+        check(
+            sql,
+            &Command::new("psql")
+                .args([&format!("{pg}/postgres"), "-X", "-q", "-c", sql])
+                .output()
+                .unwrap(),
+        )
+    };
+    psql(&format!("drop database if exists {db}"));
+    psql(&format!("create database {db}"));
+    let (http_port, pg_port) = (free_port(), free_port());
+    let admin = "containers-admin-key-0123456789abcdef0123";
+    let env = [
+        ("SLUICE_LISTEN", format!("127.0.0.1:{http_port}")),
+        ("SLUICE_PG_LISTEN", format!("127.0.0.1:{pg_port}")),
+        ("SLUICE_DATA_DIR", "/var/lib/sluice".into()),
+        ("SLUICE_PUBLIC_URL", format!("http://127.0.0.1:{http_port}")),
+        ("SLUICE_LOG_JSON", "true".into()),
+        ("SLUICE_RUNTIME", "local".into()),
+        ("SLUICE_DATABASE_URL", format!("{pg}/{db}")),
+        ("SLUICE_MASTER_KEY", "ab".repeat(32)),
+        ("SLUICE_ADMIN_KEY", admin.into()),
+    ];
+    let pod = server_pod(image, &env);
+    // The chart's server listens on all interfaces, so its args carry no address to swap.
+    podman.start("server", &pod, http_port);
+    let base = format!("http://127.0.0.1:{http_port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match http.get(format!("{base}/readyz")).send().await {
+            Ok(r) if r.status() == 200 => break,
+            _ if Instant::now() > deadline => {
+                panic!("the server never became ready:\n{}", podman.logs("server"))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    let r = http
+        .post(format!("{base}/api/v1/workspaces"))
+        .bearer_auth(admin)
+        .json(&json!({"name": "team"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let draft = "# /// script\n# dependencies = [\"six==1.16.0\"]\n# ///\nimport six\nimport sluice\n\n@sluice.feed\ndef draft(n: int = 2):\n    print('six', six.__version__)\n    return [{'i': i, 'text': six.ensure_str('row %d' % i)} for i in range(n)]\n";
+    let r = http
+        .post(format!("{base}/api/v1/workspaces/team/run"))
+        .bearer_auth(admin)
+        .json(&json!({"source": draft, "filename": "draft.py", "feed": "draft", "params": {"n": "3"}}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{body}\n{}", podman.logs("server"));
+    assert_eq!(body["row_count"], 3, "{body}");
+    assert_eq!(body["rows"][2], json!([2, "row 2"]), "{body}");
+    assert_eq!(body["stdout"], "six 1.16.0\n", "{body}");
+    let _ = podman
+        .cmd()
+        .args(["rm", "--force", "--time", "5", "server"])
+        .output();
+    psql(&format!("drop database if exists {db} with (force)"));
+}
+
 const FEED: &str = r#"
 apiVersion: sluice.dev/v1alpha1
 kind: Feed
@@ -460,7 +573,7 @@ spec:
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operators_build_job_and_deployment_run_in_a_real_container_runtime() {
+async fn sluices_images_and_the_pods_it_writes_run_in_a_real_container_runtime() {
     let missing: Vec<&str> = ["podman", "runc", "docker-registry", "uv", "ldconfig"]
         .into_iter()
         .filter(|p| which(p).is_none() && !Path::new("/usr/sbin").join(p).is_file())
@@ -521,6 +634,11 @@ async fn the_operators_build_job_and_deployment_run_in_a_real_container_runtime(
         .output()
         .unwrap();
     check("sluice image", &out);
+
+    // 2b. The chart's server pod on that image runs drafts (`sluice run`, the IDE's
+    // preview) in its own workers: Python, uv resolving a PEP 723 dependency from PyPI into
+    // its data volume, on a read-only root as uid 65532.
+    server_runs_a_draft_with_a_dependency(&podman, &sluice_image).await;
 
     // 3. The operator's plan for a Feed before its build: the build Job.
     let feed_cr: Feed = serde_yaml::from_str(FEED).unwrap();
