@@ -4,10 +4,12 @@
 //! parsing the column's time zone, then `DateStyle`, then chrono's `strftime` format
 //! string, again for every value: a sixth of the server's time on a 1M-row read, the
 //! largest single cost; a decimal goes through `rust_decimal` and `fmt`. Here timestamps
-//! and dates in text format under the ISO `DateStyle` (every client's default), and
-//! decimals in text format, are written directly. The bytes are the ones `arrow-pg`
-//! writes, and the tests compare them. Every other value, and every value in binary
-//! format, is still encoded by `arrow-pg`.
+//! and dates in text format under the ISO `DateStyle` (every client's default), floats in
+//! text format with `extra_float_digits` > 0 (every client's default), and decimals in text
+//! format, are written directly, as PostgreSQL writes them (the COPY encoder's writers,
+//! which the tests compare with a real PostgreSQL's output): `5`, not `arrow-pg`'s `5.0`;
+//! `2024-01-01 10:00:00+00`, not `2024-01-01 10:00:00.000000+00`. Every other value, and
+//! every value in binary format, is still encoded by `arrow-pg`.
 //!
 //! The [`EncodeRows`] hook runs `SELECT`s the way `datafusion-postgres` does. It is the last
 //! hook, so statements other hooks answer (`SET`, `SHOW`, cursors, transactions) never
@@ -17,15 +19,16 @@
 use arrow_array::cast::AsArray;
 use arrow_array::timezone::Tz;
 use arrow_array::types::{
-    ArrowTimestampType, Date32Type, Decimal128Type, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    ArrowTimestampType, Date32Type, Decimal128Type, Float32Type, Float64Type,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType,
 };
 use arrow_array::{Array, ArrayRef, RecordBatch, temporal_conversions};
 use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, TimeUnit};
 use async_trait::async_trait;
 use bytes::BytesMut;
-use chrono::{Datelike, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, Offset, TimeZone};
 use datafusion::common::ParamValues;
 use datafusion::dataframe::DataFrame;
 use datafusion::logical_expr::LogicalPlan;
@@ -170,6 +173,7 @@ async fn encode(
     options: Arc<FormatOptions>,
 ) -> PgWireResult<QueryResponse> {
     let iso = is_iso(&options);
+    let shortest = options.extra_float_digits > 0;
     let fields = Arc::new(arrow_schema_to_pg_fields(
         df.schema().as_arrow(),
         format,
@@ -180,7 +184,7 @@ async fn encode(
     let rows = batches
         .map(move |batch| {
             let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> = match batch {
-                Ok(batch) => Box::new(Rows::new(batch, schema.clone(), iso)),
+                Ok(batch) => Box::new(Rows::new(batch, schema.clone(), iso, shortest)),
                 Err(e) => Box::new(std::iter::once(Err(api_error(e)))),
             };
             stream::iter(rows)
@@ -189,7 +193,8 @@ async fn encode(
     Ok(QueryResponse::new(fields, rows))
 }
 
-/// The pgwire format string of an ISO `DateStyle` timestamp, which [`write_timestamp`] writes.
+/// The pgwire format string of an ISO `DateStyle` timestamp: the `DateStyle` whose
+/// timestamps are written here.
 const ISO_TIMESTAMP: &str = "%Y-%m-%d %H:%M:%S%.6f";
 
 pub(crate) fn is_iso(options: &FormatOptions) -> bool {
@@ -209,6 +214,9 @@ enum Column {
     },
     /// Days since the Unix epoch.
     Date(ScalarBuffer<i32>),
+    /// Shortest exact digits, as PostgreSQL's `float8out` / `float4out` write them.
+    Float8(ScalarBuffer<f64>),
+    Float4(ScalarBuffer<f32>),
     Decimal {
         values: ScalarBuffer<i128>,
         scale: u32,
@@ -245,7 +253,7 @@ impl Zone {
 pub(crate) const MAX_DECIMAL_SCALE: i8 = 28;
 
 impl Column {
-    fn of(array: &ArrayRef, field: &FieldInfo, iso: bool) -> Column {
+    fn of(array: &ArrayRef, field: &FieldInfo, iso: bool, shortest: bool) -> Column {
         if field.format() != FieldFormat::Text {
             return Column::Arrow;
         }
@@ -274,6 +282,12 @@ impl Column {
             DataType::Date32 if iso => array
                 .as_primitive_opt::<Date32Type>()
                 .map(|a| Column::Date(a.values().clone())),
+            DataType::Float64 if shortest => array
+                .as_primitive_opt::<Float64Type>()
+                .map(|a| Column::Float8(a.values().clone())),
+            DataType::Float32 if shortest => array
+                .as_primitive_opt::<Float32Type>()
+                .map(|a| Column::Float4(a.values().clone())),
             DataType::Decimal128(_, scale) if (0..=MAX_DECIMAL_SCALE).contains(scale) => array
                 .as_primitive_opt::<Decimal128Type>()
                 .map(|a| Column::Decimal {
@@ -301,12 +315,12 @@ struct Rows {
 }
 
 impl Rows {
-    fn new(batch: RecordBatch, fields: Arc<Vec<FieldInfo>>, iso: bool) -> Rows {
+    fn new(batch: RecordBatch, fields: Arc<Vec<FieldInfo>>, iso: bool, shortest: bool) -> Rows {
         let columns = batch
             .columns()
             .iter()
             .zip(fields.iter())
-            .map(|(array, pg)| (Column::of(array, pg, iso), array.logical_nulls()))
+            .map(|(array, pg)| (Column::of(array, pg, iso, shortest), array.logical_nulls()))
             .collect();
         Rows {
             batch,
@@ -328,9 +342,12 @@ impl Rows {
                 _ if nulls.as_ref().is_some_and(|n| n.is_null(row)) => None,
                 Column::Arrow => None,
                 Column::Timestamp { values, unit, zone } => {
-                    timestamp(values[row], *unit, zone.as_ref())
-                        .and_then(|(local, offset)| write_timestamp(&mut text, local, offset))
+                    timestamp(values[row], *unit, zone.as_ref()).and_then(|(local, offset)| {
+                        crate::copy::encode::write_timestamp(&mut text, local, offset)
+                    })
                 }
+                Column::Float8(values) => Some(crate::copy::encode::float8(values[row], &mut text)),
+                Column::Float4(values) => Some(crate::copy::encode::float4(values[row], &mut text)),
                 Column::Date(days) => temporal_conversions::date32_to_datetime(days[row])
                     .and_then(|d| write_date(&mut text, d.date())),
                 Column::Decimal { values, scale } => decimal(values[row], *scale, &mut text),
@@ -471,34 +488,6 @@ pub(crate) fn write_date(out: &mut [u8], d: NaiveDate) -> Option<usize> {
     Some(10)
 }
 
-/// `YYYY-MM-DD HH:MM:SS.ffffff` and, with an offset, `+HH` (chrono's `%:::z`), or None
-/// where chrono's output would differ in shape (years outside 0..=9999, leap seconds,
-/// offsets that are not whole hours), which `arrow-pg` then writes.
-fn write_timestamp(out: &mut [u8], t: NaiveDateTime, offset: Option<i32>) -> Option<usize> {
-    let nanos = t.nanosecond();
-    if nanos >= 1_000_000_000 {
-        return None;
-    }
-    write_date(out, t.date())?;
-    out[10] = b' ';
-    digits::<2>(&mut out[11..], t.hour());
-    out[13] = b':';
-    digits::<2>(&mut out[14..], t.minute());
-    out[16] = b':';
-    digits::<2>(&mut out[17..], t.second());
-    out[19] = b'.';
-    digits::<6>(&mut out[20..], nanos / 1000);
-    let Some(offset) = offset else {
-        return Some(26);
-    };
-    if offset % 3600 != 0 {
-        return None;
-    }
-    out[26] = if offset < 0 { b'-' } else { b'+' };
-    digits::<2>(&mut out[27..], (offset.unsigned_abs() / 3600).min(99));
-    Some(29)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,6 +501,7 @@ mod tests {
     fn both(batch: RecordBatch, options: FormatOptions) -> (Vec<DataRow>, Vec<DataRow>) {
         let options = Arc::new(options);
         let iso = is_iso(&options);
+        let shortest = options.extra_float_digits > 0;
         let fields = Arc::new(
             arrow_schema_to_pg_fields(&batch.schema(), &Format::UnifiedText, Some(options))
                 .unwrap(),
@@ -519,7 +509,7 @@ mod tests {
         let theirs = encode_recordbatch(fields.clone(), batch.clone())
             .collect::<PgWireResult<Vec<_>>>()
             .unwrap();
-        let ours = Rows::new(batch, fields, iso)
+        let ours = Rows::new(batch, fields, iso, shortest)
             .collect::<PgWireResult<Vec<_>>>()
             .unwrap();
         (theirs, ours)
@@ -563,8 +553,62 @@ mod tests {
         v
     }
 
+    /// PostgreSQL's form of what `arrow-pg` writes for a timestamp of years 1..=9999: the
+    /// fraction without its trailing zeros, and none when it is zero. Other years are
+    /// written by `arrow-pg`, unchanged.
+    fn as_postgresql(arrow_pg: &[u8]) -> Vec<u8> {
+        let s = std::str::from_utf8(arrow_pg).unwrap();
+        let plain_year =
+            s.len() > 4 && s[..4].bytes().all(|b| b.is_ascii_digit()) && &s[..4] != "0000";
+        let Some(dot) = s.find('.').filter(|_| plain_year) else {
+            return arrow_pg.to_vec();
+        };
+        let end = s[dot + 1..]
+            .find(|c: char| !c.is_ascii_digit())
+            .map_or(s.len(), |i| dot + 1 + i);
+        let fraction = s[dot + 1..end].trim_end_matches('0');
+        let dot_part = if fraction.is_empty() {
+            String::new()
+        } else {
+            format!(".{fraction}")
+        };
+        format!("{}{dot_part}{}", &s[..dot], &s[end..]).into_bytes()
+    }
+
+    /// A timestamp's text with its offset cut to hours, as `arrow-pg` cuts it: PostgreSQL
+    /// writes the minutes and seconds of an offset that has them (`+05:30`, `+00:09:21`).
+    fn offset_hours(v: Vec<u8>) -> Vec<u8> {
+        let s = String::from_utf8(v).unwrap();
+        match s.rfind(['+', '-']).filter(|&i| i >= 19 && s.len() > i + 3) {
+            Some(i) => s[..i + 3].as_bytes().to_vec(),
+            None => s.into_bytes(),
+        }
+    }
+
+    /// One text value of a one-column DataRow (after the field's 4-byte length).
+    fn values(rows: &[DataRow], column: usize) -> Vec<Option<Vec<u8>>> {
+        rows.iter()
+            .map(|r| {
+                let mut at = 0;
+                let mut out = None;
+                for i in 0..=column {
+                    let len = i32::from_be_bytes(r.data[at..at + 4].try_into().unwrap());
+                    at += 4;
+                    let v = (len >= 0).then(|| r.data[at..at + len as usize].to_vec());
+                    at += len.max(0) as usize;
+                    if i == column {
+                        out = v;
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+
+    /// Timestamps as PostgreSQL prints them (`arrow-pg` pads the fraction to six digits
+    /// always); dates as `arrow-pg` writes them, which is PostgreSQL's form already.
     #[test]
-    fn timestamps_and_dates_are_the_bytes_arrow_pg_writes() {
+    fn timestamps_and_dates_are_written_as_postgresql_writes_them() {
         let zones = [
             None,
             Some("UTC"),
@@ -597,7 +641,26 @@ mod tests {
                 RecordBatch::try_new(schema, vec![Arc::new(ts), Arc::new(nanos), Arc::new(days)])
                     .unwrap();
             let (theirs, ours) = both(batch, FormatOptions::default());
-            assert_eq!(text(&theirs), text(&ours), "time zone {tz:?}");
+            for column in [0, 1] {
+                let want: Vec<_> = values(&theirs, column)
+                    .into_iter()
+                    .map(|v| v.map(|v| as_postgresql(&v)))
+                    .collect();
+                let ours: Vec<_> = values(&ours, column)
+                    .into_iter()
+                    .map(|v| v.map(offset_hours))
+                    .collect();
+                assert_eq!(ours, want, "time zone {tz:?}");
+            }
+            assert_eq!(values(&ours, 2), values(&theirs, 2), "dates");
+            // The offsets `arrow-pg` cuts, as PostgreSQL writes them.
+            let first = values(&ours, 0)[0].clone().unwrap();
+            let year_one = values(&ours, 0)[4].clone().unwrap();
+            match tz {
+                Some("+05:30") => assert_eq!(first, b"1970-01-01 05:30:00+05:30"),
+                Some("Europe/Paris") => assert_eq!(year_one, b"0001-01-01 00:09:21+00:09:21"),
+                _ => {}
+            }
         }
     }
 
@@ -647,7 +710,12 @@ mod tests {
         let fields = Arc::new(
             arrow_schema_to_pg_fields(&batch.schema(), &Format::UnifiedText, None).unwrap(),
         );
-        assert!(Rows::new(batch, fields, true).next().unwrap().is_err());
+        assert!(
+            Rows::new(batch, fields, true, true)
+                .next()
+                .unwrap()
+                .is_err()
+        );
     }
 
     #[test]
@@ -671,5 +739,63 @@ mod tests {
         // What a client reads back, under the default.
         let (_, ours) = both(batch, FormatOptions::default());
         assert_eq!(&text(&ours)[0][4..], b"2000-02-29 00:00:00.123456+00");
+    }
+
+    #[test]
+    fn floats_and_whole_seconds_are_written_as_postgresql_writes_them() {
+        use arrow_array::{Float32Array, Float64Array};
+        let f8 = Float64Array::from(vec![
+            Some(5.0),
+            Some(0.1),
+            Some(1e20),
+            Some(-1.5e-7),
+            Some(123_456_789_012_345.0),
+            Some(1e15),
+            Some(f64::INFINITY),
+            Some(f64::NAN),
+            Some(-0.0),
+            None,
+        ]);
+        let batch = one_column("x", Arc::new(f8));
+        let (_, ours) = both(batch.clone(), FormatOptions::default());
+        let got: Vec<Option<String>> = values(&ours, 0)
+            .into_iter()
+            .map(|v| v.map(|v| String::from_utf8(v).unwrap()))
+            .collect();
+        // What `select score::text` prints on PostgreSQL 12 and later.
+        let want = [
+            "5",
+            "0.1",
+            "1e+20",
+            "-1.5e-07",
+            "123456789012345",
+            "1e+15",
+            "Infinity",
+            "NaN",
+            "-0",
+        ];
+        let want: Vec<Option<String>> = want
+            .iter()
+            .map(|s| Some(s.to_string()))
+            .chain([None])
+            .collect();
+        assert_eq!(got, want);
+        let f4 = Float32Array::from(vec![Some(2.5f32), Some(1e6f32), Some(0.1f32)]);
+        let (_, ours) = both(one_column("y", Arc::new(f4)), FormatOptions::default());
+        let got: Vec<String> = values(&ours, 0)
+            .into_iter()
+            .map(|v| String::from_utf8(v.unwrap()).unwrap())
+            .collect();
+        assert_eq!(got, ["2.5", "1e+06", "0.1"]);
+        // With extra_float_digits 0 or less the client asked for rounded digits: arrow-pg.
+        let mut options = FormatOptions::default();
+        options.extra_float_digits = 0;
+        let (theirs, ours) = both(batch, options);
+        assert_eq!(text(&theirs), text(&ours));
+        // A whole-second timestamp has no fraction.
+        let ts =
+            TimestampMicrosecondArray::from(vec![Some(1_704_103_200_000_000)]).with_timezone("UTC");
+        let (_, ours) = both(one_column("t", Arc::new(ts)), FormatOptions::default());
+        assert_eq!(values(&ours, 0), [Some(b"2024-01-01 10:00:00+00".to_vec())]);
     }
 }

@@ -16,7 +16,7 @@
 //! the command tag and answers an error in the middle with `CopyFail`, a message only
 //! clients send: here an error ends the copy with an `ErrorResponse`, as in PostgreSQL.
 
-mod encode;
+pub(crate) mod encode;
 mod parse;
 
 use crate::rows::{api_error, is_iso, statement_timeout, within};
