@@ -23,7 +23,7 @@
 //! Probes: `/healthz` (alive), `/readyz` (workers warmed, not draining). On SIGTERM it stops
 //! being ready, finishes the calls in flight (up to the drain timeout), then stops its workers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -102,17 +102,45 @@ pub struct Agent {
     /// and the image needs no database driver.
     native: Sources,
     source_configs: HashMap<String, SourceConfig>,
+    unsupported_sources: BTreeMap<String, String>,
     ready: AtomicBool,
     registry: Registry,
     in_flight: Gauge,
     calls: Family<Vec<(String, String)>, Counter>,
 }
 
-/// `{name: {"kind": ..}}` for the runtime, from the mounted data-source Secrets.
-pub fn read_sources(dir: &Path) -> anyhow::Result<serde_json::Value> {
+/// The data sources mounted in the pod, from their Secrets.
+#[derive(Debug, Default)]
+pub struct MountedSources {
+    /// `{name: {"kind": ..}}`, for the runtime and the native `sluice.sql`.
+    pub usable: serde_json::Value,
+    /// Sources whose URL is of a kind feeds cannot use yet: name → the URL's scheme. A
+    /// feed that uses one is told so; the others are served.
+    pub unsupported: BTreeMap<String, String>,
+}
+
+/// The runtime's config of a source URL: `postgres://`/`postgresql://`, or `sqlite:`/a file
+/// path; any other scheme is returned as the error.
+fn source_config(url: &str) -> Result<serde_json::Value, String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(serde_json::json!({"kind": "postgres", "url": url}));
+    }
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let path = path.strip_prefix("//").unwrap_or(path);
+        return Ok(serde_json::json!({"kind": "sqlite", "path": path}));
+    }
+    match url.split_once("://") {
+        Some((scheme, _)) => Err(scheme.to_string()),
+        None => Ok(serde_json::json!({"kind": "sqlite", "path": url})),
+    }
+}
+
+/// Read the data sources mounted under `dir` (one folder per source, its Secret's `url`).
+pub fn read_sources(dir: &Path) -> anyhow::Result<MountedSources> {
     let mut out = serde_json::Map::new();
+    let mut unsupported = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(out.into());
+        return Ok(MountedSources::default());
     };
     for entry in entries {
         let entry = entry?;
@@ -122,18 +150,20 @@ pub fn read_sources(dir: &Path) -> anyhow::Result<serde_json::Value> {
         }
         let url = std::fs::read_to_string(entry.path().join("url"))
             .with_context(|| format!("data source {name}: no `url` in its Secret"))?;
-        let url = url.trim();
-        let config = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            serde_json::json!({"kind": "postgres", "url": url})
-        } else {
-            let path = url
-                .trim_start_matches("sqlite://")
-                .trim_start_matches("sqlite:");
-            serde_json::json!({"kind": "sqlite", "path": path})
-        };
-        out.insert(name, config);
+        match source_config(url.trim()) {
+            Ok(config) => {
+                out.insert(name, config);
+            }
+            Err(scheme) => {
+                tracing::warn!(source = %name, scheme = %scheme, "data source of a kind feeds cannot use yet: calls that use it fail");
+                unsupported.insert(name, scheme);
+            }
+        }
     }
-    Ok(out.into())
+    Ok(MountedSources {
+        usable: out.into(),
+        unsupported,
+    })
 }
 
 impl Agent {
@@ -144,6 +174,13 @@ impl Agent {
         query: &str,
         params: &serde_json::Map<String, serde_json::Value>,
     ) -> sluice_core::Result<QueryStream> {
+        if let Some(scheme) = self.unsupported_sources.get(source) {
+            return Err(sluice_core::Error::new(
+                sluice_core::Code::SourceNotFound,
+                format!("data source '{source}' is a {scheme}:// URL, which feeds cannot use yet: Sluice reads postgres:// and sqlite: sources"),
+            )
+            .with("source", source));
+        }
         let cfg = self.source_configs.get(source).ok_or_else(|| {
             let mut known: Vec<&String> = self.source_configs.keys().collect();
             known.sort();
@@ -163,7 +200,10 @@ impl Agent {
         let source = tokio::fs::read_to_string(&args.module)
             .await
             .with_context(|| format!("cannot read the feed module {}", args.module.display()))?;
-        let sources = read_sources(&args.sources_dir)?;
+        let MountedSources {
+            usable: sources,
+            unsupported,
+        } = read_sources(&args.sources_dir)?;
         let source_configs = sources
             .as_object()
             .into_iter()
@@ -228,6 +268,7 @@ impl Agent {
             sources: sources.into(),
             native: Sources::new(),
             source_configs,
+            unsupported_sources: unsupported,
             ready: AtomicBool::new(false),
             registry,
             in_flight,
