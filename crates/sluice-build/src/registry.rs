@@ -80,6 +80,14 @@ pub enum Error {
     },
     #[error("registry: {0}")]
     Protocol(String),
+    #[error(
+        "{method} {url}: {status}: the registry refused the credentials, or wants some: put them in $DOCKER_CONFIG/config.json (`auths.<host>`, as `docker login` writes it; in a cluster, the dockerconfigjson Secret the operator mounts, `operator.registrySecret` in the chart)"
+    )]
+    Unauthorized {
+        method: String,
+        url: String,
+        status: StatusCode,
+    },
 }
 
 /// Manifest media types the builder reads and writes.
@@ -303,6 +311,13 @@ async fn check(resp: Response, method: &str, url: &str) -> Result<Response, Erro
         return Ok(resp);
     }
     let status = resp.status();
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        return Err(Error::Unauthorized {
+            method: method.into(),
+            url: url.into(),
+            status,
+        });
+    }
     let body = resp.text().await.unwrap_or_default();
     Err(Error::Status {
         method: method.into(),

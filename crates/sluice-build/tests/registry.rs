@@ -34,6 +34,11 @@ impl Drop for RegistryProcess {
 }
 
 fn start_registry() -> Option<RegistryProcess> {
+    start_registry_with("")
+}
+
+/// The registry, with `extra` appended to its config (e.g. an `auth:` section).
+fn start_registry_with(extra: &str) -> Option<RegistryProcess> {
     let Some(bin) = which("docker-registry") else {
         eprintln!("SKIP: docker-registry is not on PATH (apt-get install docker-registry)");
         return None;
@@ -49,7 +54,7 @@ fn start_registry() -> Option<RegistryProcess> {
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n{extra}",
             dir.path().join("data").display()
         ),
     )
@@ -382,6 +387,85 @@ async fn the_python_version_is_the_base_images() {
         err.contains("PYTHON_VERSION") && err.contains("--python-version"),
         "{err}"
     );
+}
+
+/// Pushing to a registry that wants a login, as the operator's build Job does: the
+/// credentials come from `$DOCKER_CONFIG/config.json` (the mounted dockerconfigjson
+/// Secret); without them the build stops with an error that says where they go.
+#[tokio::test]
+async fn pushes_with_the_credentials_of_docker_config() {
+    // A bcrypt htpasswd line, from the C library's crypt (libxcrypt) through Python's.
+    let out = Command::new("python3")
+        .args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt; print('builder:' + crypt.crypt('s3cret', crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let auth_dir = tempfile::tempdir().unwrap();
+    let htpasswd = auth_dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, &out.stdout).unwrap();
+    let Some(proc_) = start_registry_with(&format!(
+        "auth:\n  htpasswd:\n    realm: sluice-test\n    path: {}\n",
+        htpasswd.display()
+    )) else {
+        return;
+    };
+    let host = proc_.host.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("feed.py");
+    std::fs::write(&source, "import sluice\n").unwrap();
+    let base = format!("{host}/sluice/runtime:test");
+    let args = |docker_config: Option<PathBuf>| sluice_build::cli::BuildArgs {
+        source: source.clone(),
+        lock: None,
+        base: base.clone(),
+        image: format!("{host}/sluice/team/sales:r1"),
+        feed: "sales".into(),
+        work_dir: tmp.path().join("work"),
+        deps_dir: None,
+        uv: "uv".into(),
+        python_version: None,
+        python_platform: "x86_64-manylinux_2_28".into(),
+        plain_http: false,
+        docker_config,
+        digest_file: None,
+    };
+
+    let e = sluice_build::cli::run(args(None)).await.unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("401") && e.contains("DOCKER_CONFIG"),
+        "the refusal says where credentials go: {e}"
+    );
+
+    let config = tmp.path().join("docker");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.json"),
+        json!({"auths": {host.clone(): {"username": "builder", "password": "s3cret"}}}).to_string(),
+    )
+    .unwrap();
+    let basic = sluice_build::registry::basic_from_docker_config(
+        &serde_json::from_slice(&std::fs::read(config.join("config.json")).unwrap()).unwrap(),
+        &host,
+    );
+    let reg = Registry::new(&host, true, basic).unwrap();
+    push_base(&reg, &host).await;
+    let report = sluice_build::cli::run(args(Some(config))).await.unwrap();
+    assert_eq!(report.layers, 2, "{report:?}");
+    let Some(inspect) = skopeo_inspect(&[
+        "--creds",
+        "builder:s3cret",
+        &format!("docker://{host}/sluice/team/sales:r1"),
+    ]) else {
+        eprintln!("SKIP: skopeo is not on PATH (apt-get install skopeo)");
+        return;
+    };
+    assert_eq!(inspect["Digest"], report.digest.as_str());
 }
 
 /// The dependency layer built by uv for real, from a lock with one pure wheel from PyPI.
