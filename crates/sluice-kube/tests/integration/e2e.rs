@@ -6,7 +6,8 @@
 //! The flow: install the CRDs, create a DataSource and its Secret, a Workspace (namespace,
 //! policies, secret copy), a Feed with a ready image (Deployment, Service, status), add and
 //! remove a canary (the sweep deletes it), delete the Feed (finalizer cleanup) and the
-//! Workspace. Set `SLUICE_E2E_FEED_IMAGE` to a real sluice image to also wait for Ready.
+//! Workspace. Set `SLUICE_E2E_FEED_IMAGE` to a feed image `sluice build` made (a feed named
+//! `hello`; docs/kubernetes.md shows how) to also wait for Ready on a real cluster.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
