@@ -691,6 +691,39 @@ async fn sluices_images_and_the_pods_it_writes_run_in_a_real_container_runtime()
     );
     eprintln!("build Job: {:?}", started.elapsed());
 
+    // A code-only change (revision 2, same lock): its Job reuses the dependency layer and
+    // pushes a new image, timed from the pod's start to its end (the image is pulled).
+    let mut changed: Feed = serde_yaml::from_str(&FEED.replace("Numbered names", "Names")).unwrap();
+    changed.spec.revision = Some("2".into());
+    let changed_inputs = FeedInputs {
+        source: changed.spec.source.inline.clone().unwrap(),
+        ..inputs.clone()
+    };
+    let plan2 = feed::build(&changed, &changed_inputs, &settings).unwrap();
+    let cm = object(&plan2.objects, "ConfigMap");
+    podman.objects.insert(
+        cm.name.clone(),
+        cm.body["data"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().as_bytes().to_vec()))
+            .collect(),
+    );
+    let pod2 = &object(&plan2.objects, "Job").body["spec"]["template"]["spec"];
+    let started = Instant::now();
+    let out = podman.run_to_end("build-2", pod2);
+    let elapsed = started.elapsed();
+    check("the code-only build Job's pod", &out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("deps: reusing the layer"), "{log}");
+    let digest2 = podman.termination_message("build-2");
+    assert!(
+        digest2.starts_with("sha256:") && digest2 != digest,
+        "{digest2}"
+    );
+    eprintln!("code-only change, build Job pod start to pushed image: {elapsed:?}");
+
     // 4. The plan once built: the revision's Deployment, run with the workspace's copy of
     // the data source's Secret.
     inputs.build_succeeded = true;
