@@ -50,6 +50,29 @@ fn batches(bytes: &[u8]) -> Vec<arrow_array::RecordBatch> {
         .collect()
 }
 
+/// Serve `agent` on a loopback port: its URL, the sender that starts its drain, and the
+/// server's task.
+async fn serving(
+    agent: std::sync::Arc<Agent>,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(
+        listener,
+        agent,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(10),
+    ));
+    (base, stop, server)
+}
+
 #[test]
 fn sources_come_from_mounted_secrets() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,17 +107,7 @@ fn sources_come_from_mounted_secrets() {
 async fn serves_one_feed_and_drains() {
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::start(&args(dir.path())).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(
-        listener,
-        agent,
-        async {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(10),
-    ));
+    let (base, stop, server) = serving(agent).await;
     let http = reqwest::Client::new();
 
     assert_eq!(
@@ -284,17 +297,7 @@ def numbers(n: int = 3, source: str = "warehouse"):
     std::fs::create_dir_all(dir.path().join("sources/hr")).unwrap();
     std::fs::write(dir.path().join("sources/hr/url"), "mysql://u:p@hr/people").unwrap();
     let agent = Agent::start(&a).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(
-        listener,
-        agent,
-        async {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(10),
-    ));
+    let (base, stop, server) = serving(agent).await;
     let http = reqwest::Client::new();
     let call = |params: serde_json::Value| {
         http.post(format!("{base}/v1/call"))

@@ -320,6 +320,21 @@ impl Podman {
         );
     }
 
+    /// Poll a readiness probe's URL as the kubelet does, up to two minutes.
+    async fn wait_ready(&self, name: &str, url: &str) {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match http.get(url).send().await {
+                Ok(r) if r.status() == 200 => return,
+                _ if Instant::now() > deadline => {
+                    panic!("{name} never became ready:\n{}", self.logs(name))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
     fn logs(&self, name: &str) -> String {
         let out = self.cmd().args(["logs", name]).output().unwrap();
         format!(
@@ -373,16 +388,7 @@ async fn serve_and_call(podman: &Podman, name: &str, pod: &Value) {
         .as_str()
         .unwrap();
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match http.get(format!("{base}{probe}")).send().await {
-            Ok(r) if r.status() == 200 => break,
-            _ if Instant::now() > deadline => {
-                panic!("the agent never became ready:\n{}", podman.logs(name))
-            }
-            _ => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
+    podman.wait_ready(name, &format!("{base}{probe}")).await;
     let live = pod["containers"][0]["livenessProbe"]["httpGet"]["path"]
         .as_str()
         .unwrap();
@@ -500,16 +506,7 @@ async fn server_runs_a_draft_with_a_dependency(podman: &Podman, image: &str) {
     podman.start("server", &pod, http_port);
     let base = format!("http://127.0.0.1:{http_port}");
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match http.get(format!("{base}/readyz")).send().await {
-            Ok(r) if r.status() == 200 => break,
-            _ if Instant::now() > deadline => {
-                panic!("the server never became ready:\n{}", podman.logs("server"))
-            }
-            _ => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
+    podman.wait_ready("server", &format!("{base}/readyz")).await;
     let r = http
         .post(format!("{base}/api/v1/workspaces"))
         .bearer_auth(admin)
