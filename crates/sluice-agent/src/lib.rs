@@ -52,6 +52,11 @@ use sluice_sources::{QueryStream, SourceConfig, Sources};
 pub struct AgentArgs {
     #[arg(long, env = "SLUICE_AGENT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Also serve `/metrics` alone on this address: the port a workspace's NetworkPolicy
+    /// opens to Prometheus (scraping the calls-in-flight metric the autoscaler reads),
+    /// while the calls' port stays the gateway's only.
+    #[arg(long, env = "SLUICE_AGENT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The feed module.
     #[arg(
         long,
@@ -291,6 +296,13 @@ impl Agent {
 }
 
 /// The agent's HTTP API.
+/// `/metrics` alone, for the metrics port.
+pub fn metrics_router(agent: Arc<Agent>) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(agent)
+}
+
 pub fn router(agent: Arc<Agent>) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -502,6 +514,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    if let Some(addr) = args.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        // Ends with the process: scrapes may go on while calls drain.
+        tokio::spawn(axum::serve(metrics, metrics_router(agent.clone())).into_future());
+    }
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");

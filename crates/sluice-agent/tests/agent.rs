@@ -30,6 +30,7 @@ fn args(dir: &std::path::Path) -> AgentArgs {
     .unwrap();
     AgentArgs {
         listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: None,
         module: dir.join("feed.py"),
         feed: "hello".into(),
         revision: "3".into(),
@@ -107,8 +108,29 @@ fn sources_come_from_mounted_secrets() {
 async fn serves_one_feed_and_drains() {
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::start(&args(dir.path())).await.unwrap();
+    // The metrics port (`--metrics-listen`) serves `/metrics` and nothing else: a
+    // NetworkPolicy can open it to Prometheus without opening calls.
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_base = format!("http://{}", metrics.local_addr().unwrap());
+    tokio::spawn(axum::serve(metrics, sluice_agent::metrics_router(agent.clone())).into_future());
     let (base, stop, server) = serving(agent).await;
     let http = reqwest::Client::new();
+    let text = http
+        .get(format!("{metrics_base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("sluice_agent_calls_in_flight"), "{text}");
+    let call = http
+        .post(format!("{metrics_base}/v1/call"))
+        .json(&serde_json::json!({"params": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.status(), 404, "no calls on the metrics port");
 
     assert_eq!(
         http.get(format!("{base}/healthz"))

@@ -46,6 +46,7 @@ async fn start_agent_of(
     std::fs::write(dir.join("feed.py"), source).unwrap();
     let args = AgentArgs {
         listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: None,
         module: dir.join("feed.py"),
         feed: feed.into(),
         revision: revision.into(),
@@ -707,6 +708,7 @@ impl sluice_gateway::cluster::Cluster for ScaledToZero {
             std::fs::write(dir.join("feed.py"), MODULE).unwrap();
             let agent = Agent::start(&AgentArgs {
                 listen: "127.0.0.1:0".parse().unwrap(),
+                metrics_listen: None,
                 module: dir.join("feed.py"),
                 feed: "hello".into(),
                 revision: "1".into(),

@@ -96,6 +96,10 @@ pub struct OperatorArgs {
     /// (workspace namespaces then enforce Pod Security baseline: Kaniko runs as root).
     #[arg(long, env = "SLUICE_KANIKO_IMAGE")]
     pub kaniko_image: Option<String>,
+    /// Namespace of the Prometheus that scrapes feed pods (their metrics port, for the
+    /// autoscaler's calls-in-flight metric); unset, no namespace may reach it.
+    #[arg(long, env = "SLUICE_METRICS_NAMESPACE")]
+    pub metrics_namespace: Option<String>,
 }
 
 impl OperatorArgs {
@@ -119,6 +123,7 @@ impl OperatorArgs {
                 .unwrap_or_else(|| self.builder_image.clone()),
             builder_image: self.builder_image.clone(),
             kaniko_image: self.kaniko_image.clone(),
+            metrics_namespace: self.metrics_namespace.clone(),
         })
     }
 }

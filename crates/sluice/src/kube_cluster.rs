@@ -407,6 +407,7 @@ mod tests {
     async fn serve_agent(dir: &std::path::Path, feed: &str, revision: &str) -> String {
         let agent = sluice_agent::Agent::start(&sluice_agent::AgentArgs {
             listen: "127.0.0.1:0".parse().unwrap(),
+            metrics_listen: None,
             module: dir.join("feed.py"),
             feed: feed.into(),
             revision: revision.into(),

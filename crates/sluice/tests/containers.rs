@@ -162,8 +162,9 @@ impl Podman {
     }
 
     /// The pod's first container as `podman run` arguments (detached when `detach`), the
-    /// way the kubelet would run it; `port` replaces the agent's `0.0.0.0:8080`.
-    fn pod_args(&self, name: &str, pod: &Value, port: Option<u16>, detach: bool) -> Vec<String> {
+    /// way the kubelet would run it, and the host's loopback port given for each
+    /// `0.0.0.0:PORT` argument (the pod's addresses, on the host's network), by PORT.
+    fn pod_args(&self, name: &str, pod: &Value, detach: bool) -> (Vec<String>, BTreeMap<u16, u16>) {
         let c = &pod["containers"][0];
         let sc = |k: &str| {
             let own = &c["securityContext"][k];
@@ -287,14 +288,19 @@ impl Podman {
             args.push(format!("--entrypoint={}", Value::from(cmd.clone())));
         }
         args.push(c["image"].as_str().unwrap().into());
+        let mut ports = BTreeMap::new();
         for a in c["args"].as_array().into_iter().flatten() {
             let a = a.as_str().unwrap();
-            args.push(match (a, port) {
-                ("0.0.0.0:8080", Some(p)) => format!("127.0.0.1:{p}"),
-                _ => a.into(),
+            args.push(match a.strip_prefix("0.0.0.0:") {
+                Some(p) => {
+                    let host = free_port();
+                    ports.insert(p.parse().unwrap(), host);
+                    format!("127.0.0.1:{host}")
+                }
+                None => a.into(),
             });
         }
-        args
+        (args, ports)
     }
 
     fn termination_message(&self, name: &str) -> String {
@@ -304,20 +310,16 @@ impl Podman {
     /// Run a Job's pod to its end; its output.
     fn run_to_end(&self, name: &str, pod: &Value) -> Output {
         self.cmd()
-            .args(self.pod_args(name, pod, None, false))
+            .args(self.pod_args(name, pod, false).0)
             .output()
             .unwrap()
     }
 
-    fn start(&self, name: &str, pod: &Value, port: u16) {
-        check(
-            "podman run",
-            &self
-                .cmd()
-                .args(self.pod_args(name, pod, Some(port), true))
-                .output()
-                .unwrap(),
-        );
+    /// Start a pod's container; the host ports of its `0.0.0.0:PORT` arguments, by PORT.
+    fn start(&self, name: &str, pod: &Value) -> BTreeMap<u16, u16> {
+        let (args, ports) = self.pod_args(name, pod, true);
+        check("podman run", &self.cmd().args(args).output().unwrap());
+        ports
     }
 
     /// Poll a readiness probe's URL as the kubelet does, up to two minutes.
@@ -381,9 +383,8 @@ fn object<'a>(objects: &'a [Object], kind: &str) -> &'a Object {
 /// liveness probe, its signature, and a call (rows from PostgreSQL through the data source
 /// Secret, the dependency imported from the image, the call's output).
 async fn serve_and_call(podman: &Podman, name: &str, pod: &Value) {
-    let port = free_port();
-    podman.start(name, pod, port);
-    let base = format!("http://127.0.0.1:{port}");
+    let ports = podman.start(name, pod);
+    let base = format!("http://127.0.0.1:{}", ports[&8080]);
     let probe = pod["containers"][0]["readinessProbe"]["httpGet"]["path"]
         .as_str()
         .unwrap();
@@ -432,6 +433,24 @@ async fn serve_and_call(podman: &Podman, name: &str, pod: &Value) {
         logs.stdout, "six 1.16.0\n",
         "the dependency came from the image's layer"
     );
+    // The metrics port (the one the PodMonitor scrapes and the metrics policy opens) counts
+    // the call, and serves nothing else.
+    let metrics = format!("http://127.0.0.1:{}", ports[&9464]);
+    let text = http
+        .get(format!("{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("sluice_agent_calls_total{result=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("sluice_agent_calls_in_flight 0"), "{text}");
+    let r = http.get(format!("{metrics}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
 }
 
 /// The server container of `deploy/helm/sluice/templates/server.yaml` as the chart renders
@@ -502,8 +521,8 @@ async fn server_runs_a_draft_with_a_dependency(podman: &Podman, image: &str) {
         ("SLUICE_ADMIN_KEY", admin.into()),
     ];
     let pod = server_pod(image, &env);
-    // The chart's server listens on all interfaces, so its args carry no address to swap.
-    podman.start("server", &pod, http_port);
+    // The chart sets the server's addresses in its environment, here loopback ones.
+    podman.start("server", &pod);
     let base = format!("http://127.0.0.1:{http_port}");
     let http = reqwest::Client::new();
     podman.wait_ready("server", &format!("{base}/readyz")).await;
@@ -649,6 +668,7 @@ async fn sluices_images_and_the_pods_it_writes_run_in_a_real_container_runtime()
         runtime_image: sluice_image.clone(),
         builder_image: sluice_image.clone(),
         kaniko_image: None,
+        metrics_namespace: None,
     };
     let source = feed_cr.spec.source.inline.clone().unwrap();
     let mut inputs = FeedInputs {

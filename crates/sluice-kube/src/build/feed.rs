@@ -32,8 +32,8 @@ use super::workspace::{
     BUILDER_SERVICE_ACCOUNT, FEED_SERVICE_ACCOUNT, REGISTRY_SECRET, data_source_secret_name, grants,
 };
 use super::{
-    AGENT_PORT, LABEL_FEED, LABEL_REVISION, LABEL_ROLE, LABEL_TRACK, Object, Settings, base_labels,
-    controller_ref, restricted_container, restricted_pod,
+    AGENT_PORT, LABEL_FEED, LABEL_REVISION, LABEL_ROLE, LABEL_TRACK, METRICS_PORT, Object,
+    Settings, base_labels, controller_ref, restricted_container, restricted_pod,
 };
 use crate::crd::{CpuMemory, DataSource, Feed};
 
@@ -360,12 +360,24 @@ fn serving(
         // `sluice agent` (so `agent` as an argument would be refused), an image given in
         // `spec.image` may have another.
         command: Some(vec!["sluice".into(), "agent".into()]),
-        args: Some(vec!["--listen".into(), format!("0.0.0.0:{AGENT_PORT}")]),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: AGENT_PORT,
-            ..Default::default()
-        }]),
+        args: Some(vec![
+            "--listen".into(),
+            format!("0.0.0.0:{AGENT_PORT}"),
+            "--metrics-listen".into(),
+            format!("0.0.0.0:{METRICS_PORT}"),
+        ]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: AGENT_PORT,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                ..Default::default()
+            },
+        ]),
         env: Some(envs),
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 10)),

@@ -29,6 +29,8 @@ pub const LABEL_TRACK: &str = "sluice.dev/track";
 pub const LABEL_ROLE: &str = "sluice.dev/role";
 /// The port the in-pod agent listens on.
 pub const AGENT_PORT: i32 = 8080;
+/// The agent's metrics-only port (`sluice agent --metrics-listen`).
+pub const METRICS_PORT: i32 = 9464;
 /// The non-root user of every Sluice container (distroless' `nonroot`).
 pub const RUN_AS_USER: i64 = 65532;
 
@@ -54,6 +56,10 @@ pub struct Settings {
     /// workspace namespaces then enforce Pod Security `baseline` (and warn on `restricted`);
     /// feed pods themselves stay restricted.
     pub kaniko_image: Option<String>,
+    /// Namespace of the Prometheus that scrapes feed pods' metrics port ([`METRICS_PORT`]):
+    /// the calls-in-flight metric their autoscalers read comes from there. `None`: no
+    /// namespace may reach it.
+    pub metrics_namespace: Option<String>,
 }
 
 impl Default for Settings {
@@ -70,6 +76,7 @@ impl Default for Settings {
             runtime_image: "ghcr.io/sluice-dev/runtime:py3.12".into(),
             builder_image: "ghcr.io/sluice-dev/sluice:latest".into(),
             kaniko_image: None,
+            metrics_namespace: None,
         }
     }
 }

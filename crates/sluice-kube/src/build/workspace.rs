@@ -290,6 +290,23 @@ fn network_policies(
         })
     };
 
+    // Prometheus may scrape the agents' metrics-only port, never reach their calls.
+    let metrics = settings.metrics_namespace.as_ref().map(|ns| {
+        policy(
+            "sluice-metrics-ingress",
+            feeds.clone(),
+            &["Ingress"],
+            Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(namespace_selector(ns)),
+                    ..Default::default()
+                }]),
+                ports: Some(vec![tcp(Some(super::METRICS_PORT))]),
+            }]),
+            None,
+        )
+    });
+
     let mut egress = vec![dns.clone()];
     for (ds, _) in granted {
         let Some(e) = &ds.spec.egress else { continue };
@@ -321,7 +338,7 @@ fn network_policies(
         });
     }
 
-    vec![
+    [
         policy(
             "default-deny",
             everything,
@@ -363,4 +380,7 @@ fn network_policies(
             ]),
         ),
     ]
+    .into_iter()
+    .chain(metrics)
+    .collect()
 }

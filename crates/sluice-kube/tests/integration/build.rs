@@ -34,6 +34,7 @@ fn settings() -> Settings {
         runtime_image: "registry.example.com/sluice/runtime:py3.12".into(),
         builder_image: "registry.example.com/sluice/sluice:0.1.0".into(),
         kaniko_image: None,
+        metrics_namespace: Some("monitoring".into()),
     }
 }
 
@@ -224,6 +225,29 @@ fn workspace_network_policies_deny_by_default() {
         rules[2]["to"][0]["podSelector"]["matchLabels"],
         json!({"app": "prometheus"})
     );
+
+    // Prometheus's namespace reaches the agents' metrics port (the autoscaler's metric), and
+    // only that port; without a metrics namespace, nothing does.
+    let metrics = find(&out, "NetworkPolicy", "sluice-metrics-ingress");
+    assert_eq!(
+        metrics["spec"],
+        json!({"podSelector": {"matchLabels": {"sluice.dev/role": "feed"}}, "policyTypes": ["Ingress"],
+               "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+                            "ports": [{"protocol": "TCP", "port": 9464}]}]})
+    );
+    let ws: Workspace = load("workspace-team.yaml");
+    let none = workspace::build(
+        &ws,
+        &WorkspaceInputs::default(),
+        &Settings {
+            metrics_namespace: None,
+            ..settings()
+        },
+    );
+    assert!(
+        !none.iter().any(|o| o.name == "sluice-metrics-ingress"),
+        "no metrics namespace, no opening"
+    );
 }
 
 fn sales() -> Feed {
@@ -324,6 +348,22 @@ fn feed_deployment_is_restricted_and_scaled() {
     assert_eq!(c["image"], plan.image.as_str());
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    // The command in full (a feed image's entrypoint is already `sluice agent`), calls on
+    // 8080 and metrics alone on 9464, the port the metrics policy opens.
+    assert_eq!(c["command"], json!(["sluice", "agent"]));
+    assert_eq!(
+        c["args"],
+        json!([
+            "--listen",
+            "0.0.0.0:8080",
+            "--metrics-listen",
+            "0.0.0.0:9464"
+        ])
+    );
+    assert_eq!(
+        c["ports"],
+        json!([{"name": "http", "containerPort": 8080}, {"name": "metrics", "containerPort": 9464}])
+    );
     assert_eq!(
         c["resources"],
         json!({"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}})

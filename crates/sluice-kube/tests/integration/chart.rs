@@ -203,6 +203,7 @@ fn helm_lint_and_template() {
         "Ingress",
         "HTTPRoute",
         "ServiceMonitor",
+        "PodMonitor",
         "NetworkPolicy",
     ] {
         assert!(
