@@ -580,7 +580,7 @@ mod tests {
     fn offset_hours(v: Vec<u8>) -> Vec<u8> {
         let s = String::from_utf8(v).unwrap();
         match s.rfind(['+', '-']).filter(|&i| i >= 19 && s.len() > i + 3) {
-            Some(i) => s[..i + 3].as_bytes().to_vec(),
+            Some(i) => s.as_bytes()[..i + 3].to_vec(),
             None => s.into_bytes(),
         }
     }
