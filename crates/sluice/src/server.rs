@@ -290,6 +290,11 @@ pub async fn run(mut cfg: ServerConfig, mode: Mode) -> anyhow::Result<()> {
 
     println!("Sluice is running at http://{addr}");
     match &admin_secret {
+        // A production server's output goes to collected, widely read logs, and a key the
+        // admin set is known to them already: only a key made here must be shown (once).
+        Some(_) if mode == Mode::Production && cfg.admin_key.is_some() => {
+            println!("Admin key: the one SLUICE_ADMIN_KEY sets (not printed)")
+        }
         Some(k) => println!("Admin key: {k}"),
         None => println!(
             "Admin key: set at first start (SLUICE_ADMIN_KEY) — create more with `sluice keys create`"

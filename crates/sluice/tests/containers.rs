@@ -548,6 +548,11 @@ async fn server_runs_a_draft_with_a_dependency(podman: &Podman, image: &str) {
     assert_eq!(body["row_count"], 3, "{body}");
     assert_eq!(body["rows"][2], json!([2, "row 2"]), "{body}");
     assert_eq!(body["stdout"], "six 1.16.0\n", "{body}");
+    let logs = podman.logs("server");
+    assert!(
+        logs.contains("Admin key: the one SLUICE_ADMIN_KEY sets") && !logs.contains(admin),
+        "a production server keeps the admin key out of its logs:\n{logs}"
+    );
     let _ = podman
         .cmd()
         .args(["rm", "--force", "--time", "5", "server"])
