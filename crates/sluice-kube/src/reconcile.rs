@@ -803,7 +803,12 @@ async fn cleanup_workspace(ws: &Workspace, ctx: &Context) -> Result<Action, Erro
     Ok(Action::await_change())
 }
 
-/// Reconcile one DataSource: its status says whether its Secret is there with a `url`.
+/// The DataSource types feeds can read today (natively and from Python); the CRD accepts
+/// more, which the status then calls not served yet.
+const SERVED_TYPES: [&str; 2] = ["postgres", "sqlite"];
+
+/// Reconcile one DataSource: its status says whether feeds can use it: a type Sluice serves,
+/// and its Secret there with a `url`.
 /// (Granting is done by the workspaces it names; they watch DataSources.)
 pub async fn reconcile_datasource(ds: Arc<DataSource>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.timer("datasource");
@@ -825,6 +830,16 @@ async fn apply_datasource(ds: &DataSource, ctx: &Context) -> Result<Action, Erro
                 .is_some_and(|d| d.contains_key("url"))
     });
     let ready = match (&secret, has_url) {
+        _ if !SERVED_TYPES.contains(&ds.spec.type_.as_str()) => condition(
+            "Ready",
+            false,
+            "TypeNotServedYet",
+            format!(
+                "feeds cannot read a {} source yet (they read {}): a feed that uses it fails",
+                ds.spec.type_,
+                SERVED_TYPES.join(" and ")
+            ),
+        ),
         (None, _) => condition(
             "Ready",
             false,

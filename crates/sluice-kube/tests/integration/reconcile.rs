@@ -993,8 +993,10 @@ async fn a_workspace_applies_its_namespace_first_and_copies_only_granted_secrets
 
 #[tokio::test]
 async fn a_data_source_reports_whether_its_secret_is_there() {
-    for (reply, ready, reason) in [
+    let secret_with_url = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "warehouse"}, "data": {"url": "eA=="}});
+    for (type_, reply, ready, reason) in [
         (
+            "postgres",
             Some(
                 json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "warehouse"}, "data": {"url": "eA=="}}),
             ),
@@ -1002,17 +1004,26 @@ async fn a_data_source_reports_whether_its_secret_is_there() {
             "SecretFound",
         ),
         (
+            "postgres",
             Some(
                 json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "warehouse"}, "data": {"password": "eA=="}}),
             ),
             "False",
             "SecretHasNoUrl",
         ),
-        (None, "False", "SecretMissing"),
+        ("postgres", None, "False", "SecretMissing"),
+        // Accepted by the CRD, not read by feeds yet: said so, not Ready.
+        (
+            "mysql",
+            Some(secret_with_url.clone()),
+            "False",
+            "TypeNotServedYet",
+        ),
     ] {
         let (ctx, handle) = context();
         let mut ds = warehouse(&["team"]);
         ds["metadata"]["generation"] = json!(2);
+        ds["spec"]["type"] = json!(type_);
         let get = match reply {
             Some(r) => step(
                 "GET",
