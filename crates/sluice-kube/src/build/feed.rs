@@ -522,7 +522,8 @@ pub fn dockerfile(feed: &Feed, settings: &Settings) -> String {
     if feed.spec.lock.is_some() {
         // Build arguments are the RUNs' environment, not the image's: uv trusts the image's
         // certificate store (as `sluice build` has it do).
-        d.push_str("ARG UV_SYSTEM_CERTS=true UV_NATIVE_TLS=true\n");
+        // One per line: not every builder takes several names in one ARG.
+        d.push_str("ARG UV_SYSTEM_CERTS=true\nARG UV_NATIVE_TLS=true\n");
         d.push_str("COPY requirements.lock /tmp/requirements.lock\n");
         d.push_str(&run(&[
             "uv",
